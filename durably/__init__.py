@@ -1,0 +1,92 @@
+"""durably: long-running Python jobs that survive crashes, checkpointed as plain files.
+
+A job is a function made of named steps; each finished step is checkpointed in the run's
+directory under a root; when a process dies, the run is replayed from its checkpoints
+and carries on where it stopped. No database, no server.
+"""
+
+from ._durably import Durably
+from ._errors import (
+    CancelledError,
+    ConflictError,
+    DurablyError,
+    LeaseLostError,
+    NotFoundError,
+    RunFailedError,
+    ValidationError,
+    WaitTimeoutError,
+)
+from ._events import (
+    Event,
+    LogWriteEvent,
+    RunCancelEvent,
+    RunCoalescedEvent,
+    RunCompleteEvent,
+    RunDeleteEvent,
+    RunFailEvent,
+    RunLeasedEvent,
+    RunLeaseRenewedEvent,
+    RunProgressEvent,
+    RunTriggerEvent,
+    StepCancelEvent,
+    StepCompleteEvent,
+    StepFailEvent,
+    StepStartEvent,
+    WorkerErrorEvent,
+)
+from ._files import FormatError, StoreError
+from ._job import BatchItem, JobDefinition, JobHandle, define_job
+from ._models import (
+    LogEntry,
+    Progress,
+    Run,
+    RunStatus,
+    StepRecord,
+    TriggerAndWaitResult,
+    TriggerResult,
+)
+from ._step import Step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchItem",
+    "CancelledError",
+    "ConflictError",
+    "Durably",
+    "DurablyError",
+    "Event",
+    "FormatError",
+    "JobDefinition",
+    "JobHandle",
+    "LeaseLostError",
+    "LogEntry",
+    "LogWriteEvent",
+    "NotFoundError",
+    "Progress",
+    "Run",
+    "RunCancelEvent",
+    "RunCoalescedEvent",
+    "RunCompleteEvent",
+    "RunDeleteEvent",
+    "RunFailEvent",
+    "RunFailedError",
+    "RunLeaseRenewedEvent",
+    "RunLeasedEvent",
+    "RunProgressEvent",
+    "RunStatus",
+    "RunTriggerEvent",
+    "Step",
+    "StepCancelEvent",
+    "StepCompleteEvent",
+    "StepFailEvent",
+    "StepRecord",
+    "StepStartEvent",
+    "StoreError",
+    "TriggerAndWaitResult",
+    "TriggerResult",
+    "ValidationError",
+    "WaitTimeoutError",
+    "WorkerErrorEvent",
+    "define_job",
+]

@@ -1,0 +1,101 @@
+"""The errors durably raises.
+
+Every error is a :class:`DurablyError`; the tree::
+
+    DurablyError                 base; carries ``status_code`` (HTTP-style) and context
+    ├── NotFoundError (404)      no run with that id, or the job is not registered
+    ├── ValidationError (400)    bad input, options, labels, names or unstorable values
+    ├── ConflictError (409)      the run's state forbids the operation, or a key is taken
+    ├── CancelledError (409)     the run was cancelled (raised by waits and inside steps)
+    ├── LeaseLostError (409)     another worker owns the run now (raised inside steps)
+    ├── RunFailedError (500)     a waited-for run failed; ``run_id`` and ``error`` say why
+    └── WaitTimeoutError (408)   a wait gave up; also a :class:`TimeoutError`
+
+Third-party errors (pydantic, orjson, OSError) are wrapped where they cross the public
+surface, with the original kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class DurablyError(Exception):
+    """Base class of every error durably raises.
+
+    Attributes:
+        status_code: An HTTP-style code for the error class (500 for the base).
+        run_id: The run the error concerns, when there is one.
+        step: The step the error concerns, when there is one.
+        path: The file the error concerns, when there is one.
+    """
+
+    status_code: int = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str | None = None,
+        step: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.run_id = run_id
+        self.step = step
+        self.path = path
+
+
+class NotFoundError(DurablyError):
+    """A run (or a job) does not exist."""
+
+    status_code = 404
+
+
+class ValidationError(DurablyError):
+    """Input, options, labels, names or a step value were invalid."""
+
+    status_code = 400
+
+
+class ConflictError(DurablyError):
+    """The operation conflicts with the run's state or with another run."""
+
+    status_code = 409
+
+
+class CancelledError(DurablyError):
+    """The run was cancelled."""
+
+    status_code = 409
+
+    def __init__(self, run_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"Run was cancelled: {run_id}", run_id=run_id)
+
+
+class LeaseLostError(DurablyError):
+    """This worker no longer owns the run: another worker claimed it."""
+
+    status_code = 409
+
+    def __init__(self, run_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"Lease ownership was lost: {run_id}", run_id=run_id)
+
+
+class RunFailedError(DurablyError):
+    """A run that was waited for ended ``failed``.
+
+    Attributes:
+        error: The run's stored error message.
+    """
+
+    status_code = 500
+
+    def __init__(self, run_id: str, error: str | None) -> None:
+        self.error = error or "Run failed"
+        super().__init__(self.error, run_id=run_id)
+
+
+class WaitTimeoutError(DurablyError, TimeoutError):
+    """A wait timed out; the run itself goes on."""
+
+    status_code = 408

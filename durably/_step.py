@@ -1,0 +1,249 @@
+"""``Step``: what a job function receives; checkpoints, progress, logs and cancellation."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import orjson
+
+from ._codec import codec_for, return_type
+from ._errors import ValidationError
+from ._events import (
+    LogWriteEvent,
+    RunProgressEvent,
+    StepCancelEvent,
+    StepCompleteEvent,
+    StepFailEvent,
+    StepStartEvent,
+)
+from ._models import Progress
+from ._store import now_iso
+
+if TYPE_CHECKING:
+    from ._worker import Execution
+
+T = TypeVar("T")
+
+
+class StepLog:
+    """``step.log``: persisted log lines, attributed to the step they were written in."""
+
+    def __init__(self, step: Step) -> None:
+        self._step = step
+
+    def info(self, message: str, data: Any = None) -> None:
+        """Write an ``info`` line."""
+        self._step._write_log("info", message, data)
+
+    def warn(self, message: str, data: Any = None) -> None:
+        """Write a ``warn`` line."""
+        self._step._write_log("warn", message, data)
+
+    def error(self, message: str, data: Any = None) -> None:
+        """Write an ``error`` line."""
+        self._step._write_log("error", message, data)
+
+
+class Step:
+    """The first argument of a job function.
+
+    Attributes:
+        run_id: The id of the run being executed.
+        signal: A ``threading.Event`` set when the run is cancelled or the lease is lost.
+        log: ``log.info|warn|error(message, data=None)``.
+    """
+
+    def __init__(self, execution: Execution) -> None:
+        self._ex = execution
+        self.run_id: str = execution.run_id
+        self.signal: threading.Event = execution.signal
+        self.log = StepLog(self)
+        self._names: set[str] = set()
+        self._current: str | None = None
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    @overload
+    def run(self, name: str, fn: Callable[[], Awaitable[T]], *, returns: Any = None) -> Awaitable[T]: ...
+    @overload
+    def run(self, name: str, fn: Callable[[], T], *, returns: Any = None) -> T: ...
+    def run(self, name: str, fn: Callable[[], Any], *, returns: Any = None) -> Any:
+        """Run ``fn`` once and checkpoint its value, or return the checkpointed value.
+
+        In an ``async def`` job, ``await`` the result; ``fn`` may be sync or async.
+
+        Args:
+            name: The step's name, unique within one execution of the run.
+            fn: A function of no arguments.
+            returns: The value's type; defaults to ``fn``'s return annotation, else the
+                value must be plain JSON data.
+
+        Returns:
+            The value, equal and of the same type on first execution and on replay.
+
+        Raises:
+            ValidationError: a duplicate or invalid name, or a value that cannot be stored.
+            CancelledError: the run was cancelled. LeaseLostError: another worker owns it.
+            TypeError: an async ``fn`` in a sync job.
+            Exception: whatever ``fn`` raised (the step is recorded as failed).
+        """
+        self._begin(name)
+        if self._ex.is_async:
+            return self._run_async(name, fn, returns)
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"step {name!r}: fn is an async function but job {self._ex.job_name!r} is "
+                "sync; make the job `async def` and `await step.run(...)`"
+            )
+        replayed = self._replay(name, fn, returns)
+        if replayed is not _MISSING:
+            return replayed
+        index, started = self._start(name)
+        try:
+            value = fn()
+            if inspect.isawaitable(value):
+                if inspect.iscoroutine(value):
+                    value.close()
+                raise TypeError(
+                    f"step {name!r}: fn returned an awaitable but job {self._ex.job_name!r} "
+                    "is sync; make the job `async def` and `await step.run(...)`"
+                )
+        except BaseException as exc:
+            self._fail(name, index, started, exc)
+            raise
+        return self._commit(name, index, started, value, returns, fn)
+
+    async def _run_async(self, name: str, fn: Callable[[], Any], returns: Any) -> Any:
+        replayed = self._replay(name, fn, returns)
+        if replayed is not _MISSING:
+            return replayed
+        index, started = self._start(name)
+        try:
+            value = fn()
+            if inspect.isawaitable(value):
+                value = await value
+        except BaseException as exc:
+            self._fail(name, index, started, exc)
+            raise
+        return self._commit(name, index, started, value, returns, fn)
+
+    def _begin(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"step name must be a non-empty string, got {name!r}")
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(f"step name {name!r} is not valid unicode") from exc
+        if name in self._names:
+            raise ValidationError(
+                f"step name {name!r} was already used in this execution of run "
+                f"{self.run_id}; step names must be unique",
+                run_id=self.run_id, step=name,
+            )
+        self._names.add(name)
+        self.raise_if_aborted()
+
+    def _replay(self, name: str, fn: Callable[[], Any], returns: Any) -> Any:
+        rec = self._ex.replay.get(name)
+        if rec is None:
+            return _MISSING
+        codec = codec_for(returns if returns is not None else return_type(fn))
+        value = codec.decode(rec.get("o"), f"step {name!r}")
+        self._ex.index += 1
+        return value
+
+    def _start(self, name: str) -> tuple[int, float]:
+        ex = self._ex
+        index = ex.index
+        started = time.time()
+        self._current = name
+        ex.append({"k": "start", "s": name, "i": index, "t": now_iso()}, sync=False)
+        ex.emit(StepStartEvent, step_name=name, step_index=index)
+        return index, started
+
+    def _fail(self, name: str, index: int, started: float, exc: BaseException) -> None:
+        ex = self._ex
+        self._current = None
+        ex.detect_fence()
+        if ex.abort_reason is not None:
+            ex.append({"k": "cancel", "s": name, "i": index, "t": now_iso()}, sync=False)
+            ex.emit(StepCancelEvent, step_name=name, step_index=index)
+            return
+        message = _message(exc)
+        tb = "".join(traceback.format_exception(exc))
+        ex.failed_step = name
+        ex.append({"k": "fail", "s": name, "i": index, "t0": _iso(started), "t": now_iso(),
+                   "e": message, "tb": tb, "et": type(exc).__name__}, sync=ex.fsync)
+        ex.emit(StepFailEvent, step_name=name, step_index=index, error=message)
+
+    def _commit(self, name: str, index: int, started: float, value: Any, returns: Any,
+                fn: Callable[[], Any]) -> Any:
+        ex = self._ex
+        codec = codec_for(returns if returns is not None else return_type(fn))
+        try:
+            data, back = codec.encode(value, f"step {name!r}")
+        except ValidationError as exc:
+            exc.run_id, exc.step = self.run_id, name
+            self._fail(name, index, started, exc)
+            raise
+        if ex.signal.is_set() or ex.claim.fenced():
+            ex.detect_fence()
+            self._fail(name, index, started, ex.abort_error())
+            raise ex.abort_error()
+        ex.append({"k": "done", "s": name, "i": index, "t0": _iso(started), "t": now_iso(),
+                   "o": orjson.Fragment(data)}, sync=ex.fsync)
+        self._current = None
+        ex.index += 1
+        ex.completed += 1
+        ex.emit(StepCompleteEvent, step_name=name, step_index=index, output=back,
+                duration=time.time() - started)
+        return back
+
+    # -- progress, logs, cancellation -----------------------------------------------
+
+    def progress(self, current: float, total: float | None = None, message: str | None = None) -> None:
+        """Report progress; persisted with the run and visible to other processes at once."""
+        progress = Progress(current=current, total=total, message=message)
+        self._ex.progress = progress
+        self._ex.append({"k": "p", "c": current, "n": total, "m": message, "t": now_iso()}, sync=False)
+        self._ex.emit(RunProgressEvent, progress=progress)
+
+    def _write_log(self, level: str, message: str, data: Any) -> None:
+        try:
+            encoded = orjson.Fragment(orjson.dumps(data))
+        except (TypeError, orjson.JSONEncodeError):
+            encoded = orjson.Fragment(orjson.dumps(repr(data)))
+        self._ex.append({"k": "log", "s": self._current, "l": level, "m": str(message),
+                         "d": encoded, "t": now_iso()}, sync=False)
+        self._ex.emit(LogWriteEvent, step_name=self._current, level=level, message=str(message),
+                      data=data)
+
+    def is_aborted(self) -> bool:
+        """True once the run was cancelled or the lease was lost."""
+        return self.signal.is_set()
+
+    def raise_if_aborted(self) -> None:
+        """Raise CancelledError or LeaseLostError if the run was aborted; else nothing."""
+        self._ex.detect_fence()
+        if self.signal.is_set():
+            raise self._ex.abort_error()
+
+
+_MISSING: Any = object()
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+

@@ -1,0 +1,712 @@
+"""The store: runs as directories of files under one root. The engine never touches paths.
+
+Layout (docs/architecture.md explains each choice and the invariant it serves)::
+
+    ROOT/
+      format.json                       {"v": 1, "format": "durably"}
+      runs/<id[:6]>/<id[6:8]>/<id>/     one directory per run (ids sort by creation)
+        run.json                        creation record, written once at trigger
+        s.<n>                           state chain: s.<g> is the claim of generation g,
+                                        s.<last gen + 1> the end (completed/failed/cancelled);
+                                        each name is published once (link), first writer wins
+        j.<g>                           journal of generation g: append-only framed records
+                                        (step start/done/fail/cancel, logs, progress)
+        lock                            record lock held by the executing process
+      queue/<id>.<job hash>.<key hash>  one marker per run that is not terminal yet
+      keys/i/<hash>.json                idempotency key -> run id (published once)
+      keys/p/<hash>.json                concurrency key -> its pending run (published once)
+      locks/                            lock files for short critical sections
+      feed/<YYYYMMDDHH>.log             change feed: one run id per line, for watchers
+      tmp/                              temp files for publish-once and replace
+
+Fencing: the owner of generation g may commit steps to j.<g> only while s.<g+1> does not
+exist; a claimer of g+1 or a canceller publishes s.<g+1> with the valid length of j.<g>
+(``cut``), and readers ignore journal bytes past a cut. So a stale owner can never change
+what a run's steps or state read as, and the next state is decided by one link().
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from . import _files as files
+from . import _locks as locks
+from ._errors import ConflictError, NotFoundError
+from ._ids import is_valid_id
+
+log = logging.getLogger("durably")
+
+HOST = socket.gethostname()
+TERMINAL_KINDS = frozenset({"completed", "failed", "cancelled"})
+
+
+def now_iso() -> str:
+    """Current time as ISO-8601 UTC with milliseconds and ``Z`` (the original's format)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Parse a stored timestamp."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclasses.dataclass
+class RunState:
+    """What the files of one run say, at one moment."""
+
+    run_id: str
+    record: dict[str, Any]
+    head_n: int
+    head: dict[str, Any] | None
+    run_dir: str
+
+    @property
+    def status(self) -> str:
+        """pending, leased, completed, failed or cancelled."""
+        if self.head is None:
+            return "pending"
+        kind = str(self.head["kind"])
+        return "leased" if kind == "claim" else kind
+
+    @property
+    def generation(self) -> int:
+        """The latest lease generation (0 if never claimed)."""
+        return 0 if self.head is None else int(self.head.get("gen", 0))
+
+    @property
+    def cuts(self) -> dict[str, int]:
+        """Valid lengths of earlier journals, fixed by later claims or by the end."""
+        return {} if self.head is None else dict(self.head.get("cut", {}))
+
+
+@dataclasses.dataclass
+class JournalView:
+    """The valid records of a run's journals, in order, with the generation of each."""
+
+    records: list[tuple[int, dict[str, Any]]]
+    mtime: float
+
+
+class Claim:
+    """A lease this process holds on one run, generation ``gen``."""
+
+    def __init__(self, store: Store, state: RunState, gen: int, journal: files.Journal,
+                 owner: str, lease_duration: float, key_lock: str | None) -> None:
+        self.store = store
+        self.state = state
+        self.run_id = state.run_id
+        self.gen = gen
+        self.journal = journal
+        self.owner = owner
+        self.lease_duration = lease_duration
+        self.key_lock = key_lock
+        self.next_state_path = os.path.join(state.run_dir, f"s.{gen + 1}")
+        self.run_lock = os.path.join(state.run_dir, "lock")
+        self.released = False
+
+    def fenced(self) -> bool:
+        """True once another writer decided the next state (cancel, or a new claim)."""
+        return os.path.exists(self.next_state_path)
+
+    def next_state(self) -> dict[str, Any] | None:
+        """The record that fenced this claim, if any."""
+        return files.read_record(self.next_state_path)
+
+    def append(self, record: dict[str, Any], *, sync: bool) -> None:
+        """Append to this generation's journal (fdatasync when ``sync``)."""
+        self.journal.append(record, sync=sync)
+
+    def release(self) -> None:
+        """Close the journal and drop the locks (idempotent)."""
+        if self.released:
+            return
+        self.released = True
+        self.journal.close()
+        if self.key_lock:
+            locks.unlock(self.key_lock)
+        locks.unlock(self.run_lock)
+
+
+class Store:
+    """All reads and writes of one root directory.
+
+    Atomicity and fencing of each operation are in its docstring. Readers take no lock
+    (DESIGN.md invariant 7) and write nothing.
+    """
+
+    def __init__(self, root: str, *, fsync: bool) -> None:
+        self.root = os.path.abspath(root)
+        self.sync = fsync
+        self.runs_dir = os.path.join(self.root, "runs")
+        self.queue_dir = os.path.join(self.root, "queue")
+        self.keys_dir = os.path.join(self.root, "keys")
+        self.locks_dir = os.path.join(self.root, "locks")
+        self.tmp_dir = os.path.join(self.root, "tmp")
+        self.feed_dir = os.path.join(self.root, "feed")
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._feed_last: dict[str, float] = {}
+        self._jcache: dict[str, tuple[int, int, list[dict[str, Any]]]] = {}
+        self._jcache_lock = threading.Lock()
+
+    # -- setup ------------------------------------------------------------------------
+
+    def ensure_ready(self) -> None:
+        """Create the root's directories on first write (construction does no I/O)."""
+        if self._ready:
+            return
+        with self._ready_lock:
+            if self._ready:
+                return
+            try:
+                files.ensure_dir(self.root, sync=self.sync)
+                fmt = os.path.join(self.root, "format.json")
+                existing = files.read_record(fmt)
+                for d in (self.runs_dir, self.queue_dir, self.keys_dir, self.locks_dir,
+                          self.tmp_dir, self.feed_dir, os.path.join(self.keys_dir, "i"),
+                          os.path.join(self.keys_dir, "p")):
+                    files.ensure_dir(d, sync=self.sync)
+                if existing is None:
+                    files.publish_once(self.tmp_dir, fmt,
+                                       files.dumps({"v": files.FORMAT_VERSION, "format": "durably"}),
+                                       sync=self.sync)
+            except OSError as exc:
+                raise files.wrap_os_error(exc, "initialise the durably root", self.root) from exc
+            self._ready = True
+
+    def is_read_only(self) -> bool:
+        """True when this process cannot write the root."""
+        target = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
+        return not os.access(target, os.W_OK)
+
+    # -- paths ------------------------------------------------------------------------
+
+    def run_dir(self, run_id: str) -> str:
+        """Directory of a run; ids are checked so a crafted id cannot leave the root."""
+        if not is_valid_id(run_id):
+            raise NotFoundError(f"Run not found: {run_id}", run_id=str(run_id))
+        return os.path.join(self.runs_dir, run_id[:6], run_id[6:8], run_id)
+
+    def _marker_name(self, record: dict[str, Any]) -> str:
+        conc = record.get("concurrency_key")
+        conc_h = files.name_hash(conc)[:16] if conc is not None else "-"
+        return f"{record['id']}.{files.name_hash(record['job_name'])[:16]}.{conc_h}"
+
+    # -- feed -------------------------------------------------------------------------
+
+    def notify(self, run_id: str, *, throttle: float = 0.0) -> None:
+        """Append ``run_id`` to the change feed (best effort, no fsync: it is a hint)."""
+        now = time.monotonic()
+        if throttle and now - self._feed_last.get(run_id, 0.0) < throttle:
+            return
+        self._feed_last[run_id] = now
+        if len(self._feed_last) > 10000:
+            self._feed_last.clear()
+        name = datetime.now(UTC).strftime("%Y%m%d%H") + ".log"
+        path = os.path.join(self.feed_dir, name)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, run_id.encode() + b"\n")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.debug("change feed not written: %s", exc)
+
+    def changes(self, cursor: str | None) -> tuple[list[str] | None, str]:
+        """Run ids appended to the feed since ``cursor``; see Durably.changes."""
+        names = sorted(n for n in files.list_dir(self.feed_dir) if n.endswith(".log"))
+        if cursor is None:
+            if not names:
+                return [], ":0"
+            last = names[-1]
+            return [], f"{last}:{_size(os.path.join(self.feed_dir, last))}"
+        fname, _, off = cursor.rpartition(":")
+        try:
+            offset = int(off)
+        except ValueError:
+            return None, self.changes(None)[1]
+        if fname and fname not in names and (not names or fname < names[0]):
+            return None, self.changes(None)[1]
+        seen: dict[str, None] = {}
+        end_name, end_off = fname, offset
+        for name in names:
+            if fname and name < fname:
+                continue
+            start = offset if name == fname else 0
+            data = _read_from(os.path.join(self.feed_dir, name), start)
+            complete = data[: data.rfind(b"\n") + 1]
+            for line in complete.split(b"\n"):
+                if line:
+                    seen[line.decode(errors="replace")] = None
+            end_name, end_off = name, start + len(complete)
+        return list(seen), f"{end_name}:{end_off}"
+
+    # -- trigger ----------------------------------------------------------------------
+
+    def create_run(self, record: dict[str, Any], *, coalesce: bool) -> tuple[RunState, str]:
+        """Create a pending run, honouring its idempotency and concurrency keys.
+
+        Returns the run and its disposition (``created``, ``idempotent``, ``coalesced``).
+        Same-host triggers of one key are serialised by a lock; the key files are
+        published once, so even across hosts at most one run is bound to a key. The run
+        becomes visible when ``run.json`` is written, after its queue marker and keys, so
+        a crash at any point leaves either no run or a complete one (a key pointing at a
+        run that never appeared is stale and is replaced by the next trigger).
+
+        Raises:
+            ConflictError: a pending run holds the concurrency key (and not ``coalesce``).
+        """
+        self.ensure_ready()
+        job = record["job_name"]
+        idem = record.get("idempotency_key")
+        conc = record.get("concurrency_key")
+        lock_paths = []
+        if idem is not None:
+            lock_paths.append(os.path.join(self.locks_dir, "i-" + files.name_hash(job, idem)))
+        if conc is not None:
+            lock_paths.append(os.path.join(self.locks_dir, "p-" + files.name_hash(job, conc)))
+        for path in lock_paths:
+            locks.lock(path)
+        try:
+            return self._create_locked(record, coalesce=coalesce)
+        finally:
+            for path in reversed(lock_paths):
+                locks.unlock(path)
+
+    def _key_target(self, key_path: str) -> RunState | None:
+        """The published run a key file points to; a stale key file is removed."""
+        rec = files.read_record(key_path)
+        if rec is None:
+            if os.path.exists(key_path) and time.time() - _mtime(key_path) > 60:
+                files.remove_file(key_path)  # torn by a crash before it was published
+            return None
+        state = self.load(rec["run"]) if is_valid_id(rec.get("run")) else None
+        if state is None:
+            files.remove_file(key_path)  # we hold the key lock: its creator died
+        return state
+
+    def _create_locked(self, record: dict[str, Any], *, coalesce: bool) -> tuple[RunState, str]:
+        job = record["job_name"]
+        idem = record.get("idempotency_key")
+        conc = record.get("concurrency_key")
+        idem_path = conc_path = None
+        if idem is not None:
+            idem_path = os.path.join(self.keys_dir, "i", files.name_hash(job, idem) + ".json")
+            existing = self._key_target(idem_path)
+            if existing is not None:
+                return existing, "idempotent"
+        if conc is not None:
+            conc_path = os.path.join(self.keys_dir, "p", files.name_hash(job, conc) + ".json")
+            pending = self._key_target(conc_path)
+            if pending is not None and pending.status == "pending":
+                if coalesce:
+                    return pending, "coalesced"
+                raise ConflictError(
+                    f'A pending run already exists for concurrency key "{conc}" in job '
+                    f'"{job}". Use coalesce="skip" to return the existing run instead.'
+                )
+            if pending is not None:
+                files.remove_file(conc_path)
+        run_id = record["id"]
+        run_dir = self.run_dir(run_id)
+        key_body = files.dumps({"v": files.FORMAT_VERSION, "run": run_id, "job": job})
+        marker = os.path.join(self.queue_dir, self._marker_name(record))
+        try:
+            if idem_path and not files.publish_once(self.tmp_dir, idem_path, key_body, sync=self.sync):
+                raise ConflictError(f"idempotency key {idem!r} of job {job!r} was taken concurrently")
+            if conc_path and not files.publish_once(self.tmp_dir, conc_path, key_body, sync=self.sync):
+                raise ConflictError(
+                    f'Conflict after retry for concurrency key "{conc}" in job "{job}". '
+                    "Concurrent modification detected."
+                )
+            files.ensure_dir(os.path.dirname(run_dir), sync=self.sync)
+            files.ensure_dir(run_dir, sync=self.sync)
+            files.create_file(marker, b"", sync=False)
+            if self.sync:
+                files.fsync_dir(self.queue_dir)
+            files.create_file(os.path.join(run_dir, "run.json"), files.dumps(record), sync=self.sync)
+            if self.sync:
+                files.fsync_dir(run_dir)
+        except OSError as exc:
+            raise files.wrap_os_error(exc, "create run", run_dir) from exc
+        self.notify(run_id)
+        return RunState(run_id, record, 0, None, run_dir), "created"
+
+    # -- reading ----------------------------------------------------------------------
+
+    def load(self, run_id: str) -> RunState | None:
+        """Read a run's creation record and current state; None if it does not exist.
+
+        A run whose files are incomplete (being written or synced) reads as missing.
+
+        Raises:
+            FormatError: a record of the run names a newer format.
+        """
+        try:
+            run_dir = self.run_dir(run_id)
+        except NotFoundError:
+            return None
+        names = files.list_dir(run_dir)
+        if "run.json" not in names:
+            return None
+        record = files.read_record(os.path.join(run_dir, "run.json"))
+        if record is None or record.get("id") != run_id:
+            return None
+        head_n = 0
+        for name in names:
+            if name.startswith("s.") and name[2:].isdigit():
+                head_n = max(head_n, int(name[2:]))
+        head = None
+        while head_n > 0:
+            head = files.read_record(os.path.join(run_dir, f"s.{head_n}"))
+            if head is not None:
+                break
+            head_n -= 1  # a state file still arriving from a sync tool: not there yet
+        return RunState(run_id, record, head_n, head, run_dir)
+
+    def run_ids(self, *, newest_first: bool = True) -> Iterator[str]:
+        """Yield run ids in creation order (newest first by default), lazily by shard."""
+        for top in sorted(files.list_dir(self.runs_dir), reverse=newest_first):
+            top_dir = os.path.join(self.runs_dir, top)
+            for mid in sorted(files.list_dir(top_dir), reverse=newest_first):
+                ids = [n for n in files.list_dir(os.path.join(top_dir, mid)) if is_valid_id(n)]
+                yield from sorted(ids, reverse=newest_first)
+
+    def journal(self, state: RunState) -> JournalView:
+        """The valid journal records of a run across its generations, cuts applied."""
+        cuts = state.cuts
+        out: list[tuple[int, dict[str, Any]]] = []
+        mtime = 0.0
+        compacted = os.path.join(state.run_dir, "journal.jsonl")
+        if state.status in TERMINAL_KINDS and os.path.exists(compacted):
+            data = files.read_bytes(compacted) or b""
+            for rec, _ in files.iter_frames(data):
+                out.append((int(rec.pop("g", 0)), rec))
+            return JournalView(out, _mtime(compacted))
+        for gen in range(1, state.generation + 1):
+            path = os.path.join(state.run_dir, f"j.{gen}")
+            recs, mt = self._journal_records(path, cuts.get(str(gen)))
+            mtime = max(mtime, mt)
+            out.extend((gen, r) for r in recs)
+        return JournalView(out, mtime)
+
+    def _journal_records(self, path: str, cut: int | None) -> tuple[list[dict[str, Any]], float]:
+        """Valid records of one journal up to ``cut``, parsed incrementally (cached)."""
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return [], 0.0
+        limit = st.st_size if cut is None else min(cut, st.st_size)
+        with self._jcache_lock:
+            cached = self._jcache.get(path)
+        if cached is None or cached[0] != st.st_ino or cached[1] > limit:
+            cached = (st.st_ino, 0, [])
+        ino, offset, recs = cached
+        if offset < limit:
+            data = _read_from(path, offset)[: limit - offset]
+            recs = list(recs)
+            consumed = 0
+            for rec, end in files.iter_frames(data):
+                recs.append(rec)
+                consumed = end
+            offset += consumed
+            with self._jcache_lock:
+                if len(self._jcache) > 512:
+                    self._jcache.clear()
+                self._jcache[path] = (ino, offset, recs)
+        return recs, st.st_mtime
+
+    def valid_length(self, path: str) -> int:
+        """Byte length of the valid prefix of a journal (what a claim or end keeps)."""
+        data = files.read_bytes(path) or b""
+        end = 0
+        for _, end in files.iter_frames(data):
+            pass
+        return end
+
+    # -- claiming ---------------------------------------------------------------------
+
+    def queued(self) -> list[tuple[str, str, str]]:
+        """(run id, job hash, key hash) of every run not yet known to be terminal, oldest first."""
+        out = []
+        for name in sorted(files.list_dir(self.queue_dir)):
+            parts = name.split(".")
+            if len(parts) == 3 and is_valid_id(parts[0]):
+                out.append((parts[0], parts[1], parts[2]))
+        return out
+
+    def owner_alive(self, state: RunState) -> bool:
+        """Is the owner of a leased run still executing it?
+
+        Same host: its record lock on ``lock`` is held (the kernel drops it when the
+        process dies, so a dead owner is seen at once). Other hosts: its journal's
+        heartbeat is younger than the lease duration it recorded.
+        """
+        head = state.head or {}
+        if head.get("host") == HOST:
+            return locks.held_here(os.path.join(state.run_dir, "lock")) or locks.is_locked_elsewhere(
+                os.path.join(state.run_dir, "lock"))
+        return time.time() < self.lease_expiry(state)
+
+    def lease_expiry(self, state: RunState) -> float:
+        """Epoch seconds at which a leased run's lease ends (heartbeat + lease)."""
+        head = state.head or {}
+        started = parse_time(head.get("at"))
+        beat = started.timestamp() if started else 0.0
+        beat = max(beat, _mtime(os.path.join(state.run_dir, f"j.{state.generation}")))
+        return beat + float(head.get("lease", 30.0))
+
+    def try_claim(self, run_id: str, key_hash: str, owner: str, lease_duration: float,
+                  blocked_keys: set[str]) -> Claim | None:
+        """Claim one queued run if it is claimable; None otherwise.
+
+        Claimable: pending, or leased by an owner that is gone. The claim is the publish
+        of ``s.<g+1>`` (first writer wins), carrying the valid length of every earlier
+        journal; the new journal and the claim name are made durable by one fsync of the
+        run directory. Keyed runs also take the key's execution lock, so at most one run
+        per concurrency key executes at a time on this host; across hosts, a live lease
+        on another run with the key blocks the claim.
+        """
+        state = self.load(run_id)
+        if state is None:
+            return None
+        if state.status in TERMINAL_KINDS:
+            self.unqueue(state)
+            return None
+        run_lock = os.path.join(state.run_dir, "lock")
+        if state.status == "leased" and self.owner_alive(state):
+            if key_hash != "-":
+                blocked_keys.add(key_hash)
+            return None
+        if key_hash in blocked_keys:
+            return None
+        key_lock = None
+        if key_hash != "-":
+            key_lock = os.path.join(self.locks_dir, "x-" + key_hash)
+            if not locks.try_lock(key_lock):
+                blocked_keys.add(key_hash)
+                return None
+            if self._key_busy_elsewhere(run_id, key_hash):
+                locks.unlock(key_lock)
+                blocked_keys.add(key_hash)
+                return None
+        if not locks.try_lock(run_lock):
+            if key_lock:
+                locks.unlock(key_lock)
+            return None
+        try:
+            claim = self._claim_locked(run_id, owner, lease_duration, key_lock)
+        except BaseException:
+            if key_lock:
+                locks.unlock(key_lock)
+            locks.unlock(run_lock)
+            raise
+        if claim is None:
+            if key_lock:
+                locks.unlock(key_lock)
+            locks.unlock(run_lock)
+        return claim
+
+    def _key_busy_elsewhere(self, run_id: str, key_hash: str) -> bool:
+        for other, _, kh in self.queued():
+            if kh != key_hash or other == run_id:
+                continue
+            st = self.load(other)
+            if st is not None and st.status == "leased" and (st.head or {}).get("host") != HOST \
+                    and time.time() < self.lease_expiry(st):
+                return True
+        return False
+
+    def _claim_locked(self, run_id: str, owner: str, lease_duration: float,
+                      key_lock: str | None) -> Claim | None:
+        state = self.load(run_id)
+        if state is None or state.status in TERMINAL_KINDS:
+            return None
+        if state.status == "leased" and (state.head or {}).get("host") != HOST \
+                and time.time() < self.lease_expiry(state):
+            return None
+        gen = state.generation + 1
+        cuts = state.cuts
+        if state.generation:
+            cuts[str(state.generation)] = self.valid_length(
+                os.path.join(state.run_dir, f"j.{state.generation}"))
+        at = now_iso()
+        head = state.head or {}
+        claim_rec = {
+            "v": files.FORMAT_VERSION, "kind": "claim", "gen": gen, "at": at,
+            "started_at": head.get("started_at", at), "owner": owner, "host": HOST,
+            "pid": os.getpid(), "lease": lease_duration, "cut": cuts,
+        }
+        path = os.path.join(state.run_dir, f"s.{gen}")
+        try:
+            journal = files.Journal(os.path.join(state.run_dir, f"j.{gen}"))
+            won = files.publish_once(self.tmp_dir, path, files.dumps(claim_rec), sync=self.sync)
+        except OSError as exc:
+            raise files.wrap_os_error(exc, "claim run", state.run_dir) from exc
+        if not won:
+            journal.close()
+            return None
+        self.notify(run_id)
+        new_state = RunState(run_id, state.record, gen, claim_rec, state.run_dir)
+        return Claim(self, new_state, gen, journal, owner, lease_duration, key_lock)
+
+    # -- ending -----------------------------------------------------------------------
+
+    def end(self, state: RunState, after_gen: int, record: dict[str, Any]) -> RunState | None:
+        """Publish the end of a run as ``s.<after_gen + 1>``; None if another writer won.
+
+        The record is a completion, failure or cancellation. It fixes the valid length of
+        the current journal, so nothing a stale owner appends later counts.
+        """
+        cuts = state.cuts
+        if after_gen:
+            cuts[str(after_gen)] = self.valid_length(os.path.join(state.run_dir, f"j.{after_gen}"))
+        head = state.head or {}
+        rec = {"v": files.FORMAT_VERSION, "gen": after_gen, "at": now_iso(),
+               "started_at": head.get("started_at"), "cut": cuts, **record}
+        path = os.path.join(state.run_dir, f"s.{state.head_n + 1}")
+        try:
+            won = files.publish_once(self.tmp_dir, path, files.dumps(rec), sync=self.sync)
+        except OSError as exc:
+            raise files.wrap_os_error(exc, "record the end of run", state.run_dir) from exc
+        if not won:
+            return None
+        ended = RunState(state.run_id, state.record, state.head_n + 1, rec, state.run_dir)
+        self.unqueue(ended)
+        self.notify(state.run_id)
+        return ended
+
+    def unqueue(self, state: RunState) -> None:
+        """Drop a terminal run's queue marker (idempotent; claimers also do it lazily)."""
+        files.remove_file(os.path.join(self.queue_dir, self._marker_name(state.record)))
+
+    def compact(self, state: RunState, *, keep_outputs: bool) -> None:
+        """Merge a terminal run's journals into ``journal.jsonl``; drop outputs if asked."""
+        view = self.journal(state)
+        out = []
+        for gen, rec in view.records:
+            rec = dict(rec)
+            if not keep_outputs and "o" in rec:
+                rec["o"] = None
+                rec["dropped"] = True
+            rec["g"] = gen
+            out.append(files.frame(rec))
+        try:
+            files.replace_file(self.tmp_dir, os.path.join(state.run_dir, "journal.jsonl"),
+                               b"".join(out), sync=self.sync)
+            for gen in range(1, state.generation + 1):
+                files.remove_file(os.path.join(state.run_dir, f"j.{gen}"))
+        except OSError as exc:
+            log.warning("could not compact run %s: %s", state.run_id, exc)
+
+    def cancel(self, run_id: str) -> RunState:
+        """Cancel a pending or leased run at once; the owner is fenced by ``s.<n+1>``.
+
+        Raises:
+            NotFoundError: no such run.
+            ConflictError: the run is already terminal.
+        """
+        for _ in range(100):
+            state = self.load(run_id)
+            if state is None:
+                raise NotFoundError(f"Run not found: {run_id}", run_id=run_id)
+            if state.status in TERMINAL_KINDS:
+                word = "already cancelled" if state.status == "cancelled" else state.status
+                raise ConflictError(f"Cannot cancel {word} run: {run_id}", run_id=run_id)
+            ended = self.end(state, state.generation, {"kind": "cancelled"})
+            if ended is not None:
+                return ended
+        raise ConflictError(f"Cannot cancel run {run_id}: its state keeps changing", run_id=run_id)
+
+    def delete(self, state: RunState) -> None:
+        """Remove every file of a terminal run and free its keys.
+
+        The run directory is first renamed into ``tmp/`` so it disappears atomically.
+        """
+        record = state.record
+        for sub, key in (("i", record.get("idempotency_key")), ("p", record.get("concurrency_key"))):
+            if key is None:
+                continue
+            path = os.path.join(self.keys_dir, sub, files.name_hash(record["job_name"], key) + ".json")
+            rec = files.read_record(path)
+            if rec is not None and rec.get("run") == state.run_id:
+                files.remove_file(path)
+        self.unqueue(state)
+        trash = os.path.join(self.tmp_dir, f"del-{state.run_id}-{os.urandom(4).hex()}")
+        try:
+            os.rename(state.run_dir, trash)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise files.wrap_os_error(exc, "delete run", state.run_dir) from exc
+        shutil.rmtree(trash, ignore_errors=True)
+        if self.sync:
+            with contextlib.suppress(OSError):
+                files.fsync_dir(os.path.dirname(state.run_dir))
+        self.notify(state.run_id)
+
+    def sweep_tmp(self, older_than: float = 3600.0) -> int:
+        """Remove temp files and deleted-run leftovers older than ``older_than`` seconds."""
+        removed = 0
+        cutoff = time.time() - older_than
+        for name in files.list_dir(self.tmp_dir):
+            path = os.path.join(self.tmp_dir, name)
+            if _mtime(path) < cutoff:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    files.remove_file(path)
+                removed += 1
+        return removed
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path, follow_symlinks=False).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path, follow_symlinks=False).st_size
+    except OSError:
+        return 0
+
+
+def _read_from(path: str, offset: int) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        os.lseek(fd, offset, os.SEEK_SET)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def loads(data: bytes) -> Any:
+    """Parse JSON bytes (orjson)."""
+    return orjson.loads(data)
