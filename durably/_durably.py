@@ -547,6 +547,36 @@ class Durably:
         self._emitter.emit(RunCancelEvent(run_id=run_id, job_name=state.record["job_name"],
                                           labels=dict(state.record.get("labels") or {})))
 
+    def _fail_run(self, run_id: str, error: str) -> bool:
+        """End a pending or leased run as failed from outside its owner (run timeouts).
+
+        The owner is fenced like a cancel: its next step or end is refused. Returns
+        False if the run had already ended.
+        """
+        while True:
+            state = self._load(run_id)
+            if state is None or state.status in TERMINAL_KINDS:
+                return False
+            in_flight = None
+            for _, rec in self._store.journal(state).records:
+                if rec.get("k") == "start":
+                    in_flight = rec.get("s")
+                elif rec.get("k") in ("done", "fail", "cancel") and rec.get("s") == in_flight:
+                    in_flight = None
+            ended = self._store.end(state, state.generation, {
+                "kind": "failed", "error": error, "failed_step": in_flight})
+            if ended is not None:
+                ex = self._keeper.get(run_id)
+                if ex is not None:
+                    ex.abort("ended")
+                from ._events import RunFailEvent  # noqa: PLC0415
+
+                self._emitter.emit(RunFailEvent(
+                    run_id=run_id, job_name=state.record["job_name"],
+                    labels=dict(state.record.get("labels") or {}), error=error,
+                    failed_step_name=in_flight))
+                return True
+
     def retrigger(self, run_id: str) -> Run[Any]:
         """Start a new pending run with an ended run's input, labels and concurrency key.
 

@@ -76,12 +76,15 @@ class Execution:
         """Look for a state published after our claim (cancel, or a newer claim)."""
         if self.abort_reason is None and self.claim.fenced():
             nxt = self.claim.next_state() or {}
-            self.abort("cancelled" if nxt.get("kind") == "cancelled" else "lease-lost")
+            kind = nxt.get("kind")
+            self.abort({"cancelled": "cancelled", "claim": "lease-lost"}.get(str(kind), "ended"))
 
     def abort_error(self) -> DurablyError:
         """The error a step raises once the run is aborted."""
         if self.abort_reason == "lease-lost":
             return LeaseLostError(self.run_id)
+        if self.abort_reason == "ended":
+            return LeaseLostError(self.run_id, f"Run {self.run_id} was ended by another process")
         return CancelledError(self.run_id)
 
     # -- running ------------------------------------------------------------------------

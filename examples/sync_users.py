@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from durably import Durably, Step, define_job
+from durably import Durably, RunProgressEvent, Step, define_job
 
 # One run per organisation and day in real life, e.g. f"sync-{org_id}-{date.today()}".
 # Fixed here so that the second invocation finds the run the first one left behind.
