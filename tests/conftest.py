@@ -1,0 +1,73 @@
+"""Shared fixtures for the behaviour suite: a fresh root and auto-stopped instances."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import durably
+
+_DEFAULT_ROOT: Any = object()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A fresh durably root directory (not created yet) for one test."""
+    return tmp_path / "root"
+
+
+class Gates:
+    """Makes `threading.Event`s that jobs wait on; all are set before instances stop."""
+
+    def __init__(self) -> None:
+        self._made: list[threading.Event] = []
+
+    def __call__(self) -> threading.Event:
+        event = threading.Event()
+        self._made.append(event)
+        return event
+
+    def release_all(self) -> None:
+        for event in self._made:
+            event.set()
+
+
+@pytest.fixture
+def gates() -> Iterator[Gates]:
+    """Make gates (`threading.Event`) for jobs to block on; released at teardown."""
+    made = Gates()
+    yield made
+    made.release_all()
+
+
+@pytest.fixture
+def durably_factory(root: Path, gates: Gates) -> Iterator[Callable[..., durably.Durably]]:
+    """Make fast `Durably` instances on the test's root; every one is stopped at teardown.
+
+    Pass ``root_dir=None`` to use the default root, or any other path to override it.
+    """
+    instances: list[durably.Durably] = []
+
+    def make(*, root_dir: Any = _DEFAULT_ROOT, **options: Any) -> durably.Durably:
+        options.setdefault("fsync", False)
+        options.setdefault("polling_interval", 0.05)
+        where = root if root_dir is _DEFAULT_ROOT else root_dir
+        instance = durably.Durably(where, **options)
+        instances.append(instance)
+        return instance
+
+    yield make
+    # Let any job still blocked on a test gate finish before stopping its worker.
+    gates.release_all()
+    for instance in reversed(instances):
+        instance.stop(timeout=30)
+
+
+@pytest.fixture
+def d(durably_factory: Callable[..., durably.Durably]) -> durably.Durably:
+    """One default instance on the test's root."""
+    return durably_factory()

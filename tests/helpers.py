@@ -1,0 +1,153 @@
+"""Helpers for the behaviour suite: waiting on conditions and running Python elsewhere."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.01) -> T:
+    """Poll `predicate` until it returns a truthy value, and return that value.
+
+    Raises AssertionError when `timeout` seconds pass first. This waits on a condition,
+    never on a fixed time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate!r}")
+        time.sleep(interval)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python that can import `durably` and the test jobs."""
+    env = dict(os.environ)
+    paths = [str(REPO_ROOT), str(TESTS_DIR)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env.update(extra)
+    return env
+
+
+def start_python(args: Sequence[str], **extra_env: str) -> subprocess.Popen[str]:
+    """Start `python -m proc_jobs ARGS...` (see tests/proc_jobs.py) in a child process."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "import proc_jobs, sys; proc_jobs.main(sys.argv[1:])", *args],
+        env=subprocess_env(**extra_env),
+        cwd=str(REPO_ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60.0) -> tuple[int, str, str]:
+    """Wait for a child started by `start_python`; return (returncode, stdout, stderr)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"child did not finish in {timeout} s; stderr:\n{err}") from None
+    return proc.returncode, out, err
+
+
+def collect_in_thread(iterable: Iterable[Any]) -> tuple[threading.Thread, list[Any]]:
+    """Consume `iterable` in a daemon thread; return the thread and the growing list."""
+    items: list[Any] = []
+
+    def consume() -> None:
+        for item in iterable:
+            items.append(item)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    return thread, items
+
+
+def event_types(events: Iterable[Any]) -> list[str]:
+    """The `type` of each event, in order."""
+    return [event.type for event in events]
+
+
+# --- job builders shared by several test files ------------------------------------------
+
+from pydantic import BaseModel  # noqa: E402
+
+import durably  # noqa: E402
+
+
+class Payload(BaseModel):
+    """A small input model for test jobs."""
+
+    value: str = ""
+
+
+class Started:
+    """Records which runs a blocking job has started, in order, and lets tests wait."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.values: list[str] = []
+        self.active = 0
+        self.max_active = 0
+        self.log: list[str] = []
+
+    def enter(self, value: str) -> None:
+        with self._lock:
+            self.values.append(value)
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            self.log.append(f"start:{value}")
+
+    def leave(self, value: str) -> None:
+        with self._lock:
+            self.active -= 1
+            self.log.append(f"end:{value}")
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.values)
+
+
+def blocking_job(
+    name: str, gate: threading.Event, started: Started | None = None
+) -> durably.JobDefinition[Any, Any]:
+    """A job whose single step `wait` blocks until `gate` is set, then returns the value."""
+
+    def run(step: durably.Step, payload: Payload) -> str:
+        def wait() -> str:
+            if started is not None:
+                started.enter(payload.value)
+            try:
+                if not gate.wait(30):
+                    raise RuntimeError("test gate was never released")
+            finally:
+                if started is not None:
+                    started.leave(payload.value)
+            return payload.value
+
+        return step.run("wait", wait)
+
+    return durably.define_job(name=name, input=Payload, output=str, run=run)
+
+
+def status_of(instance: durably.Durably, run_id: str) -> str | None:
+    """The run's status as a plain string, or None when it does not exist."""
+    run = instance.get_run(run_id)
+    return None if run is None else str(run.status.value)
