@@ -17,6 +17,7 @@ Delete that directory to start over.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -109,7 +110,7 @@ def sync_users(step: Step, payload: SyncIn) -> SyncOut:
         # One step per user: once its checkpoint is written, this user is never synced
         # again, whatever happens to the process. The step returns its outcome, so the
         # `errors` list is rebuilt identically when the step is replayed.
-        error = step.run(f"sync-{user.id}", lambda user=user: db.upsert_user(user))
+        error = step.run(f"sync-{user.id}", functools.partial(db.upsert_user, user))
         if error is not None:
             errors.append(error)
             step.log.warn(error)
@@ -125,7 +126,8 @@ def sync_users(step: Step, payload: SyncIn) -> SyncOut:
 
 def show_progress(event: RunProgressEvent) -> None:
     progress = event.progress
-    print(f"  [{progress.current}/{progress.total}] {progress.message}")
+    if progress is not None:
+        print(f"  [{progress.current}/{progress.total}] {progress.message}")
 
 
 def main() -> None:
