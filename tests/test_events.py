@@ -13,6 +13,7 @@ import pytest
 from helpers import collect_in_thread, event_types, finish, start_python, wait_until
 from pydantic import BaseModel
 
+import durably
 from durably import Durably, Step, define_job
 
 Factory = Callable[..., Durably]
@@ -161,6 +162,45 @@ class TestOn:
 
         assert run.status == "completed"
         wait_until(lambda: errors)
+
+
+EVENT_CLASSES = {
+    "run:trigger": "RunTriggerEvent",
+    "run:coalesced": "RunCoalescedEvent",
+    "run:leased": "RunLeasedEvent",
+    "run:lease-renewed": "RunLeaseRenewedEvent",
+    "run:complete": "RunCompleteEvent",
+    "run:fail": "RunFailEvent",
+    "run:cancel": "RunCancelEvent",
+    "run:delete": "RunDeleteEvent",
+    "run:progress": "RunProgressEvent",
+    "step:start": "StepStartEvent",
+    "step:complete": "StepCompleteEvent",
+    "step:fail": "StepFailEvent",
+    "step:cancel": "StepCancelEvent",
+    "log:write": "LogWriteEvent",
+    "worker:error": "WorkerErrorEvent",
+}
+
+
+class TestEventClasses:
+    def test_every_event_type_has_a_public_class(self) -> None:
+        """Each of the 15 event types has its own public class deriving from `Event`."""
+        assert set(EVENT_CLASSES) == set(EVENT_TYPES)
+        classes = [getattr(durably, name) for name in EVENT_CLASSES.values()]
+        assert all(issubclass(cls, durably.Event) for cls in classes)
+        assert len(set(classes)) == len(classes)
+
+    def test_emitted_events_are_instances_of_their_class(self, d: Durably) -> None:
+        """An emitted event is an instance of the class of its type."""
+        recorder = Recorder(d)
+        d.register(ONE_STEP).trigger(In())
+        d.register(FAILING).trigger(In())
+        d.process_until_idle()
+
+        assert recorder.events
+        for event in recorder.events:
+            assert type(event) is getattr(durably, EVENT_CLASSES[event.type]), event.type
 
 
 class TestEventOrder:

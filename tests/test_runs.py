@@ -180,6 +180,20 @@ class TestRunFields:
         assert run.completed_at is None
         gate.set()
 
+    def test_progress_is_a_progress_object(self, d: Durably) -> None:
+        """`Run.progress` is a `Progress` with `current`, `total` and `message`."""
+
+        def job(step: Step, payload: In) -> None:
+            step.progress(3, 4, "almost")
+
+        result = d.register(define_job(name="p", input=In, run=job)).trigger(In())
+        d.process_until_idle()
+
+        run = d.get_run(result.id)
+        assert run is not None
+        assert isinstance(run.progress, durably.Progress)
+        assert (run.progress.current, run.progress.total, run.progress.message) == (3, 4, "almost")
+
     def test_output_is_typed_through_the_handle_and_plain_through_durably(self, d: Durably) -> None:
         """The handle returns the output model; `Durably.get_run(s)` return plain JSON data."""
         run = _completed(d, name="z")
@@ -445,6 +459,30 @@ class TestWaitForRun:
             other.stop()
 
     @pytest.mark.slow
+    def test_progress_written_by_another_process_is_visible(
+        self, d: Durably, root: Path, tmp_path: Path
+    ) -> None:
+        """Progress reported by a run executing in another process is readable here."""
+        other = proc_jobs.make(root)
+        try:
+            result = other.jobs["gated"].trigger(proc_jobs.WorkIn(workdir=str(tmp_path)))
+            child = start_python(["process", str(root)])
+
+            def progressed() -> Any:
+                run = d.get_run(result.id)
+                return run is not None and run.progress is not None and run.progress.current > 0
+
+            wait_until(progressed, timeout=30)
+            assert status_of(d, result.id) == "leased"
+            (tmp_path / "gate").touch()
+
+            assert d.wait_for_run(result.id, timeout=60).output == {"ok": True}
+            code, _, err = finish(child)
+            assert code == 0, err
+        finally:
+            other.stop()
+
+    @pytest.mark.slow
     def test_sees_failure_by_another_process(self, d: Durably, root: Path, tmp_path: Path) -> None:
         """`wait_for_run` raises RunFailedError when another process fails the run."""
         other = proc_jobs.make(root)
@@ -468,6 +506,10 @@ def _cancellable_job(reached: threading.Event, record: dict[str, Any]) -> Any:
             reached.set()
             record["signal"] = step.signal.wait(10)
             record["aborted"] = step.is_aborted()
+            try:
+                step.raise_if_aborted()
+            except CancelledError:
+                record["raise_if_aborted"] = "CancelledError"
             return True
 
         try:
@@ -511,6 +553,7 @@ class TestCancel:
         d.stop(timeout=30)
         assert record["signal"] is True
         assert record["aborted"] is True
+        assert record["raise_if_aborted"] == "CancelledError"
         assert record["next"] == "CancelledError"
         assert "after-ran" not in record
         run = d.get_run(result.id)
@@ -576,6 +619,32 @@ class TestRetrigger:
         )
         assert new.idempotency_key != "idem"
         assert status_of(d, old.id) == outcome
+
+    def test_retrigger_emits_run_trigger_for_the_new_run(self, d: Durably) -> None:
+        """`retrigger` emits `run:trigger` for the new run."""
+        old = _completed(d)
+        seen: list[Any] = []
+        d.on("run:trigger", seen.append)
+
+        new = d.retrigger(old.id)
+
+        assert [(e.type, e.run_id) for e in seen] == [("run:trigger", new.id)]
+
+    def test_retrigger_revalidates_the_input(self, durably_factory: Factory) -> None:
+        """The stored input is validated again against the job's current input model."""
+
+        class Strict(BaseModel):
+            name: int
+
+        first = durably_factory()
+        old = _completed(first, name="not-a-number")
+        second = durably_factory(
+            jobs=[define_job(name="greet", input=Strict, run=lambda step, payload: None)]
+        )
+
+        with pytest.raises(durably.ValidationError):
+            second.retrigger(old.id)
+        assert [r.id for r in second.get_runs()] == [old.id]
 
     def test_retriggered_run_executes_from_scratch(self, d: Durably) -> None:
         """The new run executes normally and completes with its own output."""

@@ -222,6 +222,63 @@ class TestIdempotency:
         assert again.id == first.id
         assert again.disposition == "idempotent"
 
+    def test_idempotent_hit_still_validates_the_input(
+        self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut]
+    ) -> None:
+        """Input is validated before the idempotency lookup: bad input raises ValidationError."""
+        sync.trigger(SyncIn(org_id="a"), idempotency_key="k")
+
+        with pytest.raises(ValidationError):
+            sync.trigger({"force": True}, idempotency_key="k")
+
+
+WEIRD_NAMES = [
+    "a/b/c",
+    "../../outside",
+    "..",
+    "naïve ünïcode ✓ 日本語",
+    "with spaces and\ttabs",
+    "x" * 1000,
+    "é" * 1000,
+]
+
+
+class TestNamesAreData:
+    @pytest.mark.parametrize("name", WEIRD_NAMES, ids=range(len(WEIRD_NAMES)))
+    def test_any_job_name_works(self, durably_factory: Factory, root: Any, name: str) -> None:
+        """Job names with any characters, up to 1,000 of them, trigger and complete."""
+        d = durably_factory(jobs=[define_job(name=name, input=SyncIn, output=SyncOut, run=_sync)])
+        result = d.jobs[name].trigger(SyncIn(org_id="a"))
+
+        assert d.process_until_idle() == 1
+        run = d.get_run(result.id)
+        assert run is not None
+        assert (run.job_name, run.status) == (name, "completed")
+        assert [r.id for r in d.get_runs(job_name=name)] == [result.id]
+        assert all(p.resolve().is_relative_to(root.resolve()) for p in root.rglob("*"))
+        assert not (root.parent / "outside").exists()
+
+    @pytest.mark.parametrize("key", WEIRD_NAMES, ids=range(len(WEIRD_NAMES)))
+    def test_any_idempotency_and_concurrency_key_works(
+        self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut], root: Any, key: str
+    ) -> None:
+        """Idempotency and concurrency keys with any characters keep their meaning."""
+        first = sync.trigger(SyncIn(org_id="a"), idempotency_key=key, concurrency_key=key)
+        again = sync.trigger(SyncIn(org_id="b"), idempotency_key=key)
+        with pytest.raises(ConflictError):
+            sync.trigger(SyncIn(org_id="c"), concurrency_key=key)
+
+        assert (again.id, again.disposition) == (first.id, "idempotent")
+        assert (again.idempotency_key, again.concurrency_key) == (key, key)
+        assert all(p.resolve().is_relative_to(root.resolve()) for p in root.rglob("*"))
+
+    def test_similar_keys_stay_distinct(self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut]) -> None:
+        """Keys that differ only by case, separators or length are different keys."""
+        keys = ["k", "K", "k/", "k ", "k" * 999 + "a", "k" * 999 + "b", "a/b", "a_b"]
+        ids = {sync.trigger(SyncIn(org_id="a"), idempotency_key=k).id for k in keys}
+
+        assert len(ids) == len(keys)
+
 
 class TestConcurrencyKey:
     def test_second_pending_run_with_the_same_key_conflicts(
@@ -670,6 +727,18 @@ class TestHandleQueries:
 
         assert [r.id for r in sync.get_runs()] == [c.id, a.id]
         assert [r.id for r in sync.get_runs(limit=1)] == [c.id]
+
+    def test_get_runs_takes_the_filters(self, d: Durably) -> None:
+        """`handle.get_runs` accepts the status, labels, limit and offset filters."""
+        sync = d.register(SYNC)
+        a = sync.trigger(SyncIn(org_id="a"), labels={"k": "v"})
+        b = sync.trigger(SyncIn(org_id="b"), labels={"k": "v"})
+        sync.trigger(SyncIn(org_id="c"))
+        d.process_one()
+
+        assert [r.id for r in sync.get_runs(status="completed")] == [a.id]
+        assert [r.id for r in sync.get_runs(labels={"k": "v"})] == [b.id, a.id]
+        assert [r.id for r in sync.get_runs(labels={"k": "v"}, limit=1, offset=1)] == [a.id]
 
     def test_handle_runs_carry_typed_output(
         self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut]
