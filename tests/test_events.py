@@ -150,6 +150,18 @@ class TestOn:
         assert all(e.type == "worker:error" for e in errors)
         assert any("listener blew up" in str(e.error) for e in errors)
 
+    def test_listener_that_raises_on_trigger_does_not_break_the_trigger(self, d: Durably) -> None:
+        """A `run:trigger` listener that raises is reported; the trigger still succeeds."""
+        errors: list[Any] = []
+        d.on("worker:error", errors.append)
+        d.on("run:trigger", lambda event: 1 / 0)
+
+        result = d.register(ONE_STEP).trigger(In())
+
+        assert result.disposition == "created"
+        assert d.get_run(result.id) is not None
+        assert len(errors) == 1
+
     def test_listener_that_raises_in_a_background_worker_is_reported(self, d: Durably) -> None:
         """In a started worker, a raising listener is reported and the run still completes."""
         errors: list[Any] = []

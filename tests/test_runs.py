@@ -824,6 +824,16 @@ class TestRetainRuns:
         assert keeper.get_run(pending.id) is None
         assert status_of(keeper, waiting.id) == "pending"
 
+    def test_started_worker_purges_old_runs_when_idle(self, durably_factory: Factory) -> None:
+        """A background worker purges terminal runs past `retain_runs` in idle maintenance."""
+        d = durably_factory(retain_runs=timedelta(microseconds=1))
+        handle = d.register(GREET)
+        ids = [handle.trigger(In()).id for _ in range(3)]
+        d.start()
+
+        wait_until(lambda: all(d.get_run(i) is None for i in ids))
+        assert d.get_runs() == []
+
 
 class TestPreserveSteps:
     def test_completed_runs_drop_step_outputs_by_default(self, d: Durably) -> None:

@@ -189,6 +189,18 @@ class TestIdempotency:
         assert again.status == outcome
         assert _count_runs(d) == 1
 
+    def test_idempotent_trigger_and_wait_returns_the_existing_output(
+        self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut]
+    ) -> None:
+        """`trigger_and_wait` with a used key returns the existing run's output."""
+        first = sync.trigger(SyncIn(org_id="ab"), idempotency_key="k")
+        d.process_until_idle()
+
+        again = sync.trigger_and_wait(SyncIn(org_id="abcdef"), idempotency_key="k", timeout=5)
+
+        assert (again.id, again.disposition) == (first.id, "idempotent")
+        assert again.output == SyncOut(synced_count=2, errors=[])
+
     def test_idempotent_trigger_emits_no_event(
         self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut]
     ) -> None:
@@ -631,19 +643,25 @@ class TestTriggerAndWait:
     ) -> None:
         """When the trigger coalesces, the wait returns the existing run's output."""
         first = sync.trigger(SyncIn(org_id="abc"), concurrency_key="c")
-        d.start()
-
-        result = sync.trigger_and_wait(
-            SyncIn(org_id="abcdefgh"), timeout=10, concurrency_key="c", coalesce="skip"
+        coalesced = threading.Event()
+        d.on("run:coalesced", lambda event: coalesced.set())
+        results: list[Any] = []
+        waiter = threading.Thread(
+            target=lambda: results.append(
+                sync.trigger_and_wait(
+                    SyncIn(org_id="abcdefgh"), timeout=10, concurrency_key="c", coalesce="skip"
+                )
+            )
         )
+        waiter.start()
+        assert coalesced.wait(10)
+        d.start()  # only now can the pending run be claimed
+        waiter.join(15)
 
-        # The pending run may have been claimed before the second trigger arrived.
-        if result.disposition == "coalesced":
-            assert result.id == first.id
-            assert result.output == SyncOut(synced_count=3, errors=[])
-        else:
-            assert result.disposition == "created"
-            assert result.output == SyncOut(synced_count=8, errors=[])
+        (result,) = results
+        assert result.disposition == "coalesced"
+        assert result.id == first.id
+        assert result.output == SyncOut(synced_count=3, errors=[])
 
     def test_failed_run_raises_run_failed_error(self, d: Durably) -> None:
         """A run that fails makes `trigger_and_wait` raise RunFailedError with its error."""
