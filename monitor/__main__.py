@@ -1,0 +1,21 @@
+"""`python -m monitor [ROOT] [--read-only] [--app module:attr]`."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import run
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and run the monitor."""
+    parser = argparse.ArgumentParser(prog="python -m monitor", description=__doc__)
+    parser.add_argument("root", nargs="?", help="root directory (default $DURABLY_ROOT or .durably)")
+    parser.add_argument("--read-only", action="store_true", help="hide cancel/retrigger/delete")
+    parser.add_argument("--app", help="module:attr naming a Durably instance (enables retrigger)")
+    args = parser.parse_args(argv)
+    run(args.root, read_only=args.read_only, app=args.app)
+
+
+if __name__ == "__main__":
+    main()

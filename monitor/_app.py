@@ -1,0 +1,329 @@
+"""The Textual app: owns the run index, the scan and poll workers, and the actions.
+
+Threads only read durably and post messages; every widget and the index are touched on the
+event loop, in the message handlers below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, tzinfo
+from typing import ClassVar, Literal
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.screen import Screen
+
+from ._backend import Diff, Source
+from ._commands import RunCommands
+from ._detail import RunDetailScreen
+from ._dialogs import ConfirmScreen, HelpScreen
+from ._index import RunIndex
+from ._model import RunRow
+from ._runlist import RunList
+from ._runs_screen import RunsScreen
+
+Action = Literal["cancel", "retrigger", "delete"]
+
+RETRIGGER_NEEDS_APP = (
+    "Retrigger re-validates the run's input against its job, so the monitor needs your "
+    "Durably app: start it with  durably monitor --app module:attr"
+)
+
+
+def utc_now() -> datetime:
+    """The default clock."""
+    return datetime.now(UTC)
+
+
+class MonitorApp(App[None]):
+    """`durably monitor`: a live terminal UI over one root directory.
+
+    Args:
+        source: where runs are read from (see `monitor._backend.Source`).
+        read_only: hide every action that writes (`--read-only`).
+        clock: returns the current aware datetime; tests freeze it.
+        tz: time zone for absolute times (None: local time).
+        poll_interval: seconds between change-feed polls.
+        first_page: how many of the newest runs the first screen loads before the rest.
+    """
+
+    TITLE = "durably monitor"
+    COMMANDS = App.COMMANDS | {RunCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+        Binding("space", "pause", "Pause"),
+        Binding("y", "copy_id", "Copy id"),
+        Binding("c", "act('cancel')", "Cancel"),
+        Binding("r", "act('retrigger')", "Retrigger"),
+        Binding("d", "act('delete')", "Delete"),
+    ]
+
+    class RunsLoaded(Message):
+        """A page of the initial scan (or a full reload) arrived."""
+
+        def __init__(self, rows: list[RunRow], *, first: bool, last: bool) -> None:
+            self.rows, self.first, self.last = rows, first, last
+            super().__init__()
+
+    class RunsChanged(Message):
+        """A poll found changes."""
+
+        def __init__(self, diff: Diff, cursor: str | None, *, from_poll: bool = True) -> None:
+            self.diff, self.cursor, self.from_poll = diff, cursor, from_poll
+            super().__init__()
+
+    class Failed(Message):
+        """Reading the root failed (shown as a notification; the monitor keeps going)."""
+
+        def __init__(self, text: str) -> None:
+            self.text = text
+            super().__init__()
+
+    class ReadOnly(Message):
+        """Whether the root can be written."""
+
+        def __init__(self, read_only: bool) -> None:
+            self.read_only = read_only
+            super().__init__()
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        read_only: bool = False,
+        clock: Callable[[], datetime] = utc_now,
+        tz: tzinfo | None = None,
+        poll_interval: float = 0.3,
+        first_page: int = 200,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.index = RunIndex()
+        self.clock = clock
+        self.tz = tz
+        self.poll_interval = poll_interval
+        self.first_page = first_page
+        self.read_only_flag = read_only
+        self.root_read_only = False
+        self.paused = False
+        self.loading = True
+        self.cursor: str | None = None
+        self._polling = False
+        self._last_error = ""
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen[None]:
+        return RunsScreen()
+
+    def on_mount(self) -> None:
+        self.load()
+        self.set_interval(self.poll_interval, self.poll)
+        self.set_interval(1.0, self.tick)
+
+    @property
+    def runs_screen(self) -> RunsScreen:
+        """The main screen (always at the bottom of the stack)."""
+        screen = self.screen_stack[0]
+        assert isinstance(screen, RunsScreen)
+        return screen
+
+    @property
+    def actions_allowed(self) -> bool:
+        """False with --read-only or when the root cannot be written."""
+        return not (self.read_only_flag or self.root_read_only)
+
+    @property
+    def notices(self) -> list[str]:
+        """Short warnings shown in the filter bar."""
+        notes = []
+        if self.root_read_only:
+            notes.append("read-only root: actions hidden")
+        elif self.read_only_flag:
+            notes.append("read-only")
+        return notes
+
+    # -- reading (thread workers) ----------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False)
+    def load(self) -> None:
+        """Scan the root: the newest page first, then the rest; then start polling."""
+        try:
+            self.post_message(self.ReadOnly(self.source.is_read_only()))
+            cursor = self.source.cursor()
+            first = True
+            for page in self.source.pages(self.first_page, 5000):
+                self.post_message(self.RunsLoaded(page, first=first, last=False))
+                first = False
+            self.post_message(self.RunsLoaded([], first=first, last=True))
+            self.post_message(self.RunsChanged(Diff(), cursor))
+        except Exception as error:  # noqa: BLE001 (shown to the user; the monitor keeps going)
+            self.post_message(self.Failed(f"Cannot read {self.source.label}: {error}"))
+            self.post_message(self.RunsLoaded([], first=False, last=True))
+
+    def poll(self) -> None:
+        """Ask the change feed what changed (called every `poll_interval` seconds)."""
+        if self.paused or self.loading or self._polling:
+            return
+        self._polling = True
+        active = [r.id for r in self.index.rows.values() if not r.is_terminal]
+        self._poll(self.cursor, active)
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def _poll(self, cursor: str | None, active: list[str]) -> None:
+        try:
+            diff, cursor = self.source.poll(cursor, active)
+        except Exception as error:  # noqa: BLE001
+            self.post_message(self.Failed(f"Cannot poll {self.source.label}: {error}"))
+            diff = Diff()
+        self.post_message(self.RunsChanged(diff, cursor))
+
+    # -- applying (event loop) -------------------------------------------------------------
+
+    def on_monitor_app_runs_loaded(self, message: RunsLoaded) -> None:
+        now = self.clock()
+        if message.first:
+            self.index.replace_all(message.rows, now)
+        elif message.rows:
+            self.index.apply(message.rows)
+        if message.last:
+            self.loading = False
+        self._refresh_views()
+
+    def on_monitor_app_runs_changed(self, message: RunsChanged) -> None:
+        if message.from_poll:
+            self._polling = False
+            self.cursor = message.cursor
+        diff = message.diff
+        if diff.reload:
+            self.index.replace_all(diff.upserts, self.clock())
+            changed: set[str] = {r.id for r in diff.upserts}
+        else:
+            changed = self.index.apply(diff.upserts, diff.removed)
+        if changed or diff.reload:
+            self._refresh_views()
+            for screen in self.screen_stack:
+                if isinstance(screen, RunDetailScreen) and screen.run_id in changed:
+                    screen.reload()
+
+    def on_monitor_app_failed(self, message: Failed) -> None:
+        if message.text != self._last_error:
+            self._last_error = message.text
+            self.notify(message.text, severity="error", timeout=6)
+
+    def on_monitor_app_read_only(self, message: ReadOnly) -> None:
+        self.root_read_only = message.read_only
+        if message.read_only:
+            self.notify("This root is read-only: cancel, retrigger and delete are hidden.")
+        self.refresh_bindings()
+        self._refresh_views()
+
+    def _refresh_views(self) -> None:
+        screen = self.runs_screen
+        for run_list in screen.query(RunList):
+            run_list.sync()
+            screen.refresh_header()
+
+    def tick(self) -> None:
+        """Once a second: relative times, running durations and the sparkline move on."""
+        screen = self.runs_screen
+        for run_list in screen.query(RunList):
+            run_list.tick()
+            screen.refresh_header()
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def target_run(self) -> RunRow | None:
+        """The run an action applies to: the open run, else the selected row."""
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, RunDetailScreen):
+                return self.index.rows.get(screen.run_id) or screen.row
+            if isinstance(screen, RunsScreen):
+                break
+        selected = self.runs_screen.run_list.selected_id
+        return None if selected is None else self.index.rows.get(selected)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide the actions that write when the monitor is read-only."""
+        return action != "act" or self.actions_allowed
+
+    def action_help(self) -> None:
+        """Show every key."""
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_pause(self) -> None:
+        """Stop or resume applying changes (the feed keeps them until resumed)."""
+        self.paused = not self.paused
+        self.notify("Live updates paused" if self.paused else "Live updates resumed", timeout=2)
+        self._refresh_views()
+
+    def action_copy_id(self) -> None:
+        """Copy the run id to the clipboard."""
+        row = self.target_run()
+        if row is not None:
+            self.copy_to_clipboard(row.id)
+            self.notify(f"Copied {row.id}", timeout=2)
+
+    def open_run(self, run_id: str) -> None:
+        """Show the detail screen of `run_id`."""
+        self.push_screen(RunDetailScreen(run_id, self.index.rows.get(run_id)))
+
+    def action_act(self, action: Action) -> None:
+        """Ask, then cancel, retrigger or delete the target run."""
+        row = self.target_run()
+        if row is None or not self.actions_allowed:
+            return
+        if action == "retrigger" and not self.source.can_retrigger:
+            self.notify(RETRIGGER_NEEDS_APP, severity="warning", timeout=8)
+            return
+        problem = _why_not(action, row)
+        if problem:
+            self.notify(problem, severity="warning")
+            return
+        question = {
+            "cancel": f"Cancel run {row.id} ({row.job})?",
+            "retrigger": f"Start a new run of {row.job} with the input of {row.id}?",
+            "delete": f"Delete run {row.id} ({row.job}) and all its files?\nThis cannot be undone.",
+        }[action]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._run_action(action, row.id)
+
+        self.push_screen(ConfirmScreen(question, yes=action.capitalize()), answered)
+
+    @work(thread=True, group="action", exit_on_error=False)
+    def _run_action(self, action: Action, run_id: str) -> None:
+        perform = {
+            "cancel": self.source.cancel,
+            "retrigger": self.source.retrigger,
+            "delete": self.source.delete,
+        }[action]
+        ids = [run_id]
+        try:
+            text, new_ids = perform(run_id)
+        except Exception as error:  # noqa: BLE001 (the user sees why it did not work)
+            self.call_from_thread(self.notify, f"{action} failed: {error}", severity="error")
+        else:
+            ids += new_ids
+            self.call_from_thread(self.notify, text)
+        try:
+            diff = self.source.read(ids)
+        except Exception:  # noqa: BLE001 (the next poll will catch up)
+            return
+        self.post_message(self.RunsChanged(diff, None, from_poll=False))
+
+
+def _why_not(action: Action, row: RunRow) -> str:
+    if row.status is None:
+        return f"{row.id} is still syncing; try again in a moment."
+    if action == "cancel" and row.is_terminal:
+        return f"{row.id} already finished ({row.status.value}); nothing to cancel."
+    if action in ("retrigger", "delete") and not row.is_terminal:
+        return f"{row.id} is {row.status.value}: only finished runs can be {action}d (cancel it first)."
+    return ""

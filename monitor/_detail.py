@@ -1,0 +1,362 @@
+"""The run detail screen: summary, step timeline, input/output, error, log tail."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.console import Group, RenderableType
+from rich.json import JSON
+from rich.pretty import Pretty
+from rich.syntax import Syntax
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Log, Static, TabbedContent, TabPane
+
+from . import _format as fmt
+from ._model import LogRow, RunDetail, RunRow, StepRow
+
+if TYPE_CHECKING:
+    from ._app import MonitorApp
+
+LEVELS = ["info", "warn", "error"]
+_LEVEL_RANK = {"debug": -1, "info": 0, "warn": 1, "warning": 1, "error": 2}
+
+
+def log_line(entry: LogRow, app: MonitorApp) -> str:
+    """One log entry as a line of text."""
+    at = fmt.absolute(entry.at, app.tz, date=False)
+    step = f"[{entry.step}] " if entry.step else ""
+    data = "" if entry.data in (None, {}, []) else f" {entry.data!r}"
+    return f"{at} {entry.level.upper():5} {step}{entry.message}{data}".replace("\n", " ⏎ ")
+
+
+def _value(title: str, value: Any) -> RenderableType:
+    body: RenderableType
+    if value is None:
+        body = Text("—", style="dim")
+    else:
+        try:
+            body = JSON.from_data(value, indent=2, default=str, sort_keys=False)
+        except (TypeError, ValueError):
+            body = Pretty(value)
+    return Group(Text(title, style="bold underline"), body, Text(""))
+
+
+class RunDetailScreen(Screen[None]):
+    """Everything about one run, kept up to date while it runs."""
+
+    DEFAULT_CSS = """
+    RunDetailScreen #summary { height: auto; padding: 0 1; background: $panel; }
+    RunDetailScreen #body { height: 1fr; }
+    RunDetailScreen #steps-pane { width: 44%; max-width: 60; border-right: vkey $primary 30%; }
+    RunDetailScreen #steps-title { height: 1; padding: 0 1; text-style: bold; }
+    RunDetailScreen #steps { height: 1fr; }
+    RunDetailScreen #logbar { height: 1; padding: 0 1; color: $text-muted; }
+    RunDetailScreen #logsearch { display: none; height: 1; border: none; padding: 0 1; }
+    RunDetailScreen #logsearch.active { display: block; }
+    RunDetailScreen TabPane { padding: 0; }
+    RunDetailScreen VerticalScroll { padding: 0 1; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,backspace", "back", "Back"),
+        Binding("i", "tab('io')", "Input/Output", show=False),
+        Binding("e", "tab('error')", "Error", show=False),
+        Binding("l", "tab('logs')", "Logs"),
+        Binding("F", "follow", "Follow"),
+        Binding("v", "level", "Level"),
+        Binding("slash", "search", "Search logs"),
+    ]
+
+    class Loaded(Message):
+        """Fresh data for the screen (None: the run is gone)."""
+
+        def __init__(self, detail: RunDetail | None) -> None:
+            self.detail = detail
+            super().__init__()
+
+    def __init__(self, run_id: str, row: RunRow | None = None) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.row = row
+        self.detail: RunDetail | None = None
+        self.gone = False
+        self.follow = True
+        self.min_level: str | None = None
+        self.search = ""
+        self.selected_step: int | None = None
+        self._steps_shown: tuple[StepRow, ...] | None = None
+        self._logs_shown = 0
+        self._fetching = False
+        self._first = True
+
+    @property
+    def monitor(self) -> MonitorApp:
+        """The app (typed)."""
+        from ._app import MonitorApp  # noqa: PLC0415 (import cycle)
+
+        assert isinstance(self.app, MonitorApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("loading…", style="dim"), id="summary")
+        with Horizontal(id="body"):
+            with Vertical(id="steps-pane"):
+                yield Static("STEPS", id="steps-title")
+                yield DataTable(id="steps", cursor_type="row", zebra_stripes=False)
+            with TabbedContent(id="tabs", initial="io"):
+                with TabPane("Input / output", id="io"), VerticalScroll():
+                    yield Static("", id="io-body")
+                with TabPane("Error", id="error"), VerticalScroll():
+                    yield Static("", id="error-body")
+                with TabPane("Logs", id="logs"):
+                    yield Static("", id="logbar")
+                    yield Input(placeholder="search logs", id="logsearch")
+                    yield Log(id="log", max_lines=10_000, highlight=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#steps", DataTable)
+        table.add_columns(" ", "#", "STEP", "STATUS", "TOOK", "AT")
+        table.focus()
+        self._update_logbar()
+        self.reload()
+        self.set_interval(0.5, self._tick)
+
+    # -- data ------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self.detail is None or not self.detail.row.is_terminal:
+            self.reload()
+        elif self.detail is not None:
+            self._render_summary(self.detail)  # relative times move on
+
+    def reload(self) -> None:
+        """Fetch the run, its steps and its logs again (in a thread)."""
+        if not self._fetching and not self.gone:
+            self._fetching = True
+            self._fetch()
+
+    @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
+    def _fetch(self) -> None:
+        try:
+            detail = self.monitor.source.detail(self.run_id)
+        except Exception as error:  # noqa: BLE001 (a syncing run: try again on the next tick)
+            self.post_message(self.Loaded(self.detail))
+            self.app.call_from_thread(self.notify, f"Cannot read run: {error}", severity="error")
+            return
+        self.post_message(self.Loaded(detail))
+
+    def on_run_detail_screen_loaded(self, message: Loaded) -> None:
+        self._fetching = False
+        detail = message.detail
+        if detail is None:
+            self.gone = True
+            self.query_one("#summary", Static).update(
+                Text(f"Run {self.run_id} no longer exists (deleted).", style="bold #ef5350")
+            )
+            return
+        self.detail = detail
+        self.row = detail.row
+        self._render_summary(detail)
+        self._render_steps(detail)
+        self._render_logs(detail)
+        self._render_panes()
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def _render_summary(self, detail: RunDetail) -> None:
+        row, app = detail.row, self.monitor
+        now = app.clock()
+        look = fmt.STATUS_LOOK[row.status]
+        text = Text()
+        text.append(f"{look.glyph} {look.word}", style=f"bold {look.color}")
+        text.append(f"   {row.job}", style="bold")
+        text.append(f"   {row.id}", style="dim")
+        if row.labels:
+            text.append(f"   {row.label_text}", style="#8ab4f8")
+        text.append("\n")
+        parts = [
+            ("created", row.created_at),
+            ("started", row.started_at),
+            ("finished", row.completed_at),
+        ]
+        for name, when in parts:
+            if when is not None:
+                text.append(f"{name} ", style="dim")
+                text.append(f"{fmt.absolute(when, app.tz)} ({fmt.relative(when, now)})   ")
+        text.append("took ", style="dim")
+        text.append(fmt.duration(row.duration(now)))
+        text.append(f"   steps {row.completed_steps}", style="dim")
+        if detail.lease_generation:
+            text.append(f"   lease #{detail.lease_generation}", style="dim")
+        keys = [("idempotency", detail.idempotency_key), ("concurrency", detail.concurrency_key)]
+        if any(v for _, v in keys):
+            text.append("\n")
+            for name, value in keys:
+                if value:
+                    text.append(f"{name} key ", style="dim")
+                    text.append(f"{value}   ")
+        if row.progress_current is not None or row.progress_message:
+            text.append("\n")
+            if row.progress_total:
+                text.append(fmt.bar(row.progress_current, row.progress_total, 30), style=look.color)
+                text.append(" ")
+            text.append(fmt.progress_text(row.progress_current, row.progress_total))
+            if row.progress_message:
+                text.append(f"  {row.progress_message}", style="dim")
+        if row.error:
+            text.append("\n")
+            text.append(fmt.clip(row.error, 300), style="bold #ef5350")
+        self.query_one("#summary", Static).update(text)
+
+    def _render_steps(self, detail: RunDetail) -> None:
+        if detail.steps == self._steps_shown:
+            return
+        table = self.query_one("#steps", DataTable)
+        keep = table.cursor_row
+        table.clear()
+        for step in detail.steps:
+            look = fmt.step_look(step.status)
+            table.add_row(
+                Text(look.glyph, style=look.color),
+                str(step.index),
+                fmt.clip(step.name, 40),
+                Text(step.status, style=look.color),
+                fmt.duration(step.duration),
+                fmt.absolute(step.started_at, self.monitor.tz, date=False),
+            )
+        self.query_one("#steps-title", Static).update(f"STEPS  {len(detail.steps)}")
+        self._steps_shown = detail.steps
+        failed = next((i for i, s in enumerate(detail.steps) if s.status == "failed"), None)
+        if self._first and failed is not None:
+            keep = failed
+            self.query_one("#tabs", TabbedContent).active = "error"
+        self._first = False
+        if detail.steps:
+            table.move_cursor(row=min(max(keep, 0), len(detail.steps) - 1), animate=False)
+            self.selected_step = table.cursor_row
+
+    def _render_panes(self) -> None:
+        detail = self.detail
+        if detail is None:
+            return
+        step = self._step()
+        io: list[RenderableType] = [_value("Input", detail.input), _value("Output", detail.output)]
+        if step is not None:
+            io.append(_value(f"Step {step.index} {step.name!r} output", step.output))
+        self.query_one("#io-body", Static).update(Group(*io))
+        self.query_one("#error-body", Static).update(self._error(detail, step))
+
+    def _step(self) -> StepRow | None:
+        if self.detail is None or self.selected_step is None:
+            return None
+        steps = self.detail.steps
+        return steps[self.selected_step] if 0 <= self.selected_step < len(steps) else None
+
+    def _error(self, detail: RunDetail, step: StepRow | None) -> RenderableType:
+        if step is None or not step.error:
+            step = next((s for s in detail.steps if s.error), step)
+        parts: list[RenderableType] = []
+        if detail.row.error:
+            parts += [Text("Run error", style="bold underline"), Text(detail.row.error, "#ef5350")]
+            parts.append(Text(""))
+        if step is not None and (step.error or step.traceback):
+            parts.append(Text(f"Step {step.index} {step.name!r} ({step.status})", "bold underline"))
+            if step.error:
+                parts.append(Text(step.error, style="#ef5350"))
+            if step.traceback:
+                parts.append(Syntax(step.traceback, "pytb", theme="ansi_dark", word_wrap=True))
+        if not parts:
+            parts.append(Text("No error.", style="dim"))
+        return Group(*parts)
+
+    def _render_logs(self, detail: RunDetail, *, rebuild: bool = False) -> None:
+        log = self.query_one("#log", Log)
+        if rebuild or len(detail.logs) < self._logs_shown:
+            log.clear()
+            self._logs_shown = 0
+        new = detail.logs[self._logs_shown :]
+        self._logs_shown = len(detail.logs)
+        lines = [log_line(e, self.monitor) for e in new if self._keep(e)]
+        if lines:
+            log.write_lines(lines)
+        self._update_logbar()
+
+    def _keep(self, entry: LogRow) -> bool:
+        if self.min_level and _LEVEL_RANK.get(entry.level, 0) < _LEVEL_RANK[self.min_level]:
+            return False
+        return not self.search or self.search.lower() in entry.message.lower()
+
+    def _update_logbar(self) -> None:
+        total = len(self.detail.logs) if self.detail else 0
+        text = Text()
+        text.append("follow ● on" if self.follow else "follow ○ off", "bold" if self.follow else "")
+        text.append(f"   level ≥ {self.min_level}" if self.min_level else "   all levels")
+        if self.search:
+            text.append(f"   search {self.search!r}")
+        text.append(f"   {total} lines", style="dim")
+        self.query_one("#logbar", Static).update(text)
+
+    # -- events and actions ------------------------------------------------------------------
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.selected_step = event.cursor_row
+        self._render_panes()
+
+    def action_back(self) -> None:
+        """Close the search box, else go back to the list."""
+        box = self.query_one("#logsearch", Input)
+        if box.has_class("active"):
+            box.value = ""
+            box.remove_class("active")
+            self.query_one("#log", Log).focus()
+            return
+        self.dismiss(None)
+
+    def action_tab(self, tab: str) -> None:
+        """Switch to a tab."""
+        self.query_one("#tabs", TabbedContent).active = tab
+
+    def action_follow(self) -> None:
+        """Follow the log tail on or off."""
+        self.follow = not self.follow
+        log = self.query_one("#log", Log)
+        log.auto_scroll = self.follow
+        if self.follow:
+            log.scroll_end(animate=False)
+        self._update_logbar()
+
+    def action_level(self) -> None:
+        """Cycle the minimum log level: all, warn, error."""
+        cycle: list[str | None] = [None, "warn", "error"]
+        self.min_level = cycle[(cycle.index(self.min_level) + 1) % len(cycle)]
+        self._relog()
+
+    def action_search(self) -> None:
+        """Search the logs."""
+        self.action_tab("logs")
+        box = self.query_one("#logsearch", Input)
+        box.add_class("active")
+        box.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "logsearch":
+            self.search = event.value
+            self._relog()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "logsearch":
+            self.query_one("#log", Log).focus()
+
+    def _relog(self) -> None:
+        self.action_tab("logs")
+        if self.detail is not None:
+            self._render_logs(self.detail, rebuild=True)
+        else:
+            self._update_logbar()

@@ -1,0 +1,319 @@
+"""The run list: a Line API widget that draws only the rows on screen.
+
+Textual's DataTable builds every row up front (about 13 s for 100k rows); this list asks the
+`RunIndex` for the few ids it is about to draw, so first paint costs the same for 10 or 100k
+runs. Line 0 is the column header (click it to sort); the cursor follows a run id, not a
+position, so live inserts never move the selection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import ClassVar
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from . import _format as fmt
+from ._index import RunIndex, SortKey
+from ._model import RunRow
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column: what it shows, its width and (optionally) the sort key it stands for."""
+
+    name: str
+    title: str
+    width: int
+    sort: SortKey | None = None
+
+
+# (name, title, min width, max extra width, sort key) per layout, widest layout first
+_LAYOUTS: list[list[tuple[str, str, int, int, SortKey | None]]] = [
+    [
+        ("glyph", "", 1, 0, None),
+        ("status", "STATUS", 9, 0, SortKey.STATUS),
+        ("job", "JOB", 12, 14, SortKey.JOB),
+        ("id", "ID", 26, 0, None),
+        ("labels", "LABELS", 12, 16, None),
+        ("progress", "PROGRESS", 22, 200, None),
+        ("started", "STARTED", 14, 0, SortKey.CREATED),
+        ("duration", "DURATION", 8, 0, SortKey.DURATION),
+    ],
+    [
+        ("glyph", "", 1, 0, None),
+        ("job", "JOB", 12, 10, SortKey.JOB),
+        ("id", "ID", 10, 0, None),
+        ("progress", "PROGRESS", 16, 200, None),
+        ("started", "STARTED", 14, 0, SortKey.CREATED),
+        ("duration", "DURATION", 8, 0, SortKey.DURATION),
+    ],
+    [
+        ("glyph", "", 1, 0, None),
+        ("job", "JOB", 8, 10, SortKey.JOB),
+        ("progress", "PROGRESS", 8, 200, None),
+        ("duration", "DURATION", 8, 0, SortKey.DURATION),
+    ],
+]
+
+
+def layout(width: int) -> list[Column]:
+    """Columns for a list `width` cells wide: drop columns until the rest fit, then widen."""
+    for spec in _LAYOUTS:
+        minimum = sum(c[2] for c in spec) + len(spec) - 1
+        if minimum <= width or spec is _LAYOUTS[-1]:
+            break
+    extra = max(0, width - minimum)
+    widths = {name: low for name, _, low, _, _ in spec}
+    growth = {name: grow for name, _, _, grow, _ in spec}
+    # the progress column grows first (to 40 cells), then job and labels, then progress again
+    for name, cap in (("progress", 18), ("job", 99), ("labels", 99), ("progress", 999)):
+        if name in widths:
+            take = min(cap, growth[name], extra)
+            widths[name] += take
+            growth[name] -= take
+            extra -= take
+    return [Column(name, title, widths[name], sort) for name, title, _, _, sort in spec]
+
+
+class RunList(ScrollView, can_focus=True):
+    """Scrollable list of the runs in a `RunIndex`, one line each."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "cursor(-1)", "Up", show=False),
+        Binding("down", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home,g", "jump(0)", "Top", show=False),
+        Binding("end,G", "jump(-1)", "Bottom", show=False),
+        Binding("enter", "open", "Open", show=True),
+    ]
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "run-list--header",
+        "run-list--cursor",
+        "run-list--dim",
+    }
+
+    DEFAULT_CSS = """
+    RunList {
+        height: 1fr;
+        overflow-x: hidden;
+        scrollbar-size-vertical: 1;
+    }
+    RunList > .run-list--header { text-style: bold; color: $text-muted; }
+    RunList > .run-list--cursor { background: $accent 30%; }
+    RunList:focus > .run-list--cursor { background: $accent 50%; }
+    RunList > .run-list--dim { color: $text-muted; }
+    """
+
+    class Highlighted(Message):
+        """The cursor moved to `run_id` (None when the list is empty)."""
+
+        def __init__(self, run_id: str | None) -> None:
+            self.run_id = run_id
+            super().__init__()
+
+    class Opened(Message):
+        """The user asked to open `run_id` (enter or double click)."""
+
+        def __init__(self, run_id: str) -> None:
+            self.run_id = run_id
+            super().__init__()
+
+    class SortRequested(Message):
+        """The user clicked a column header."""
+
+        def __init__(self, key: SortKey) -> None:
+            self.key = key
+            super().__init__()
+
+    def __init__(self, index: RunIndex, clock: Callable[[], datetime], tz: tzinfo | None) -> None:
+        super().__init__()
+        self.index = index
+        self.clock = clock
+        self.tz = tz
+        self.absolute_times = False
+        self.cursor = 0
+        self.selected_id: str | None = None
+        self._now = clock()
+
+    # -- model -> view ---------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.sync()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.virtual_size = Size(event.size.width, len(self.index) + 1)
+        self._scroll_to_cursor()
+
+    def sync(self) -> None:
+        """Re-read the index after a change: keep the selected run under the cursor.
+
+        At the very top of the list the cursor stays on the first row, so new runs appear
+        under it (tail mode); elsewhere the selected run keeps its place on screen.
+        """
+        count = len(self.index)
+        self.virtual_size = Size(self.size.width, count + 1)
+        at_top = self.cursor == 0 and self.scroll_y == 0
+        previous_offset = self.cursor - int(self.scroll_y)
+        position = None if at_top or self.selected_id is None else self.index.position_of(self.selected_id)
+        if position is None:
+            position = min(self.cursor, max(0, count - 1)) if not at_top else 0
+        else:
+            self.scroll_to(y=max(0, position - previous_offset), animate=False, immediate=True)
+        self._move_to(position)
+        self.refresh()
+
+    def _move_to(self, position: int) -> None:
+        count = len(self.index)
+        self.cursor = max(0, min(position, count - 1)) if count else 0
+        new_id = self.index.id_at(self.cursor) if count else None
+        self._scroll_to_cursor()
+        if new_id != self.selected_id:
+            self.selected_id = new_id
+            self.post_message(self.Highlighted(new_id))
+        self.refresh()
+
+    def _scroll_to_cursor(self) -> None:
+        rows = max(1, self.scrollable_content_region.height - 1)
+        top = int(self.scroll_y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif self.cursor >= top + rows:
+            self.scroll_to(y=self.cursor - rows + 1, animate=False, immediate=True)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def action_cursor(self, delta: int) -> None:
+        """Move the cursor by `delta` rows."""
+        self._move_to(self.cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        """Move the cursor by a screenful."""
+        rows = max(1, self.scrollable_content_region.height - 2)
+        self.scroll_to(y=max(0, int(self.scroll_y) + direction * rows), animate=False)
+        self._move_to(self.cursor + direction * rows)
+
+    def action_jump(self, position: int) -> None:
+        """Go to the first (0) or last (-1) row."""
+        self._move_to(len(self.index) - 1 if position < 0 else position)
+
+    def action_open(self) -> None:
+        """Open the selected run."""
+        if self.selected_id is not None:
+            self.post_message(self.Opened(self.selected_id))
+
+    async def _on_click(self, event: events.Click) -> None:
+        if event.y == 0:
+            x = 0
+            for column in layout(self.scrollable_content_region.width):
+                if x <= event.x < x + column.width + 1 and column.sort is not None:
+                    self.post_message(self.SortRequested(column.sort))
+                x += column.width + 1
+            return
+        position = int(self.scroll_y) + event.y - 1
+        if 0 <= position < len(self.index):
+            self._move_to(position)
+            if event.chain >= 2:
+                self.action_open()
+
+    def tick(self) -> None:
+        """Redraw with a fresh clock (relative times, running durations)."""
+        self._now = self.clock()
+        self.refresh()
+
+    # -- drawing ---------------------------------------------------------------------------
+
+    def render_line(self, y: int) -> Strip:
+        """Draw line `y` of the visible region: the header, a run, or blank."""
+        width = self.scrollable_content_region.width
+        base = self.rich_style
+        if y == 0:
+            return self._header(width, base)
+        position = int(self.scroll_y) + y - 1
+        if position >= len(self.index):
+            return Strip.blank(width, base)
+        row = self.index.row_at(position)
+        style = base
+        if position == self.cursor:
+            style = base + self.get_component_rich_style("run-list--cursor")
+        return self._row(row, width, style)
+
+    def _header(self, width: int, base: Style) -> Strip:
+        style = base + self.get_component_rich_style("run-list--header")
+        segments = []
+        for column in layout(width):
+            title = column.title
+            if column.sort is self.index.sort_key and column.sort is not None:
+                title += " ▼" if self.index.descending else " ▲"
+            segments.append(Segment(title.ljust(column.width + 1)[: column.width + 1], style))
+        return Strip(segments).adjust_cell_length(width, style)
+
+    def _row(self, row: RunRow, width: int, style: Style) -> Strip:
+        look = fmt.STATUS_LOOK[row.status]
+        color = Style(color=look.color)
+        dim = self.get_component_rich_style("run-list--dim", partial=True)
+        segments: list[Segment] = []
+        for column in layout(width):
+            for text, extra in self._cell(column, row, look, color, dim):
+                segments.append(Segment(text, style + extra if extra else style))
+            segments.append(Segment(" ", style))
+        return Strip(segments).adjust_cell_length(width, style)
+
+    def _cell(
+        self, column: Column, row: RunRow, look: fmt.StatusLook, color: Style, dim: Style
+    ) -> list[tuple[str, Style | None]]:
+        w = column.width
+        name = column.name
+        if name == "glyph":
+            return [(look.glyph, color)]
+        if name == "status":
+            return [(look.word.ljust(w), color)]
+        if name == "job":
+            return [(fmt.clip(row.job, w).ljust(w), None)]
+        if name == "id":
+            text = row.id if len(row.id) <= w else "…" + row.id[-(w - 1) :]
+            return [(text.ljust(w), dim)]
+        if name == "labels":
+            return [(fmt.clip(row.label_text, w).ljust(w), dim)]
+        if name == "progress":
+            return self._progress(row, w, color, dim)
+        if name == "started":
+            when = row.started_at or row.created_at
+            text = fmt.absolute(when, self.tz) if self.absolute_times else fmt.relative(when, self._now)
+            return [(text.rjust(w)[:w], dim if row.started_at is None else None)]
+        return [(fmt.duration(row.duration(self._now)).rjust(w)[:w], None)]
+
+    def _progress(self, row: RunRow, w: int, color: Style, dim: Style) -> list[tuple[str, Style | None]]:
+        if row.error and row.status is not None and row.is_terminal:
+            return [(fmt.clip(row.error, w).ljust(w), color)]
+        cells: list[tuple[str, Style | None]] = []
+        used = 0
+        if row.progress_total and w >= 16:
+            bar_width = min(10, w // 3)
+            cells.append((fmt.bar(row.progress_current, row.progress_total, bar_width), color))
+            cells.append((" ", None))
+            used = bar_width + 1
+        counter = fmt.progress_text(row.progress_current, row.progress_total)
+        if not counter and row.completed_steps and not row.is_terminal:
+            counter = f"{row.completed_steps} steps"
+        if counter:
+            counter = fmt.clip(counter, w - used)
+            cells.append((counter, None))
+            used += len(counter)
+        if row.progress_message and used + 2 <= w:
+            text = fmt.clip(row.progress_message, w - used - 1)
+            cells.append((" " + text, dim))
+            used += len(text) + 1
+        cells.append((" " * max(0, w - used), None))
+        return cells

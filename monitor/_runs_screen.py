@@ -1,0 +1,229 @@
+"""The main screen: header with counts and throughput, filter bar, the run list."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Sparkline, Static
+
+from . import _format as fmt
+from ._index import RunFilter, SortKey
+from ._runlist import RunList
+
+if TYPE_CHECKING:
+    from ._app import MonitorApp
+
+_SORT_CYCLE = [SortKey.CREATED, SortKey.JOB, SortKey.STATUS, SortKey.DURATION]
+
+
+class RunsScreen(Screen[None]):
+    """Live list of every run under the root."""
+
+    DEFAULT_CSS = """
+    RunsScreen #top { height: 1; background: $panel; }
+    RunsScreen #title { width: 1fr; padding: 0 1; text-style: bold; }
+    RunsScreen #spark { width: 30; margin: 0 1; }
+    RunsScreen #rate { width: auto; padding-right: 1; color: $text-muted; }
+    RunsScreen #live { width: auto; padding: 0 1; }
+    RunsScreen #counts { height: 1; padding: 0 1; }
+    RunsScreen #filterbar { height: 1; padding: 0 1; color: $text-muted; background: $boost; }
+    RunsScreen #search { display: none; height: 1; border: none; padding: 0 1; }
+    RunsScreen #search.active { display: block; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "search", "Search"),
+        Binding("f", "failed", "Failed"),
+        Binding("j", "cycle_job", "Job"),
+        Binding("l", "label", "Label", show=False),
+        Binding("s", "sort", "Sort"),
+        Binding("S", "reverse", "Reverse", show=False),
+        Binding("t", "toggle_time", "Times", show=False),
+        Binding("0,escape", "clear_filters", "All", show=False),
+        *(
+            Binding(key, f"toggle_status('{status.value}')", status.value, show=False)
+            for key, status in fmt.STATUS_KEYS.items()
+        ),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notice = ""
+
+    @property
+    def monitor(self) -> MonitorApp:
+        """The app (typed)."""
+        from ._app import MonitorApp  # noqa: PLC0415 (import cycle)
+
+        assert isinstance(self.app, MonitorApp)
+        return self.app
+
+    def compose(self) -> ComposeResult:
+        app = self.monitor
+        with Horizontal(id="top"):
+            yield Static(Text.assemble(("durably monitor", "bold"), "  ", app.source.label), id="title")
+            yield Sparkline([], id="spark")
+            yield Static("", id="rate")
+            yield Static("", id="live")
+        yield Static("", id="counts")
+        yield Static("", id="filterbar")
+        yield Input(placeholder="search: text  status:failed  job:NAME  label:k=v", id="search")
+        yield RunList(app.index, app.clock, app.tz)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(RunList).focus()
+        self.refresh_header()
+
+    @property
+    def run_list(self) -> RunList:
+        """The list widget."""
+        return self.query_one(RunList)
+
+    # -- header ----------------------------------------------------------------------------
+
+    def refresh_header(self) -> None:
+        """Redraw counts, throughput, live state and the filter bar from the index."""
+        app = self.monitor
+        index = app.index
+        counts = Text()
+        for status, look in fmt.STATUS_LOOK.items():
+            n = index.counts.get(status, 0)
+            if status is None and not n:
+                continue
+            if counts:
+                counts.append("   ")
+            counts.append(f"{look.glyph} {n:,} {look.word}", style=look.color if n else "dim")
+        self.query_one("#counts", Static).update(counts)
+        now = app.clock()
+        series = index.throughput(now)
+        self.query_one("#spark", Sparkline).data = series
+        self.query_one("#rate", Static).update(f"{int(sum(series))} done/30m")
+        live = Text("⏸ paused", style="bold #e5c07b") if app.paused else Text("● live", "#5fbf5f")
+        if app.loading:
+            live = Text("… loading", style="dim")
+        self.query_one("#live", Static).update(live)
+        bar = Text()
+        description = index.filter.describe()
+        bar.append(f"filter {description}" if description else "all runs")
+        bar.append(f"  ·  {len(index):,} of {len(index.rows):,} runs")
+        arrow = "▼" if index.descending else "▲"
+        bar.append(f"  ·  sort {index.sort_key.value} {arrow}")
+        for notice in app.notices:
+            bar.append("  ·  ")
+            bar.append(notice, style="bold #e5c07b")
+        self.query_one("#filterbar", Static).update(bar)
+
+    # -- filters ---------------------------------------------------------------------------
+
+    def apply_filter(self, run_filter: RunFilter) -> None:
+        """Show only the runs matching `run_filter`, from the top."""
+        app = self.monitor
+        app.index.set_filter(run_filter, app.clock())
+        self.run_list.cursor = 0
+        self.run_list.scroll_to(y=0, animate=False, immediate=True)
+        self.run_list.sync()
+        self.refresh_header()
+
+    def action_search(self, prefix: str = "") -> None:
+        """Show the search box."""
+        box = self.query_one("#search", Input)
+        box.add_class("active")
+        if prefix:
+            box.value = prefix
+        box.focus()
+
+    def action_label(self) -> None:
+        """Start a label filter in the search box."""
+        self.action_search(f"{self.query_one('#search', Input).value} label:".lstrip())
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "search":
+            index = self.monitor.index
+            base = RunFilter(index.filter.statuses, index.filter.job, index.filter.label)
+            self.apply_filter(RunFilter.parse(event.value, base))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "search":
+            self._close_search()
+
+    def _close_search(self) -> None:
+        box = self.query_one("#search", Input)
+        if not box.value:
+            box.remove_class("active")
+        self.run_list.focus()
+
+    def action_failed(self) -> None:
+        """Failed runs only; pressed again, all statuses."""
+        from durably import RunStatus  # noqa: PLC0415
+
+        current = self.monitor.index.filter
+        failed = frozenset({RunStatus.FAILED})
+        statuses = frozenset() if current.statuses == failed else failed
+        self.apply_filter(RunFilter(statuses, current.job, current.label, current.text))
+
+    def action_toggle_status(self, value: str) -> None:
+        """Add or remove one status from the status filter."""
+        from durably import RunStatus  # noqa: PLC0415
+
+        current = self.monitor.index.filter
+        statuses = set(current.statuses) ^ {RunStatus(value)}
+        self.apply_filter(RunFilter(frozenset(statuses), current.job, current.label, current.text))
+
+    def action_cycle_job(self) -> None:
+        """Show only the next job (in name order); after the last, every job."""
+        current = self.monitor.index.filter
+        jobs = sorted(self.monitor.index.jobs)
+        if current.job in jobs:
+            at = jobs.index(current.job) + 1
+            job = jobs[at] if at < len(jobs) else None
+        else:
+            job = jobs[0] if jobs else None
+        self.apply_filter(RunFilter(current.statuses, job, current.label, current.text))
+        if job is not None:
+            self.notify(f"job: {job}", timeout=1.5)
+
+    def action_clear_filters(self) -> None:
+        """Show every run."""
+        box = self.query_one("#search", Input)
+        box.value = ""
+        box.remove_class("active")
+        self.apply_filter(RunFilter())
+        self.run_list.focus()
+
+    def action_sort(self) -> None:
+        """Sort by the next column."""
+        index = self.monitor.index
+        key = _SORT_CYCLE[(_SORT_CYCLE.index(index.sort_key) + 1) % len(_SORT_CYCLE)]
+        self.sort_by(key)
+
+    def sort_by(self, key: SortKey) -> None:
+        """Sort by `key` (clicking the sorted column again reverses it)."""
+        index = self.monitor.index
+        descending = not index.descending if key is index.sort_key else key is not SortKey.JOB
+        index.set_sort(key, descending, self.monitor.clock())
+        self.run_list.sync()
+        self.refresh_header()
+
+    def action_reverse(self) -> None:
+        """Reverse the sort order."""
+        index = self.monitor.index
+        index.set_sort(index.sort_key, not index.descending, self.monitor.clock())
+        self.run_list.sync()
+        self.refresh_header()
+
+    def action_toggle_time(self) -> None:
+        """Switch start times between relative and absolute."""
+        self.run_list.absolute_times = not self.run_list.absolute_times
+        self.run_list.refresh()
+
+    def on_run_list_sort_requested(self, event: RunList.SortRequested) -> None:
+        self.sort_by(event.key)
+
+    def on_run_list_opened(self, event: RunList.Opened) -> None:
+        self.monitor.open_run(event.run_id)

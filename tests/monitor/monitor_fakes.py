@@ -1,0 +1,294 @@
+"""An in-memory stand-in for `durably.Durably`'s read API, with fixed data for snapshots.
+
+It mirrors the SPEC's public objects (Run, StepRecord, LogEntry) closely enough for the
+monitor, which only ever reads those fields through its adapter (`monitor._model`).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from durably import ConflictError, NotFoundError, RunStatus
+
+NOW = datetime(2026, 11, 28, 18, 30, 0, tzinfo=UTC)
+
+
+def frozen_clock() -> datetime:
+    """The clock every monitor test uses."""
+    return NOW
+
+
+@dataclass(frozen=True)
+class FakeProgress:
+    current: float
+    total: float | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class FakeRun:
+    id: str
+    job_name: str
+    status: RunStatus
+    input: Any = None
+    labels: dict[str, str] = field(default_factory=dict)
+    output: Any = None
+    error: str | None = None
+    progress: FakeProgress | None = None
+    idempotency_key: str | None = None
+    concurrency_key: str | None = None
+    lease_generation: int = 0
+    completed_step_count: int = 0
+    created_at: datetime = NOW
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    updated_at: datetime = NOW
+
+
+@dataclass(frozen=True)
+class FakeStep:
+    name: str
+    index: int
+    status: str
+    output: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FakeLog:
+    level: str
+    message: str
+    step_name: str | None = None
+    data: Any = None
+    created_at: datetime = NOW
+
+
+class FakeDurably:
+    """Runs in memory; `changes()` reports every id touched through `touch()`."""
+
+    def __init__(self, runs: list[FakeRun] | None = None, *, read_only: bool = False) -> None:
+        self.runs: dict[str, FakeRun] = {r.id: r for r in runs or []}
+        self.steps: dict[str, list[FakeStep]] = {}
+        self.logs: dict[str, list[FakeLog]] = {}
+        self.feed: list[str] = []
+        self.read_only = read_only
+        self.calls: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.feed_broken = False
+        self._next = 0
+
+    # helpers for tests
+    def put(self, run: FakeRun) -> None:
+        with self.lock:
+            self.runs[run.id] = run
+            self.feed.append(run.id)
+
+    def update(self, run_id: str, **changes: Any) -> None:
+        self.put(replace(self.runs[run_id], **changes))
+
+    # the read API
+    def is_read_only(self) -> bool:
+        return self.read_only
+
+    def get_runs(self, *, limit: int | None = None, offset: int | None = None, **_: Any) -> list[FakeRun]:
+        with self.lock:
+            runs = sorted(self.runs.values(), key=lambda r: r.id, reverse=True)
+        start = offset or 0
+        return runs[start : None if limit is None else start + limit]
+
+    def get_run(self, run_id: str) -> FakeRun | None:
+        with self.lock:
+            return self.runs.get(run_id)
+
+    def get_steps(self, run_id: str) -> list[FakeStep]:
+        return list(self.steps.get(run_id, []))
+
+    def get_logs(self, run_id: str) -> list[FakeLog]:
+        return list(self.logs.get(run_id, []))
+
+    def changes(self, cursor: str | None = None) -> tuple[list[str] | None, str]:
+        with self.lock:
+            end = len(self.feed)
+            if cursor is None:
+                return [], str(end)
+            if self.feed_broken:
+                self.feed_broken = False
+                return None, str(end)
+            return list(dict.fromkeys(self.feed[int(cursor) : end])), str(end)
+
+    # actions
+    def cancel(self, run_id: str) -> None:
+        self.calls.append(("cancel", run_id))
+        run = self.runs.get(run_id)
+        if run is None:
+            raise NotFoundError(run_id)
+        if run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
+            raise ConflictError(f"run {run_id} is {run.status.value}")
+        self.update(run_id, status=RunStatus.CANCELLED, completed_at=NOW)
+
+    def delete_run(self, run_id: str) -> None:
+        self.calls.append(("delete", run_id))
+        with self.lock:
+            del self.runs[run_id]
+            self.feed.append(run_id)
+
+    def retrigger(self, run_id: str) -> FakeRun:
+        self.calls.append(("retrigger", run_id))
+        old = self.runs[run_id]
+        new = FakeRun(
+            id=old.id[:-1] + "Z",
+            job_name=old.job_name,
+            status=RunStatus.PENDING,
+            input=old.input,
+            labels=old.labels,
+            created_at=NOW,
+            updated_at=NOW,
+        )
+        self.put(new)
+        return new
+
+
+def ago(**kw: float) -> datetime:
+    return NOW - timedelta(**kw)
+
+
+TRACEBACK = """Traceback (most recent call last):
+  File "jobs/sync.py", line 31, in sync_users
+    step.run(f"sync-{user['id']}", lambda: db.upsert_user(user))
+  File "jobs/db.py", line 12, in upsert_user
+    raise ConnectionError("database is read-only")
+ConnectionError: database is read-only
+"""
+
+
+def sample() -> FakeDurably:
+    """Fixed, varied data: one run of every status, progress, labels, a failure with steps."""
+    runs = [
+        FakeRun(
+            "01JDQ0000000000000000000A1",
+            "sync-users",
+            RunStatus.COMPLETED,
+            input={"org_id": "acme"},
+            output={"synced_count": 42, "errors": []},
+            labels={"org": "acme"},
+            completed_step_count=43,
+            lease_generation=1,
+            created_at=ago(minutes=25),
+            started_at=ago(minutes=25),
+            completed_at=ago(minutes=24, seconds=48),
+            updated_at=ago(minutes=24, seconds=48),
+        ),
+        FakeRun(
+            "01JDQ0000000000000000000A2",
+            "sync-users",
+            RunStatus.FAILED,
+            input={"org_id": "globex"},
+            labels={"org": "globex"},
+            error="ConnectionError: database is read-only",
+            completed_step_count=3,
+            lease_generation=1,
+            created_at=ago(minutes=12),
+            started_at=ago(minutes=12),
+            completed_at=ago(minutes=11, seconds=30),
+            updated_at=ago(minutes=11, seconds=30),
+        ),
+        FakeRun(
+            "01JDQ0000000000000000000A3",
+            "send-report",
+            RunStatus.CANCELLED,
+            input={"week": 47},
+            created_at=ago(minutes=9),
+            started_at=ago(minutes=9),
+            completed_at=ago(minutes=8),
+            updated_at=ago(minutes=8),
+            lease_generation=1,
+        ),
+        FakeRun(
+            "01JDQ0000000000000000000A4",
+            "resize-images",
+            RunStatus.LEASED,
+            input={"bucket": "photos"},
+            labels={"tenant": "t1", "env": "prod"},
+            progress=FakeProgress(37, 120, "resizing IMG_0037.jpg"),
+            completed_step_count=37,
+            lease_generation=1,
+            created_at=ago(minutes=3),
+            started_at=ago(minutes=2, seconds=30),
+            updated_at=NOW,
+        ),
+        FakeRun(
+            "01JDQ0000000000000000000A5",
+            "send-report",
+            RunStatus.PENDING,
+            input={"week": 48},
+            concurrency_key="reports",
+            idempotency_key="week-48",
+            created_at=ago(seconds=40),
+            updated_at=ago(seconds=40),
+        ),
+        FakeRun(
+            "01JDQ0000000000000000000A6",
+            "resize-images",
+            RunStatus.COMPLETED,
+            input={"bucket": "avatars"},
+            output={"resized": 8},
+            labels={"tenant": "t2"},
+            progress=FakeProgress(8, 8, "done"),
+            completed_step_count=8,
+            lease_generation=2,
+            created_at=ago(minutes=2),
+            started_at=ago(minutes=1, seconds=50),
+            completed_at=ago(seconds=5),
+            updated_at=ago(seconds=5),
+        ),
+    ]
+    fake = FakeDurably(runs)
+    failed = "01JDQ0000000000000000000A2"
+    fake.steps[failed] = [
+        FakeStep(
+            "fetch-users",
+            0,
+            "completed",
+            output=[{"id": 1}, {"id": 2}, {"id": 3}],
+            started_at=ago(minutes=12),
+            completed_at=ago(minutes=11, seconds=58),
+        ),
+        FakeStep(
+            "sync-1",
+            1,
+            "completed",
+            output=None,
+            started_at=ago(minutes=11, seconds=58),
+            completed_at=ago(minutes=11, seconds=50),
+        ),
+        FakeStep(
+            "sync-2",
+            2,
+            "completed",
+            output=None,
+            started_at=ago(minutes=11, seconds=50),
+            completed_at=ago(minutes=11, seconds=40),
+        ),
+        FakeStep(
+            "sync-3",
+            3,
+            "failed",
+            error="ConnectionError: database is read-only",
+            traceback=TRACEBACK,
+            started_at=ago(minutes=11, seconds=40),
+            completed_at=ago(minutes=11, seconds=30),
+        ),
+    ]
+    fake.logs[failed] = [
+        FakeLog("info", "fetched 3 users", "fetch-users", created_at=ago(minutes=11, seconds=58)),
+        FakeLog("info", "synced user 1", "sync-1", created_at=ago(minutes=11, seconds=50)),
+        FakeLog("warn", "user 2 has no email", "sync-2", {"user": 2}, created_at=ago(minutes=11, seconds=45)),
+        FakeLog("error", "upsert failed for user 3", "sync-3", created_at=ago(minutes=11, seconds=30)),
+    ]
+    return fake

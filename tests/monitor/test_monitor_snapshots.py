@@ -1,0 +1,77 @@
+"""Snapshots of the monitor's main screens over fixed data and a frozen clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from monitor_fakes import FakeDurably, sample
+from monitor_helpers import make_app, settle
+from textual.pilot import Pilot
+
+from monitor._runlist import RunList
+
+FAILED = "01JDQ0000000000000000000A2"
+RUNNING = "01JDQ0000000000000000000A4"
+
+Snap = Any
+
+
+async def ready(pilot: Pilot[Any]) -> None:
+    await settle(pilot)
+
+
+def choose(run_id: str, *keys: str) -> Any:
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        run_list = pilot.app.screen.query_one(RunList)
+        run_list._move_to(run_list.index.position_of(run_id))
+        await pilot.press(*keys)
+        await settle(pilot)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_run_list(snap_compare: Snap, size: tuple[int, int]) -> None:
+    """The run list with every status, progress, labels and the header counts."""
+    assert snap_compare(make_app(sample()), terminal_size=size, run_before=ready)
+
+
+def test_failed_filter(snap_compare: Snap) -> None:
+    """`f`: only failed runs, with the filter shown in the bar."""
+    assert snap_compare(make_app(sample()), terminal_size=(120, 30), press=["f"], run_before=ready)
+
+
+def test_detail_error(snap_compare: Snap) -> None:
+    """A failed run opens on its traceback with the failing step selected."""
+    assert snap_compare(make_app(sample()), terminal_size=(120, 40), run_before=choose(FAILED, "enter"))
+
+
+def test_detail_logs(snap_compare: Snap) -> None:
+    """The log tab of a failed run."""
+    assert snap_compare(make_app(sample()), terminal_size=(120, 30), run_before=choose(FAILED, "enter", "l"))
+
+
+def test_detail_running(snap_compare: Snap) -> None:
+    """A running run: progress bar, labels, input."""
+    assert snap_compare(make_app(sample()), terminal_size=(100, 30), run_before=choose(RUNNING, "enter"))
+
+
+def test_confirm_cancel(snap_compare: Snap) -> None:
+    """The confirmation asked before cancelling."""
+    assert snap_compare(make_app(sample()), terminal_size=(100, 24), run_before=choose(RUNNING, "c"))
+
+
+def test_help(snap_compare: Snap) -> None:
+    """The `?` key sheet."""
+    assert snap_compare(
+        make_app(sample()), terminal_size=(100, 40), run_before=choose(RUNNING, "question_mark")
+    )
+
+
+def test_read_only_root(snap_compare: Snap) -> None:
+    """A read-only root: notice in the bar, no actions in the footer."""
+    fake: FakeDurably = sample()
+    fake.read_only = True
+    assert snap_compare(make_app(fake), terminal_size=(120, 24), run_before=ready)
