@@ -636,16 +636,13 @@ class Store:
     def delete(self, state: RunState) -> None:
         """Remove every file of a terminal run and free its keys.
 
-        The run directory is first renamed into ``tmp/`` so it disappears atomically.
+        The run directory is first renamed into ``tmp/`` so it disappears atomically;
+        only then are its keys freed. A crash in between leaves keys pointing at a run
+        that no longer exists, which the next trigger of the key treats as stale; the
+        reverse order could leave the run alive with its key free, and a second run
+        could then be created under the same idempotency key.
         """
         record = state.record
-        for sub, key in (("i", record.get("idempotency_key")), ("p", record.get("concurrency_key"))):
-            if key is None:
-                continue
-            path = os.path.join(self.keys_dir, sub, files.name_hash(record["job_name"], key) + ".json")
-            rec = files.read_record(path)
-            if rec is not None and rec.get("run") == state.run_id:
-                files.remove_file(path)
         self.unqueue(state)
         trash = os.path.join(self.tmp_dir, f"del-{state.run_id}-{os.urandom(4).hex()}")
         try:
