@@ -651,6 +651,13 @@ class Store:
             return
         except OSError as exc:
             raise files.wrap_os_error(exc, "delete run", state.run_dir) from exc
+        for sub, key in (("i", record.get("idempotency_key")), ("p", record.get("concurrency_key"))):
+            if key is None:
+                continue
+            path = os.path.join(self.keys_dir, sub, files.name_hash(record["job_name"], key) + ".json")
+            rec = files.read_record(path)
+            if rec is not None and rec.get("run") == state.run_id:
+                files.remove_file(path)
         shutil.rmtree(trash, ignore_errors=True)
         if self.sync:
             with contextlib.suppress(OSError):
