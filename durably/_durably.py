@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import pydantic
 
 from . import _files as files
-from ._codec import codec_for
 from ._errors import (
     CancelledError,
     ConflictError,
@@ -151,8 +150,6 @@ class Durably:
                 raise ConflictError(
                     f'Job "{definition.name}" is already registered with a different definition')
             handle: JobHandle[I, O] = JobHandle(self, definition)
-            handle._input_codec = codec_for(definition.input)  # type: ignore[attr-defined]
-            handle._output_codec = codec_for(definition.output)  # type: ignore[attr-defined]
             self._handles[definition.name] = handle
             self._by_hash[files.name_hash(definition.name)[:16]] = handle
             return handle
@@ -181,7 +178,7 @@ class Durably:
                 raise ValidationError(f"{opt}{where} must be a non-empty string, got {value!r}")
             if isinstance(value, str):
                 _check_text(value, f"{opt}{where}")
-        codec = handle._input_codec  # type: ignore[attr-defined]
+        codec = handle._input_codec
         raw = item.input
         if isinstance(raw, pydantic.BaseModel) and codec.adapter is not None \
                 and isinstance(codec.tp, type) and not isinstance(raw, codec.tp):
@@ -290,7 +287,7 @@ class Durably:
                 lease_owner = head.get("owner")
                 lease_expires = datetime.fromtimestamp(self._store.lease_expiry(state), UTC)
         if output is not None and handle is not None and status is RunStatus.COMPLETED:
-            output = handle._output_codec.decode(output, "output")  # type: ignore[attr-defined]
+            output = handle._output_codec.decode(output, "output")
         return Run(
             id=state.run_id, job_name=rec["job_name"], status=status, input=rec.get("input"),
             labels=dict(rec.get("labels") or {}), output=output, error=error, progress=progress,
@@ -432,7 +429,7 @@ class Durably:
                     steps[i] = StepRecord(
                         name=s.name, index=s.index, status="cancelled" if cancelled else "failed",
                         output=None, error=None if cancelled else "interrupted", traceback=None,
-                        started_at=s.started_at, completed_at=parse_time(state.head and state.head.get("at")),
+                        started_at=s.started_at, completed_at=parse_time((state.head or {}).get("at")),
                         generation=s.generation)
         return steps
 
@@ -687,7 +684,7 @@ class Durably:
         return count
 
     def _idle_maintenance(self) -> None:
-        if self._retain_runs is None or time.monotonic() - self._last_purge < 60 and self._last_purge:
+        if self._retain_runs is None or (time.monotonic() - self._last_purge < 60 and self._last_purge):
             return
         self._last_purge = time.monotonic()
         try:

@@ -229,9 +229,17 @@ class Emitter:
 
         return unsubscribe
 
+    def wants(self, event_type: str) -> bool:
+        """True if a listener would receive events of ``event_type``."""
+        return bool(self._listeners.get(event_type) or self._listeners.get("*"))
+
+    def skip(self) -> None:
+        """Count an event nobody listens to (the sequence still advances), cheaply."""
+        next(self._counter)
+
     def emit(self, event: Event) -> Event:
         """Stamp ``event`` with the next sequence and deliver it; never raises."""
-        event = dataclasses.replace(event, sequence=next(self._counter))
+        object.__setattr__(event, "sequence", next(self._counter))
         with self._lock:
             listeners = [*self._listeners.get(event.type, ()), *self._listeners.get("*", ())]
         for listener in listeners:

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
+from ._codec import codec_for
 from ._errors import ValidationError
 from ._models import Run, TriggerAndWaitResult, TriggerResult
 
@@ -102,6 +103,8 @@ class JobHandle(Generic[I, O]):
         self._durably = durably
         self.definition = definition
         self.name = definition.name
+        self._input_codec = codec_for(definition.input)
+        self._output_codec = codec_for(definition.output)
 
     def trigger(
         self,

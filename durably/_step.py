@@ -133,8 +133,8 @@ class Step:
         return self._commit(name, index, started, value, returns, fn)
 
     def _begin(self, name: str) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValidationError(f"step name must be a non-empty string, got {name!r}")
+        if not isinstance(name, str):
+            raise ValidationError(f"step name must be a string, got {name!r}")
         try:
             name.encode("utf-8")
         except UnicodeEncodeError as exc:
@@ -192,9 +192,11 @@ class Step:
             self._fail(name, index, started, exc)
             raise
         if ex.signal.is_set() or ex.claim.fenced():
+            # Aborted while fn ran: the value is returned but never checkpointed; the
+            # next step.run raises (SPEC: "the next step.run raises CancelledError").
             ex.detect_fence()
             self._fail(name, index, started, ex.abort_error())
-            raise ex.abort_error()
+            return back
         ex.append({"k": "done", "s": name, "i": index, "t0": _iso(started), "t": now_iso(),
                    "o": orjson.Fragment(data)}, sync=ex.fsync)
         self._current = None

@@ -63,8 +63,11 @@ class Execution:
 
     def emit(self, cls: type[Event], **fields: Any) -> None:
         """Emit an event of this run to this process's listeners."""
-        self.durably._emitter.emit(cls(run_id=self.run_id, job_name=self.job_name,
-                                       labels=self.labels, **fields))
+        emitter = self.durably._emitter
+        if not emitter.wants(cls.__dataclass_fields__["type"].default):
+            emitter.skip()
+            return
+        emitter.emit(cls(run_id=self.run_id, job_name=self.job_name, labels=self.labels, **fields))
 
     def abort(self, reason: str) -> None:
         """Mark the run aborted (``cancelled`` or ``lease-lost``) and set the signal."""
@@ -111,7 +114,7 @@ class Execution:
                     if inspect.iscoroutine(value):
                         value.close()
                     raise TypeError(f"job {self.job_name!r} returned an awaitable from a sync run")
-        except BaseException as exc:  # noqa: BLE001 - every failure of user code ends the run
+        except BaseException as exc:
             self.detect_fence()
             if self.abort_reason is not None:
                 self._aborted()

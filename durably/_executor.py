@@ -1,0 +1,450 @@
+"""``durably worker``: a supervisor and N worker processes over one root.
+
+The supervisor never imports the user's code. Each child is a fresh interpreter
+(``sys.executable -c ...``, so nothing is forked or pickled) that imports ``APP``
+(``module:attribute`` naming a ``Durably`` instance) with the working directory on
+``sys.path``, then claims and executes runs one at a time with ``process_one()``.
+A child tells the supervisor what it does over a pipe, one JSON line per message:
+
+    {"t": "ready", "pid": ..., "root": ..., "jobs": [...]}    import done
+    {"t": "error", "message": ...}                            import failed; exits 2
+    {"t": "run", "run": ..., "job": ...}                      claimed a run (run:leased)
+    {"t": "idle", "run": ...}                                 that run's execution ended
+
+The supervisor uses these to replace children that die, to stop a run that ignores a
+cancel (or a run timeout) by killing its process after a grace period, and to drain
+on SIGINT/SIGTERM. Killing a child is safe: the kernel drops its run lock, so another
+child resumes the run at once from its checkpoints (the step in flight runs again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from types import FrameType
+from typing import IO, Any
+
+import orjson
+
+from ._durably import Durably
+from ._errors import DurablyError
+from ._models import RunStatus
+
+CHECK_INTERVAL = 0.25  # seconds between checks of the runs children execute
+_CHILD_CODE = "from durably._executor import child_main; child_main()"
+
+
+class AppError(Exception):
+    """``APP`` cannot be loaded, or does not match ``--root``."""
+
+
+def load_app(app: str, root: str | None = None) -> Durably:
+    """Import ``module:attribute`` and return the ``Durably`` instance it names.
+
+    The working directory is put first on ``sys.path`` (as uvicorn does), so a module
+    next to where the command runs is found.
+
+    Raises:
+        AppError: the string is malformed, the import fails, the attribute is missing or
+            not a ``Durably`` instance, or its root differs from ``root``.
+    """
+    module_name, sep, attr = app.partition(":")
+    if not sep or not module_name or not attr:
+        raise AppError(f"APP must be 'module:attribute' (e.g. myapp.jobs:durably), got {app!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name) and module_name.split(".")[0] \
+                == exc.name.split(".")[0]:
+            raise AppError(f"cannot import {module_name!r}: no module named {exc.name!r} "
+                           f"(working directory {cwd})") from exc
+        raise AppError(f"error while importing {module_name!r}: {_one_line(exc)}") from exc
+    except Exception as exc:
+        raise AppError(f"error while importing {module_name!r}: {_one_line(exc)}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AppError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(obj, Durably):
+        raise AppError(f"{app} is a {type(obj).__name__}, not a durably.Durably instance")
+    if root is not None and not _same_path(obj.root, root):
+        raise AppError(f"{app} uses root {obj.root}, but --root is {os.path.abspath(root)}; "
+                       "create it with Durably() (the default root) or pass the same root")
+    return obj
+
+
+def _same_path(a: str, b: str) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b) or os.path.realpath(a) == os.path.realpath(b)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# -- the child --------------------------------------------------------------------------
+
+
+class _Child:
+    """One worker process: executes runs one at a time until told to stop."""
+
+    def __init__(self, app: str, fd: int, root: str | None) -> None:
+        self.app = app
+        self.fd = fd
+        self.root = root
+        self.stopping = threading.Event()
+        self.current: str | None = None
+
+    def send(self, **message: Any) -> None:
+        data = orjson.dumps(message)
+        if len(data) > 3500:  # keep each message one atomic pipe write (PIPE_BUF)
+            message["message"] = str(message.get("message", ""))[:1000]
+            data = orjson.dumps(message)[:3500]
+        with contextlib.suppress(OSError):
+            os.write(self.fd, data + b"\n")
+
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+
+    def _on_leased(self, event: Any) -> None:
+        self.current = event.run_id
+        self.send(t="run", run=event.run_id, job=event.job_name)
+
+    def _on_error(self, event: Any) -> None:
+        where = f" (run {event.run_id})" if event.run_id else ""
+        print(f"durably worker [{os.getpid()}]: {event.context} error{where}: {event.error}",
+              file=sys.stderr, flush=True)
+
+    def run(self) -> int:
+        # Ctrl-C reaches the whole process group: the supervisor decides what it means.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._on_term)
+        parent = os.getppid()
+        try:
+            durably = load_app(self.app, self.root)
+        except AppError as exc:
+            self.send(t="error", message=str(exc))
+            return 2
+        self.send(t="ready", pid=os.getpid(), root=durably.root, jobs=sorted(durably.jobs))
+        durably.on("run:leased", self._on_leased)
+        durably.on("worker:error", self._on_error)
+        interval = durably._polling_interval
+        # An orphan (the supervisor was killed) stops claiming, like a drained child.
+        while not self.stopping.is_set() and os.getppid() == parent:
+            try:
+                ran = durably.process_one()
+            except Exception as exc:  # noqa: BLE001 - keep serving: report and back off
+                print(f"durably worker [{os.getpid()}]: {_one_line(exc)}", file=sys.stderr,
+                      flush=True)
+                ran = False
+            if self.current is not None:
+                self.send(t="idle", run=self.current)
+                self.current = None
+            if not ran:
+                durably._idle_maintenance()
+                self.stopping.wait(interval)
+        return 0
+
+
+def child_main() -> None:
+    """Entry point of a worker process: ``APP FD ROOT`` in ``sys.argv``."""
+    app, fd, root = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None
+    raise SystemExit(_Child(app, fd, root).run())
+
+
+# -- the supervisor ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Proc:
+    """The supervisor's view of one child process."""
+
+    slot: int
+    proc: subprocess.Popen[bytes]
+    fd: int
+    buffer: bytes = b""
+    ready: bool = False
+    error: str | None = None
+    run_id: str | None = None
+    job: str | None = None
+    run_started: float = 0.0
+    ended_seen: float | None = None  # when we saw its run ended by someone else
+    timed_out: bool = False
+    killed: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@dataclasses.dataclass
+class WorkerOptions:
+    """What ``durably worker`` was asked to do."""
+
+    app: str
+    processes: int = 1
+    root: str | None = None
+    cancel_grace: float = 30.0
+    run_timeout: float | None = None
+    job_timeouts: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    verbose: bool = False
+
+
+class Supervisor:
+    """Runs N worker processes, replaces dead ones, stops runs that overstay, drains."""
+
+    def __init__(self, options: WorkerOptions, out: IO[str] | None = None) -> None:
+        self.options = options
+        self.out = out or sys.stderr
+        self.procs: dict[int, _Proc] = {}  # by slot
+        self.selector = selectors.DefaultSelector()
+        self.signals = 0
+        self.draining = False
+        self.fatal: str | None = None
+        self.durably: Durably | None = None
+        self.root: str | None = None
+        self.last_check = 0.0
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+
+    def say(self, text: str) -> None:
+        """Print one line of the supervisor's log."""
+        print(f"durably worker: {text}", file=self.out, flush=True)
+
+    # -- processes ----------------------------------------------------------------------
+
+    def spawn(self, slot: int) -> None:
+        """Start the child of ``slot``."""
+        read_fd, write_fd = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_CODE, self.options.app, str(write_fd),
+                 self.options.root or ""],
+                pass_fds=(write_fd,), stdin=subprocess.DEVNULL)
+        finally:
+            os.close(write_fd)
+        child = _Proc(slot, proc, read_fd)
+        self.procs[slot] = child
+        self.selector.register(read_fd, selectors.EVENT_READ, child)
+
+    def _read(self, child: _Proc) -> bool:
+        """Read what the child wrote; False at end of file."""
+        try:
+            data = os.read(child.fd, 65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        child.buffer += data
+        *lines, child.buffer = child.buffer.split(b"\n")
+        for line in lines:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                self._message(child, orjson.loads(line))
+        return True
+
+    def _message(self, child: _Proc, msg: dict[str, Any]) -> None:
+        kind = msg.get("t")
+        if kind == "ready":
+            child.ready = True
+            root = str(msg.get("root"))
+            if self.root is None:
+                self.root = root
+                self.durably = Durably(root)
+            jobs = ", ".join(msg.get("jobs") or []) or "none"
+            self.say(f"process {child.pid} ready (root {root}; jobs: {jobs})")
+        elif kind == "error":
+            child.error = str(msg.get("message"))
+        elif kind == "run":
+            child.run_id, child.job = str(msg["run"]), str(msg.get("job"))
+            child.run_started = time.monotonic()
+            child.ended_seen, child.timed_out = None, False
+            if self.options.verbose:
+                self.say(f"process {child.pid} runs {child.run_id} ({child.job})")
+        elif kind == "idle":
+            child.run_id = child.job = None
+            child.ended_seen = None
+
+    def _reap(self, child: _Proc) -> None:
+        """Handle the exit of a child: replace it, or end start-up with its error."""
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(child.fd)
+        while self._read(child):
+            pass
+        os.close(child.fd)
+        del self.procs[child.slot]
+        code = child.proc.wait()
+        if not child.ready:
+            if self.fatal is None and (child.error or not self.draining):
+                self.fatal = child.error or (
+                    f"worker process {child.pid} {_describe_exit(code)} during start-up")
+                self._drain()
+            return
+        run = f"; run {child.run_id} will be resumed" if child.run_id and not child.killed else ""
+        if self.draining:
+            if code != 0:
+                self.say(f"process {child.pid} {_describe_exit(code)}{run}")
+            return
+        self.say(f"process {child.pid} {_describe_exit(code)}{run}; starting a new one")
+        self.spawn(child.slot)
+
+    def _drain(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        for child in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(signal.SIGTERM)
+
+    def _kill(self, child: _Proc) -> None:
+        child.killed = True
+        with contextlib.suppress(ProcessLookupError):
+            child.proc.kill()
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def _check_runs(self) -> None:
+        """Fail runs past their timeout; kill children whose run ended but goes on."""
+        now = time.monotonic()
+        if now - self.last_check < CHECK_INTERVAL or self.durably is None:
+            return
+        self.last_check = now
+        grace = self.options.cancel_grace
+        for child in list(self.procs.values()):
+            if child.run_id is None or child.killed:
+                continue
+            try:
+                run = self.durably.get_run(child.run_id)
+            except DurablyError:
+                continue
+            status = None if run is None else run.status
+            if status in (RunStatus.PENDING, RunStatus.LEASED):
+                self._check_timeout(child, now)
+            elif status in (RunStatus.CANCELLED, RunStatus.FAILED, None):
+                if child.ended_seen is None:
+                    child.ended_seen = now
+                elif now - child.ended_seen >= grace:
+                    why = "timed out" if child.timed_out else (
+                        "was deleted" if status is None else f"was {status}")
+                    self.say(f"run {child.run_id} {why} and did not stop within "
+                             f"{_seconds(grace)}s: killing process {child.pid}")
+                    self._kill(child)
+
+    def _check_timeout(self, child: _Proc, now: float) -> None:
+        assert self.durably is not None
+        assert child.run_id is not None
+        limit = self.options.job_timeouts.get(child.job or "", self.options.run_timeout)
+        if limit is None or child.timed_out or now - child.run_started < limit:
+            return
+        child.timed_out = True
+        message = f"Run timed out after {_seconds(limit)}s"
+        try:
+            ended = self.durably._fail_run(child.run_id, message)
+        except DurablyError as exc:
+            self.say(f"could not fail run {child.run_id} after its timeout: {exc}")
+            return
+        if ended:
+            self.say(f"run {child.run_id} ({child.job}): {message}")
+            child.ended_seen = now
+
+    # -- main loop ----------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+
+    def run(self) -> int:
+        """Start the children and supervise them; return the exit code."""
+        if self.options.root is not None:
+            os.environ["DURABLY_ROOT"] = os.path.abspath(self.options.root)
+        self.selector.register(self.wake_r, selectors.EVENT_READ, None)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        old_wakeup = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        try:
+            for slot in range(self.options.processes):
+                self.spawn(slot)
+            return self._loop()
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for child in list(self.procs.values()):
+                self._kill(child)
+                child.proc.wait()
+            self.selector.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+
+    def _on_signals(self) -> int | None:
+        """First signal: drain. Second: kill the children; return the exit code."""
+        if self.signals >= 2:
+            in_flight = [c.run_id for c in self.procs.values() if c.run_id]
+            for child in list(self.procs.values()):
+                self._kill(child)
+            self.say(f"stopped at once; {len(in_flight)} run(s) in flight will be "
+                     "resumed by the next worker")
+            return 1
+        self._drain()  # first, so that once the line below is out, every child knows
+        self.say("stopping: no new runs are claimed; waiting for runs in flight "
+                 "(send the signal again to stop at once)")
+        return None
+
+    def _loop(self) -> int:
+        handled = 0
+        while True:
+            if self.signals > handled:
+                handled = self.signals
+                code = self._on_signals()
+                if code is not None:
+                    return code
+            for key, _ in self.selector.select(timeout=CHECK_INTERVAL):
+                if key.data is None:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self.wake_r, 512)
+                elif not self._read(key.data):
+                    self.selector.unregister(key.fd)
+            for child in list(self.procs.values()):
+                if child.proc.poll() is not None:
+                    self._reap(child)
+            if self.fatal is not None and not self.procs:
+                print(f"durably worker: error: {self.fatal}", file=sys.stderr, flush=True)
+                return 2
+            if self.draining and not self.procs:
+                self.say("stopped")
+                return 0
+            self._check_runs()
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"exited with code {code}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def run_worker(options: WorkerOptions, out: IO[str] | None = None) -> int:
+    """Run ``durably worker`` until it is stopped; return the process exit code."""
+    return Supervisor(options, out).run()
+
