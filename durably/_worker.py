@@ -64,7 +64,7 @@ class Execution:
     def emit(self, cls: type[Event], **fields: Any) -> None:
         """Emit an event of this run to this process's listeners."""
         emitter = self.durably._emitter
-        if not emitter.wants(cls.__dataclass_fields__["type"].default):
+        if not emitter.wants(str(cls.__dataclass_fields__["type"].default)):
             emitter.skip()
             return
         emitter.emit(cls(run_id=self.run_id, job_name=self.job_name, labels=self.labels, **fields))
