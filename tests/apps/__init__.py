@@ -1,0 +1,1 @@
+"""Importable apps (`module:attribute` naming a Durably instance) for the CLI and executor tests."""
