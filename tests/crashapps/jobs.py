@@ -1,0 +1,336 @@
+"""Jobs and child-process entry points for the process-level tests.
+
+Children are forked by ``zygote`` and run one of the functions below; step bodies record
+each execution with an O_APPEND|O_SYNC line (``killhook.append_sync``), so the record
+survives the SIGKILL that may follow. Module globals (``WORKDIR``, ``WHO``, ``KILL``)
+are set by the child function before the worker starts; they are per process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+import durably
+from durably import Step, define_job
+
+from . import killhook
+
+WORKDIR = "."
+WHO = "?"
+KILL: dict[str, Any] = {}
+PHASES = ("pre", "in", "commit")
+
+
+class Tag(BaseModel):
+    """Input of the crash jobs (the work directory is a per-process global)."""
+
+    tag: str = ""
+    steps: int = 20
+
+
+def exec_log() -> str:
+    return os.path.join(WORKDIR, "exec.log")
+
+
+def value_of(k: int) -> dict[str, Any]:
+    """The value step ``k`` returns (a checkable function of k)."""
+    return {"k": k, "sq": k * k, "word": f"step-{k:02d}"}
+
+
+def _maybe_kill(k: int, phase: str) -> None:
+    """SIGKILL this process at (or, if it was overshot by replay, past) the kill point."""
+    if not KILL:
+        return
+    point = (KILL["k"], PHASES.index(KILL["phase"]))
+    if (k, PHASES.index(phase)) >= point and phase != "commit":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if phase == "commit" and (k, 2) >= point:
+        killhook.arm(int(KILL["j"]))  # die at the j-th file-system call from here
+
+
+def _body(k: int) -> dict[str, Any]:
+    _maybe_kill(k, "pre")
+    killhook.append_sync(exec_log(), f"{WHO} {k}")
+    _maybe_kill(k, "in")
+    value = value_of(k)
+    _maybe_kill(k, "commit")
+    return value
+
+
+def _steps_job(step: Step, payload: Tag) -> dict[str, Any]:
+    total = 0
+    for k in range(payload.steps):
+        value = step.run(f"step-{k:02d}", lambda k=k: _body(k))
+        assert value == value_of(k), (k, value)
+        total += value["sq"]
+    return {"total": total, "count": payload.steps}
+
+
+STEPS = define_job(name="steps", input=Tag, run=_steps_job)
+
+
+def expected_output(steps: int) -> dict[str, Any]:
+    return {"total": sum(k * k for k in range(steps)), "count": steps}
+
+
+def make(root: str, **options: Any) -> durably.Durably:
+    options.setdefault("fsync", True)
+    options.setdefault("polling_interval", 0.05)
+    return durably.Durably(root, jobs=ALL_JOBS, **options)
+
+
+# -- crash test: a worker killed at a chosen point -------------------------------------
+
+
+def crash_worker(root: str, workdir: str, who: str, kill: dict[str, Any] | None) -> None:
+    """Process runs until idle; SIGKILL at the kill point ``{"k", "phase", "j"}``."""
+    global WORKDIR, WHO, KILL  # noqa: PLW0603
+    WORKDIR, WHO, KILL = workdir, who, dict(kill or {})
+    d = make(root, preserve_steps=True)
+    d.process_until_idle()
+    killhook.disarm()
+
+
+# -- syscall sweep: one operation killed at its N-th file-system call ------------------
+
+
+def sweep_op(root: str, workdir: str, op: str, kill_at: int, result: str) -> None:
+    """Do ``op`` with the kill hook armed at ``kill_at`` (0: count calls only)."""
+    global WORKDIR, WHO  # noqa: PLW0603
+    WORKDIR, WHO = workdir, f"op-{op}-{kill_at}"
+    d = make(root, preserve_steps=True)
+    handle = d.get_job("steps")
+    assert handle is not None
+    run_id_file = Path(workdir) / "run_id"
+    run_id = run_id_file.read_text() if run_id_file.exists() else ""
+    trace: list[str] = []
+    killhook.arm(kill_at, trace=trace)
+    if op == "trigger":
+        run_id = handle.trigger(Tag(tag="t", steps=3), idempotency_key="idem",
+                                concurrency_key="conc").id
+    elif op == "run":
+        d.process_one()
+    elif op == "cancel":
+        d.cancel(run_id)
+    elif op == "delete":
+        d.delete_run(run_id)
+    elif op == "init":
+        d._store.ensure_ready()
+    elif op == "kill-in-step":  # setup only: leave a run leased by a dead owner
+        killhook.disarm()
+        global KILL  # noqa: PLW0603
+        KILL = {"k": 1, "phase": "in", "j": 0}
+        d.process_one()
+    else:
+        raise ValueError(op)
+    count = killhook.disarm()
+    if op == "trigger":
+        run_id_file.write_text(run_id)
+    Path(result).write_text(json.dumps({"count": count, "trace": trace}))
+
+
+def sweep_check(root: str, workdir: str, result: str) -> None:
+    """After a crash: the root reads, a worker finishes the run, one run per key."""
+    global WORKDIR, WHO  # noqa: PLW0603
+    WORKDIR, WHO = workdir, "check"
+    d = make(root, preserve_steps=True, fsync=False)  # durability is not what is checked
+    handle = d.get_job("steps")
+    assert handle is not None
+    runs = d.get_runs()
+    for run in runs:
+        again = d.get_run(run.id)
+        assert again is not None and again.status == run.status
+        d.get_steps(run.id)
+        d.get_logs(run.id)
+    keyed = [r for r in runs if r.idempotency_key == "idem"]
+    assert len(keyed) <= 1, f"{len(keyed)} runs hold the idempotency key before repair"
+    before = keyed[0] if keyed else None
+    done_before = set()
+    if before is not None:
+        done_before = {s.name for s in d.get_steps(before.id) if s.status == "completed"}
+    lines_before = _exec_lines()
+    res = handle.trigger(Tag(tag="t", steps=3), idempotency_key="idem", concurrency_key="conc",
+                         coalesce="skip")
+    if before is None:
+        assert res.disposition == "created", res.disposition
+    else:
+        assert (res.id, res.disposition) == (before.id, "idempotent"), (res.disposition, before)
+    d.process_until_idle()
+    runs = d.get_runs()
+    keyed = [r for r in runs if r.idempotency_key == "idem"]
+    assert len(keyed) == 1, f"{len(keyed)} runs hold the idempotency key after repair"
+    run = keyed[0]
+    assert run.status in ("completed", "cancelled"), run.status
+    if run.status == "completed":
+        assert run.output == expected_output(3), run.output
+        steps = d.get_steps(run.id)
+        done = [s.name for s in steps if s.status == "completed"]
+        assert sorted(done) == ["step-00", "step-01", "step-02"], done
+    rerun = {f"step-{int(line.split()[1]):02d}" for line in _exec_lines()[len(lines_before):]}
+    assert not rerun & done_before, f"completed steps ran again: {sorted(rerun & done_before)}"
+    Path(result).write_text(json.dumps({
+        "status": str(run.status.value), "queue": sorted(os.listdir(os.path.join(root, "queue"))),
+        "disposition": res.disposition}))
+
+
+def _exec_lines() -> list[str]:
+    try:
+        return Path(exec_log()).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+# -- races -------------------------------------------------------------------------------
+
+
+def race_trigger(root: str, out: str, idem: str | None, conc: str | None,
+                 coalesce: str | None, value: str) -> None:
+    """Trigger once (released together with the other racers); record the outcome."""
+    d = make(root)
+    handle = d.get_job("steps")
+    assert handle is not None
+    try:
+        res = handle.trigger(Tag(tag=value, steps=1), idempotency_key=idem,
+                             concurrency_key=conc, coalesce=coalesce)  # type: ignore[arg-type]
+        outcome = {"id": res.id, "disposition": res.disposition, "tag": res.input["tag"]}
+    except durably.DurablyError as exc:
+        outcome = {"error": type(exc).__name__, "message": str(exc)}
+    Path(out).write_text(json.dumps(outcome))
+
+
+class KeyIn(BaseModel):
+    key: str
+    n: int
+
+
+def _keyed_job(step: Step, payload: KeyIn) -> str:
+    def body() -> str:
+        killhook.append_sync(os.path.join(WORKDIR, "intervals.log"),
+                             f"start {payload.key} {payload.n} {WHO}")
+        for _ in range(3):  # a little work, so that overlaps would have a window
+            time.sleep(0.005)
+        killhook.append_sync(os.path.join(WORKDIR, "intervals.log"),
+                             f"end {payload.key} {payload.n} {WHO}")
+        return f"{payload.key}-{payload.n}"
+
+    return step.run("work", body)
+
+
+KEYED = define_job(name="keyed", input=KeyIn, output=str, run=_keyed_job)
+
+
+def keyed_worker(root: str, workdir: str, who: str, expect: int) -> None:
+    """Process runs until ``expect`` runs are terminal (others may hold blocked keys)."""
+    global WORKDIR, WHO  # noqa: PLW0603
+    WORKDIR, WHO = workdir, who
+    d = make(root, fsync=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if d.process_one():
+            continue
+        if len(d.get_runs(status=["completed", "failed", "cancelled"])) >= expect:
+            return
+        time.sleep(0.002)
+    raise AssertionError("runs did not finish")
+
+
+# -- fencing: a stale owner, paused past its lease, and a worker on "another host" -------
+
+
+def pose_as_other_host(name: str) -> None:
+    """Make this process look like a worker on host ``name`` sharing the root.
+
+    The store compares ``head["host"]`` with ``durably._store.HOST``; and another host's
+    kernel does not share our record locks, so lock paths are mapped to this host's own
+    files (cross-host exclusion must come from the files, not from locks).
+    """
+    from durably import _locks, _store  # noqa: PLC0415
+
+    _store.HOST = name
+    for fn_name in ("try_lock", "lock", "unlock", "held_here", "is_locked_elsewhere"):
+        real = getattr(_locks, fn_name)
+
+        def mapped(path: str, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            return _real(f"{path}@{name}", *args, **kwargs)
+
+        setattr(_locks, fn_name, mapped)
+
+
+class FenceIn(BaseModel):
+    steps: int = 4
+    stop_step: int = 1
+    stop_phase: str = "in"  # "in": inside the body; "commit": after the fence check; "end"
+
+
+def _fence_job(step: Step, payload: FenceIn) -> dict[str, Any]:
+    values = []
+    for k in range(payload.steps):
+        def body(k: int = k) -> str:
+            killhook.append_sync(exec_log(), f"{WHO} {k}")
+            if WHO == "A" and k == payload.stop_step:
+                if payload.stop_phase == "in":
+                    os.kill(os.getpid(), signal.SIGSTOP)
+                elif payload.stop_phase == "commit":
+                    STOP["at"] = "write"  # the journal append of this step's checkpoint
+            return f"{WHO}-{k}"
+
+        try:
+            values.append(step.run(f"s{k}", body))
+        except BaseException as exc:
+            killhook.append_sync(os.path.join(WORKDIR, "raised.log"),
+                                 f"{WHO} s{k} {type(exc).__name__}")
+            raise
+        if WHO == "A" and payload.stop_phase == "end" and k == payload.steps - 1:
+            STOP["at"] = "link"  # the publish of the run's end
+    return {"values": values, "by": WHO}
+
+
+FENCE = define_job(name="fence", input=FenceIn, run=_fence_job)
+STOP: dict[str, str] = {}
+
+
+def _install_self_stop() -> None:
+    """SIGSTOP this process on its next ``os.<STOP["at"]>`` call once armed."""
+    for name in ("write", "link"):
+        real = killhook.REAL[name]
+
+        def hooked(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            if STOP.get("at") == _name:
+                STOP.clear()
+                killhook.append_sync(os.path.join(WORKDIR, "stopped"), _name)
+                os.kill(os.getpid(), signal.SIGSTOP)
+            return _real(*args, **kwargs)
+
+        setattr(os, name, hooked)
+
+
+def fence_worker(root: str, workdir: str, who: str, host: str | None, run_id: str,
+                 lease: float) -> None:
+    """Work on one run until it is terminal (or, for a stale owner, until it gives up)."""
+    global WORKDIR, WHO  # noqa: PLW0603
+    WORKDIR, WHO = workdir, who
+    if host is not None:
+        pose_as_other_host(host)
+    _install_self_stop()
+    d = make(root, lease_duration=lease, lease_renew_interval=lease / 5)
+    errors: list[str] = []
+    d.on("worker:error", lambda e: errors.append(e.error))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if d.process_one() and who == "A":
+            break
+        run = d.get_run(run_id)
+        if run is not None and run.is_terminal:
+            break
+        time.sleep(0.01)
+    Path(workdir, f"errors-{who}.json").write_text(json.dumps(errors))
+
+
+ALL_JOBS = [STEPS, KEYED, FENCE]

@@ -1,0 +1,65 @@
+"""SIGKILL this process at the N-th mutating file-system call, or just count them.
+
+The durable primitives call ``os.link``, ``os.rename``, ``os.write``, ``os.fsync``, ...
+through the ``os`` module at call time, so wrapping those attributes sees every call
+without touching durably. The kill happens on *entering* the N-th call (like
+``strace -e inject=...:signal=SIGKILL:when=N``): that call never happens, and nothing
+after it (no ``finally``, no ``atexit``) runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+HOOKED = ("link", "rename", "replace", "write", "fsync", "fdatasync", "mkdir", "unlink",
+          "rmdir", "utime")
+
+REAL: dict[str, Callable[..., Any]] = {name: getattr(os, name) for name in HOOKED}
+real_write = REAL["write"]
+
+_state: dict[str, Any] = {"armed": False, "count": 0, "kill_at": 0, "trace": None}
+
+
+def _wrap(name: str) -> Callable[..., Any]:
+    real = REAL[name]
+
+    def hooked(*args: Any, **kwargs: Any) -> Any:
+        if _state["armed"]:
+            _state["count"] += 1
+            if _state["trace"] is not None:
+                _state["trace"].append(name)
+            if _state["count"] == _state["kill_at"]:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+
+    hooked.__name__ = name
+    return hooked
+
+
+def install() -> None:
+    """Replace the ``os`` functions with counting wrappers (disarmed)."""
+    for name in HOOKED:
+        setattr(os, name, _wrap(name))
+
+
+def arm(kill_at: int = 0, *, trace: list[str] | None = None) -> None:
+    """Start counting from zero; SIGKILL at call ``kill_at`` (0: never)."""
+    _state.update(armed=True, count=0, kill_at=kill_at, trace=trace)
+
+
+def disarm() -> int:
+    """Stop counting; return how many calls were counted since ``arm``."""
+    _state["armed"] = False
+    return int(_state["count"])
+
+
+def append_sync(path: str, line: str) -> None:
+    """Append one line to ``path`` with O_APPEND|O_SYNC, bypassing the hooks."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_SYNC, 0o600)
+    try:
+        real_write(fd, line.encode() + b"\n")
+    finally:
+        os.close(fd)
