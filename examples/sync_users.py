@@ -62,8 +62,7 @@ class FlakyDirectoryApi:
     def fetch_users(self, org_id: str) -> list[User]:
         print(f"  api: GET /orgs/{org_id}/users")
         return [
-            User(id=f"u{i}", email=f"user{i}@example.com" if i != 5 else "not-an-email")
-            for i in range(1, 7)
+            User(id=f"u{i}", email=f"user{i}@example.com" if i != 5 else "not-an-email") for i in range(1, 7)
         ]
 
     def maybe_crash(self, user: User) -> None:

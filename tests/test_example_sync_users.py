@@ -18,9 +18,7 @@ def run_example(cwd: Path, root: Path | None = None) -> subprocess.CompletedProc
     env = {k: v for k, v in os.environ.items() if k != "DURABLY_ROOT"}
     if root is not None:
         env["DURABLY_ROOT"] = str(root)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(EXAMPLE.parents[1]), env.get("PYTHONPATH")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(EXAMPLE.parents[1]), env.get("PYTHONPATH")) if p)
     return subprocess.run(
         [sys.executable, str(EXAMPLE)],
         cwd=cwd,
@@ -33,9 +31,7 @@ def run_example(cwd: Path, root: Path | None = None) -> subprocess.CompletedProc
 
 
 class TestSyncUsersExample:
-    def test_first_run_crashes_and_second_run_resumes_from_checkpoints(
-        self, tmp_path: Path
-    ) -> None:
+    def test_first_run_crashes_and_second_run_resumes_from_checkpoints(self, tmp_path: Path) -> None:
         """Invocation 1 dies in u4's step; invocation 2 replays 4 steps and completes."""
         first = run_example(tmp_path)
         assert first.returncode == 1, first.stdout + first.stderr
@@ -57,10 +53,7 @@ class TestSyncUsersExample:
         assert "u4 synced now" in second.stdout
         assert "u6 synced now" in second.stdout
         assert "resumed: 4 steps replayed from checkpoints, 3 run now" in second.stdout
-        assert (
-            'output: {"synced_count":5,"errors":["u5: invalid email \'not-an-email\'"]}'
-            in second.stdout
-        )
+        assert 'output: {"synced_count":5,"errors":["u5: invalid email \'not-an-email\'"]}' in second.stdout
 
     def test_a_third_run_finds_the_run_completed(self, tmp_path: Path) -> None:
         """Once completed, the idempotent trigger returns the finished run and runs nothing."""
