@@ -169,7 +169,8 @@ class Durably:
                        where: str) -> dict[str, Any]:
         if item.coalesce is not None:
             if item.coalesce != "skip":
-                raise ValidationError(f"Invalid coalesce value{where}: {item.coalesce!r}. Valid values: 'skip'")
+                raise ValidationError(
+                    f"Invalid coalesce value{where}: {item.coalesce!r}. Valid values: 'skip'")
             if item.concurrency_key is None:
                 raise ValidationError(f"coalesce requires concurrency_key{where}")
         for opt, value in (("idempotency_key", item.idempotency_key),
@@ -377,15 +378,7 @@ class Durably:
             except DurablyError as exc:
                 log.warning("skipping run %s: %s", run_id, exc)
                 continue
-            if state is None:
-                continue
-            rec = state.record
-            if jobs and rec.get("job_name") not in jobs:
-                continue
-            if statuses and state.status not in statuses:
-                continue
-            run_labels = rec.get("labels") or {}
-            if any(run_labels.get(k) != v for k, v in want_labels.items()):
+            if state is None or not _matches(state, statuses, jobs, want_labels):
                 continue
             if skip:
                 skip -= 1
@@ -717,6 +710,16 @@ class Durably:
 
     def __repr__(self) -> str:
         return f"<Durably root={self.root!r} jobs={sorted(self._handles)}>"
+
+
+def _matches(state: RunState, statuses: set[str], jobs: set[str], labels: dict[str, str]) -> bool:
+    rec = state.record
+    if jobs and rec.get("job_name") not in jobs:
+        return False
+    if statuses and state.status not in statuses:
+        return False
+    run_labels = rec.get("labels") or {}
+    return all(run_labels.get(k) == v for k, v in labels.items())
 
 
 def _check_text(value: str, what: str) -> None:

@@ -12,6 +12,7 @@ followed) and created ``0600``; directories are created ``0700`` (runs can hold 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -207,10 +208,8 @@ def read_record(path: str) -> dict[str, Any] | None:
 
 
 def _unlink_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 def remove_file(path: str) -> bool:

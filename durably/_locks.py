@@ -34,7 +34,8 @@ def try_lock(path: str) -> bool:
         try:
             fd = os.open(path, _O_FLAGS, 0o600)
         except OSError as exc:
-            raise StoreError(f"cannot open lock file {path}: {os.strerror(exc.errno or 0)}", path=path) from exc
+            reason = os.strerror(exc.errno or 0)
+            raise StoreError(f"cannot open lock file {path}: {reason}", path=path) from exc
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

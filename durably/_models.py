@@ -14,7 +14,7 @@ StepStatus = Literal["running", "completed", "failed", "cancelled"]
 LogLevel = Literal["info", "warn", "error"]
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     """Where a run is in its life. Terminal statuses never change again."""
 
     PENDING = "pending"  # triggered, waiting for a worker to claim it
@@ -22,9 +22,6 @@ class RunStatus(str, enum.Enum):
     COMPLETED = "completed"  # the job returned; ``output`` holds its value
     FAILED = "failed"  # the job raised; ``error`` holds the message
     CANCELLED = "cancelled"  # cancelled before it ended
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def is_terminal(self) -> bool:

@@ -312,16 +312,36 @@ class Store:
                 return existing, "idempotent"
         if conc is not None:
             conc_path = os.path.join(self.keys_dir, "p", files.name_hash(job, conc) + ".json")
-            pending = self._key_target(conc_path)
-            if pending is not None and pending.status == "pending":
-                if coalesce:
-                    return pending, "coalesced"
-                raise ConflictError(
-                    f'A pending run already exists for concurrency key "{conc}" in job '
-                    f'"{job}". Use coalesce="skip" to return the existing run instead.'
-                )
+            pending = self._pending_for_key(conc_path, job, conc, coalesce=coalesce)
             if pending is not None:
-                files.remove_file(conc_path)
+                return pending, "coalesced"
+        return self._write_run(record, idem_path, conc_path), "created"
+
+    def _pending_for_key(self, conc_path: str, job: str, conc: str, *,
+                         coalesce: bool) -> RunState | None:
+        """The pending run holding a concurrency key (to coalesce onto), or None if free.
+
+        Raises:
+            ConflictError: the key is held and ``coalesce`` is not set.
+        """
+        pending = self._key_target(conc_path)
+        if pending is None:
+            return None
+        if pending.status != "pending":
+            files.remove_file(conc_path)  # its run left pending: the key is free again
+            return None
+        if coalesce:
+            return pending
+        raise ConflictError(
+            f'A pending run already exists for concurrency key "{conc}" in job '
+            f'"{job}". Use coalesce="skip" to return the existing run instead.'
+        )
+
+    def _write_run(self, record: dict[str, Any], idem_path: str | None,
+                   conc_path: str | None) -> RunState:
+        job = record["job_name"]
+        idem = record.get("idempotency_key")
+        conc = record.get("concurrency_key")
         run_id = record["id"]
         run_dir = self.run_dir(run_id)
         key_body = files.dumps({"v": files.FORMAT_VERSION, "run": run_id, "job": job})
@@ -350,7 +370,7 @@ class Store:
         except OSError as exc:
             raise files.wrap_os_error(exc, "create run", run_dir) from exc
         self.notify(run_id)
-        return RunState(run_id, record, 0, None, run_dir), "created"
+        return RunState(run_id, record, 0, None, run_dir)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -440,8 +460,8 @@ class Store:
         """Byte length of the valid prefix of a journal (what a claim or end keeps)."""
         data = files.read_bytes(path) or b""
         end = 0
-        for _, end in files.iter_frames(data):
-            pass
+        for _, offset in files.iter_frames(data):
+            end = offset
         return end
 
     # -- claiming ---------------------------------------------------------------------
@@ -494,39 +514,42 @@ class Store:
         if state.status in TERMINAL_KINDS:
             self.unqueue(state)
             return None
-        run_lock = os.path.join(state.run_dir, "lock")
         if state.status == "leased" and self.owner_alive(state):
             if key_hash != "-":
                 blocked_keys.add(key_hash)
             return None
         if key_hash in blocked_keys:
             return None
-        key_lock = None
-        if key_hash != "-":
-            key_lock = os.path.join(self.locks_dir, "x-" + key_hash)
-            if not locks.try_lock(key_lock):
-                blocked_keys.add(key_hash)
-                return None
-            if self._key_busy_elsewhere(run_id, key_hash):
-                locks.unlock(key_lock)
-                blocked_keys.add(key_hash)
-                return None
-        if not locks.try_lock(run_lock):
-            if key_lock:
-                locks.unlock(key_lock)
+        key_lock = self._take_key(run_id, key_hash, blocked_keys)
+        if key_lock == "":
             return None
+        run_lock = os.path.join(state.run_dir, "lock")
+        taken = [p for p in (key_lock, run_lock) if p]
+        claim = None
         try:
-            claim = self._claim_locked(run_id, owner, lease_duration, key_lock)
-        except BaseException:
-            if key_lock:
-                locks.unlock(key_lock)
-            locks.unlock(run_lock)
-            raise
-        if claim is None:
-            if key_lock:
-                locks.unlock(key_lock)
-            locks.unlock(run_lock)
+            if locks.try_lock(run_lock):
+                claim = self._claim_locked(run_id, owner, lease_duration, key_lock)
+            else:
+                taken.remove(run_lock)
+        finally:
+            if claim is None:
+                for path in taken:
+                    locks.unlock(path)
         return claim
+
+    def _take_key(self, run_id: str, key_hash: str, blocked_keys: set[str]) -> str | None:
+        """Take a concurrency key's execution lock: its path, None if keyless, "" if busy."""
+        if key_hash == "-":
+            return None
+        key_lock = os.path.join(self.locks_dir, "x-" + key_hash)
+        if not locks.try_lock(key_lock):
+            blocked_keys.add(key_hash)
+            return ""
+        if self._key_busy_elsewhere(run_id, key_hash):
+            locks.unlock(key_lock)
+            blocked_keys.add(key_hash)
+            return ""
+        return key_lock
 
     def _drop_stale_marker(self, run_id: str) -> None:
         """Remove the marker of a trigger that died before writing run.json (after 10 min)."""
@@ -613,12 +636,11 @@ class Store:
         """Merge a terminal run's journals into ``journal.jsonl``; drop outputs if asked."""
         view = self.journal(state)
         out = []
-        for gen, rec in view.records:
-            rec = dict(rec)
+        for gen, original in view.records:
+            rec = {**original, "g": gen}
             if not keep_outputs and "o" in rec:
                 rec["o"] = None
                 rec["dropped"] = True
-            rec["g"] = gen
             out.append(files.frame(rec))
         try:
             files.replace_file(self.tmp_dir, os.path.join(state.run_dir, "journal.jsonl"),
