@@ -1,0 +1,129 @@
+"""durably's figures: step cost, trigger rate, 500 x 10 end to end, replay, get_runs.
+
+Each figure runs in a fresh interpreter (``benchmarks._durably_jobs``), like the peers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from benchmarks.bench_floors import APPEND, APPEND_FSYNC
+from benchmarks.registry import REPO, Context, Result, benchmark, result_from, run_json
+
+JOBS = "benchmarks._durably_jobs"
+# Bump when the generated roots of the get_runs figure must be rebuilt for a reason
+# the core's sources do not show.
+CACHE_FORMAT = 1
+
+MODES = [(True, "power-loss safe"), (False, "process-crash safe")]
+
+
+def step_row(ctx: Context) -> str:
+    return f"step checkpoint ({ctx.sizes.steps} steps, per step)"
+
+
+def e2e_row(ctx: Context) -> str:
+    return f"{ctx.sizes.e2e_runs} runs x {ctx.sizes.e2e_steps} steps, end to end"
+
+
+def replay_row(ctx: Context) -> str:
+    return f"replay {ctx.sizes.replay_steps:,} steps to the next one"
+
+
+TRIGGER_ROW = "trigger, no worker"
+
+
+@benchmark("durably", needs=("floors",))
+def durably_figures(ctx: Context) -> list[Result]:
+    s = ctx.sizes
+    out: list[Result] = []
+    for fsync, section in MODES:
+        tag = f"fsync={fsync}"
+        ctx.log(f"durably {tag}: step checkpoint")
+        r = ctx.child(JOBS, "step", root=str(ctx.scratch("d-step") / "root"), fsync=fsync,
+                      steps=s.steps)
+        res = result_from(r, "step_s", section, step_row(ctx), "durably",
+                          floor=APPEND_FSYNC if fsync else APPEND)
+        res.floor_value = r.get("floor_s")
+        out.append(res)
+
+        ctx.log(f"durably {tag}: trigger rate")
+        r = ctx.child(JOBS, "trigger", root=str(ctx.scratch("d-trig") / "root"), fsync=fsync,
+                      count=s.triggers)
+        out.append(result_from(r, "trigger_per_s", section, TRIGGER_ROW, "durably",
+                               unit="/s"))
+
+        ctx.log(f"durably {tag}: {s.e2e_runs} x {s.e2e_steps} end to end")
+        r = ctx.child(JOBS, "e2e", root=str(ctx.scratch("d-e2e") / "root"), fsync=fsync,
+                      runs=s.e2e_runs, steps=s.e2e_steps)
+        out.append(result_from(r, "e2e_s", section, e2e_row(ctx), "durably"))
+
+        ctx.log(f"durably {tag}: replay of {s.replay_steps} steps")
+        out.append(_replay(ctx, fsync, section))
+    out.extend(_get_runs(ctx))
+    return out
+
+
+def _replay(ctx: Context, fsync: bool, section: str) -> Result:
+    root = str(ctx.scratch("d-replay") / "root")
+    steps = ctx.sizes.replay_steps
+    params = json.dumps({"root": root, "steps": steps})
+    argv = [sys.executable, "-m", "benchmarks._child", JOBS, "replay_setup", params]
+    setup = run_json(argv, cwd=REPO, env={"DURABLY_BENCH_KILL": "1"}, expect_kill=True)
+    if setup.get("error"):
+        return Result(section, replay_row(ctx), "durably", None, error=setup["error"])
+    r = ctx.child(JOBS, "replay", root=root, fsync=fsync, steps=steps)
+    note = "timed from process_one() in a fresh process"
+    if "construct_s" in r:
+        note += f" (Durably() took {r['construct_s'] * 1e3:.1f} ms before)"
+    return result_from(r, "replay_s", section, replay_row(ctx), "durably", note=note)
+
+
+def _core_digest() -> str:
+    """Hash of the core's sources: a generated root is reused only by the same core."""
+    h = hashlib.sha256(str(CACHE_FORMAT).encode())
+    for path in sorted((REPO / "durably").rglob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _cached_root(ctx: Context, count: int) -> tuple[Path | None, str]:
+    """A root with ``count`` pending runs, built once per core version under the cache."""
+    digest = _core_digest()
+    base = ctx.cache / "get_runs"
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.iterdir():  # roots of other core versions are stale
+        if not old.name.startswith(digest):
+            shutil.rmtree(old, ignore_errors=True)
+    root = base / f"{digest}-{count}"
+    if (root / ".complete").exists():
+        return root, "cached"
+    shutil.rmtree(root, ignore_errors=True)
+    ctx.log(f"durably: building a root of {count:,} runs under {base} (cached for reruns)")
+    r = ctx.child(JOBS, "build_runs", root=str(root / "root"), count=count, timeout=1800)
+    if r.get("error"):
+        return None, r["error"]
+    (root / ".complete").write_text(str(count))
+    return root, f"built in {r['build_s']:.0f} s"
+
+
+def _get_runs(ctx: Context) -> list[Result]:
+    out = []
+    for count in ctx.sizes.get_runs:
+        root, how = _cached_root(ctx, count)
+        first_row = f"get_runs(limit=50), {count:,} runs, first call"
+        warm_row = f"get_runs(limit=50), {count:,} runs, repeated"
+        if root is None:
+            out.append(Result("reads", first_row, "durably", None, error=how))
+            continue
+        ctx.log(f"durably: get_runs over {count:,} runs")
+        r = ctx.child(JOBS, "get_runs", root=str(root / "root"))
+        out.append(result_from(r, "first_s", "reads", first_row, "durably",
+                               note=f"fresh process; root {how}"))
+        out.append(result_from(r, "median_s", "reads", warm_row, "durably", note="median"))
+    return out
