@@ -107,7 +107,7 @@ class Execution:
         try:
             payload = self.handle._input_codec.decode(state.record.get("input"), "input")
             if self.is_async:
-                value = asyncio.run(self.handle.definition.run(step, payload))  # type: ignore[arg-type]
+                value = _run_coroutine(self.handle.definition.run(step, payload))
             else:
                 value = self.handle.definition.run(step, payload)
                 if inspect.isawaitable(value):
@@ -120,7 +120,9 @@ class Execution:
                 self._aborted()
                 return
             if not isinstance(exc, Exception):
-                self._end_failed(f"{type(exc).__name__}: {exc}", exc)
+                # KeyboardInterrupt, SystemExit: this process is going away, not the job
+                # failing. The run stays leased; the kernel drops our lock when we exit
+                # and the next worker resumes it from its checkpoints.
                 raise
             self._end_failed(_message(exc), exc)
             return
@@ -331,6 +333,28 @@ class WorkerLoop:
         with self.lock:
             self.slots.add(t)
         t.start()
+
+
+def _run_coroutine(coro: Any) -> Any:
+    """Run an async job to completion, also when this thread already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="durably-async-job")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _message(exc: BaseException) -> str:
