@@ -6,6 +6,7 @@ event loop, in the message handlers below.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from typing import ClassVar, Literal
@@ -24,6 +25,9 @@ from ._index import RunIndex
 from ._model import RunRow
 from ._runlist import RunList
 from ._runs_screen import RunsScreen
+
+ACTIVE_REFRESH = 5.0
+"""Seconds between rereads of every pending or running run, whatever the feed says."""
 
 Action = Literal["cancel", "retrigger", "delete"]
 
@@ -114,6 +118,7 @@ class MonitorApp(App[None]):
         self.cursor: str | None = None
         self._polling = False
         self._last_error = ""
+        self._active_refreshed = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -156,7 +161,7 @@ class MonitorApp(App[None]):
             self.post_message(self.ReadOnly(self.source.is_read_only()))
             cursor = self.source.cursor()
             first = True
-            for page in self.source.pages(self.first_page, 5000):
+            for page in self.source.pages(self.first_page):
                 self.post_message(self.RunsLoaded(page, first=first, last=False))
                 first = False
             self.post_message(self.RunsLoaded([], first=first, last=True))
@@ -170,7 +175,12 @@ class MonitorApp(App[None]):
         if self.paused or self.loading or self._polling:
             return
         self._polling = True
-        active = [r.id for r in self.index.rows.values() if not r.is_terminal]
+        active: list[str] = []
+        now = time.monotonic()
+        if now - self._active_refreshed >= ACTIVE_REFRESH or not self.source.has_feed:
+            # the feed is a hint written without fsync: reread running runs now and then
+            self._active_refreshed = now
+            active = [r.id for r in self.index.rows.values() if not r.is_terminal]
         self._poll(self.cursor, active)
 
     @work(thread=True, group="poll", exit_on_error=False)

@@ -54,15 +54,19 @@ class Source:
         check = getattr(self.durably, "is_read_only", None)
         return bool(check()) if callable(check) else False
 
-    def pages(self, first: int, size: int) -> Iterator[list[RunRow]]:
-        """The newest `first` runs, then the rest in pages of `size`, newest first."""
+    def pages(self, first: int, growth: int = 4) -> Iterator[list[RunRow]]:
+        """The newest `first` runs, then the rest in pages `growth` times larger each time.
+
+        `get_runs(offset=...)` reads the runs it skips, so growing pages keep the whole scan
+        near one pass over the root while the first screen needs only the newest page.
+        """
         offset, limit = 0, first
         while True:
             runs = self.durably.get_runs(limit=limit, offset=offset)
             yield [row_from_run(r) for r in runs]
             if len(runs) < limit:
                 return
-            offset, limit = offset + len(runs), size
+            offset, limit = offset + len(runs), limit * growth
 
     def cursor(self) -> str | None:
         """A change-feed cursor at the end of the feed (None without a feed)."""
@@ -71,21 +75,22 @@ class Source:
         _ids, cursor = self.durably.changes(None)
         return str(cursor)
 
-    def poll(self, cursor: str | None, known_active: list[str]) -> tuple[Diff, str | None]:
+    def poll(self, cursor: str | None, active: list[str]) -> tuple[Diff, str | None]:
         """What changed since `cursor`, and the next cursor.
 
-        With the change feed, only the changed runs are reread. When the feed cannot say
-        (it returns None) or too much changed, everything is reread. Without a feed (an older
-        core), the newest page and the runs still active are reread.
+        With the change feed, only the changed runs (and `active`, the runs the caller
+        wants refreshed anyway) are reread. When the feed cannot say (it returns None) or
+        too much changed, everything is reread. Without a feed, the newest page and the
+        active runs are reread.
         """
         if not self.has_feed:
-            ids = [*known_active, *(r.id for r in self._newest(200))]
+            ids = [*active, *(r.id for r in self._newest(200))]
             return self.read(dict.fromkeys(ids)), None
         changed, cursor = self.durably.changes(cursor)
         if changed is None or len(changed) > FULL_RELOAD_THRESHOLD:
-            rows = [row for page in self.pages(5000, 5000) for row in page]
+            rows = [row for page in self.pages(5000) for row in page]
             return Diff(upserts=tuple(rows), reload=True), str(cursor)
-        return self.read(changed), str(cursor)
+        return self.read(dict.fromkeys([*changed, *active])), str(cursor)
 
     def read(self, ids: Any) -> Diff:
         """Reread `ids` one by one; runs that are gone (or not readable yet) are removed."""
@@ -152,6 +157,11 @@ def load_app(spec: str, root: str | None) -> Any:
         target = getattr(target, part)
     if not isinstance(target, Durably):
         raise SystemExit(f"durably monitor: {spec} is not a Durably instance")
+    if root is not None and os.path.realpath(target.root) != os.path.realpath(root):
+        raise SystemExit(
+            f"durably monitor: {spec} uses root {target.root}, but the monitor was given {root}; "
+            "create it with Durably() (the default root) or pass the same root"
+        )
     return target
 
 

@@ -53,6 +53,7 @@ class RunDetailScreen(Screen[None]):
     DEFAULT_CSS = """
     RunDetailScreen #summary { height: auto; padding: 0 1; background: $panel; }
     RunDetailScreen #body { height: 1fr; }
+    RunDetailScreen #tabs { width: 1fr; }
     RunDetailScreen #steps-pane { width: 44%; max-width: 60; border-right: vkey $primary 30%; }
     RunDetailScreen #steps-title { height: 1; padding: 0 1; text-style: bold; }
     RunDetailScreen #steps { height: 1fr; }
@@ -195,6 +196,8 @@ class RunDetailScreen(Screen[None]):
         text.append(f"   steps {row.completed_steps}", style="dim")
         if detail.lease_generation:
             text.append(f"   lease #{detail.lease_generation}", style="dim")
+        if detail.lease_owner and not row.is_terminal:
+            text.append(f" by {detail.lease_owner}", style="dim")
         keys = [("idempotency", detail.idempotency_key), ("concurrency", detail.concurrency_key)]
         if any(v for _, v in keys):
             text.append("\n")
@@ -233,7 +236,14 @@ class RunDetailScreen(Screen[None]):
             )
         self.query_one("#steps-title", Static).update(f"STEPS  {len(detail.steps)}")
         self._steps_shown = detail.steps
-        failed = next((i for i, s in enumerate(detail.steps) if s.status == "failed"), None)
+        failed = next(
+            (
+                i
+                for i, s in reversed(list(enumerate(detail.steps)))
+                if s.status == "failed" or (detail.failed_step and s.name == detail.failed_step)
+            ),
+            None,
+        )
         if self._first and failed is not None:
             keep = failed
             self.query_one("#tabs", TabbedContent).active = "error"
@@ -271,7 +281,11 @@ class RunDetailScreen(Screen[None]):
             if step.error:
                 parts.append(Text(step.error, style="#ef5350"))
             if step.traceback:
-                parts.append(Syntax(step.traceback, "pytb", theme="ansi_dark", word_wrap=True))
+                # highlighted Text (not a Syntax renderable) so long lines wrap in the pane
+                text = Syntax("", "pytb", theme="ansi_dark", word_wrap=True).highlight(
+                    step.traceback.rstrip()
+                )
+                parts.append(text)
         if not parts:
             parts.append(Text("No error.", style="dim"))
         return Group(*parts)

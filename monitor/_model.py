@@ -64,6 +64,8 @@ class RunDetail:
     idempotency_key: str | None = None
     concurrency_key: str | None = None
     lease_generation: int = 0
+    lease_owner: str | None = None
+    failed_step: str | None = None
     steps: tuple[StepRow, ...] = ()
     logs: tuple[LogRow, ...] = ()
 
@@ -166,6 +168,8 @@ def detail_from(run: Any, steps: list[Any], logs: list[Any]) -> RunDetail:
         idempotency_key=_text(getattr(run, "idempotency_key", None)),
         concurrency_key=_text(getattr(run, "concurrency_key", None)),
         lease_generation=int(getattr(run, "lease_generation", 0) or 0),
+        lease_owner=_text(getattr(run, "lease_owner", None)),
+        failed_step=_text(getattr(run, "failed_step_name", None)),
         steps=tuple(step_from(s, i) for i, s in enumerate(steps)),
         logs=tuple(log_from(entry) for entry in logs),
     )

@@ -1,0 +1,99 @@
+"""The monitor over a real durably root, changed by another process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from monitor_helpers import settle, text_of, wait_for
+
+from durably import RunStatus
+from monitor import MonitorApp
+from monitor._backend import open_source
+from monitor._dialogs import ConfirmScreen
+from monitor._runlist import RunList
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "root"
+
+
+def start_other_process(root: Path, gate: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "DURABLY_ROOT": str(root)}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(HERE.parent.parent), env.get("PYTHONPATH", "")])
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "monitor_live_app.py"), str(gate)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+class TestLiveRoot:
+    async def test_run_from_another_process_appears_and_completes(self, root: Path, tmp_path: Path) -> None:
+        """A run triggered and executed by another process appears, then completes, on screen."""
+        app = MonitorApp(open_source(str(root), None), poll_interval=0.05)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await settle(pilot)
+            assert app.index.rows == {}
+            gate = tmp_path / "go"
+            proc = start_other_process(root, gate)
+            try:
+                assert proc.stdout is not None
+                run_id = (await asyncio.to_thread(proc.stdout.readline)).strip()
+                await wait_for(pilot, lambda: run_id in app.index.rows)
+                assert app.index.rows[run_id].status is RunStatus.PENDING
+                run_list = app.screen.query_one(RunList)
+                assert "pending" in run_list.render_line(1).text
+                gate.touch()
+                await wait_for(pilot, lambda: app.index.rows[run_id].status is RunStatus.COMPLETED)
+                await pilot.pause()
+                line = run_list.render_line(1).text
+                assert "completed" in line
+                assert "3/3" in line
+                assert "origin=othe" in line
+            finally:
+                await asyncio.to_thread(proc.communicate, timeout=60)
+            assert proc.returncode == 0
+
+    async def test_detail_and_retrigger_with_an_app(self, root: Path, tmp_path: Path) -> None:
+        """With --app, a finished run shows its steps and logs and can be retriggered."""
+        gate = tmp_path / "go"
+        gate.touch()
+        proc = start_other_process(root, gate)
+        out, _ = await asyncio.to_thread(proc.communicate, timeout=60)
+        assert proc.returncode == 0
+        run_id = out.strip()
+        sys.modules.pop("monitor_live_app", None)
+        try:
+            source = open_source(str(root), "monitor_live_app:durably")
+        finally:
+            os.environ.pop("DURABLY_ROOT", None)
+            sys.modules.pop("monitor_live_app", None)
+        assert source.can_retrigger
+        assert source.durably.root == str(root)
+        app = MonitorApp(source, poll_interval=0.05)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await settle(pilot)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: getattr(app.screen, "detail", None) is not None)
+            assert "step-2" in text_of(app.screen.query_one("#steps"))
+            await pilot.press("l")
+            await wait_for(pilot, lambda: app.screen.query_one("#log").line_count == 1)
+            await pilot.press("escape", "r")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("y")
+            await wait_for(pilot, lambda: len(app.index.rows) == 2)
+            new_id = next(r for r in app.index.rows if r != run_id)
+            assert app.index.rows[new_id].status is RunStatus.PENDING
+            await pilot.press("d")
+            assert not isinstance(app.screen, ConfirmScreen)  # pending: explained, not asked
+            source.durably.stop()
