@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -416,14 +417,15 @@ class Durably:
                     steps[started[2]] = record
                 else:
                     steps.append(record)
-        if terminal:
-            for i, s in enumerate(steps):
-                if s.status == "running":
-                    steps[i] = StepRecord(
-                        name=s.name, index=s.index, status="cancelled" if cancelled else "failed",
-                        output=None, error=None if cancelled else "interrupted", traceback=None,
-                        started_at=s.started_at, completed_at=parse_time((state.head or {}).get("at")),
-                        generation=s.generation)
+        ended_at = parse_time((state.head or {}).get("at"))
+        for i, s in enumerate(steps):
+            # A step still "running" in an older generation, or in an ended run, was cut
+            # short: its worker died (or was stopped) before the step ended.
+            if s.status == "running" and (terminal or s.generation < state.generation):
+                steps[i] = dataclasses.replace(
+                    s, status="cancelled" if cancelled else "failed",
+                    error=None if cancelled else "interrupted: the worker stopped during this step",
+                    completed_at=ended_at if terminal else None)
         return steps
 
     def get_logs(self, run_id: str) -> list[LogEntry]:
