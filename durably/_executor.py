@@ -40,6 +40,8 @@ from ._errors import DurablyError
 from ._models import RunStatus
 
 CHECK_INTERVAL = 0.25  # seconds between checks of the runs children execute
+QUICK_DEATH = 2.0  # a child dying this soon after start-up counts towards a crash loop
+MAX_BACKOFF = 10.0  # longest wait before replacing a child in a crash loop
 _CHILD_CODE = "from durably._executor import child_main; child_main()"
 
 
@@ -178,6 +180,7 @@ class _Proc:
     fd: int
     buffer: bytes = b""
     ready: bool = False
+    ready_at: float = 0.0
     error: str | None = None
     run_id: str | None = None
     job: str | None = None
@@ -218,6 +221,8 @@ class Supervisor:
         self.durably: Durably | None = None
         self.root: str | None = None
         self.last_check = 0.0
+        self.quick_deaths: dict[int, int] = {}  # by slot: deaths in a row soon after start
+        self.respawn_at: dict[int, float] = {}  # by slot: when to replace a crash-looping child
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -262,7 +267,7 @@ class Supervisor:
     def _message(self, child: _Proc, msg: dict[str, Any]) -> None:
         kind = msg.get("t")
         if kind == "ready":
-            child.ready = True
+            child.ready, child.ready_at = True, time.monotonic()
             root = str(msg.get("root"))
             if self.root is None:
                 self.root = root
@@ -301,8 +306,16 @@ class Supervisor:
             if code != 0:
                 self.say(f"process {child.pid} {_describe_exit(code)}{run}")
             return
-        self.say(f"process {child.pid} {_describe_exit(code)}{run}; starting a new one")
-        self.spawn(child.slot)
+        quick = time.monotonic() - child.ready_at < QUICK_DEATH and not child.killed
+        deaths = self.quick_deaths[child.slot] = self.quick_deaths.get(child.slot, 0) + 1 \
+            if quick else 0
+        delay = 0.0 if deaths < 2 else min(MAX_BACKOFF, 0.5 * 2 ** (deaths - 2))
+        later = f" in {_seconds(delay)}s (it keeps dying)" if delay else ""
+        self.say(f"process {child.pid} {_describe_exit(code)}{run}; starting a new one{later}")
+        if delay:
+            self.respawn_at[child.slot] = time.monotonic() + delay
+        else:
+            self.spawn(child.slot)
 
     def _drain(self) -> None:
         if self.draining:
@@ -331,7 +344,7 @@ class Supervisor:
                 continue
             try:
                 run = self.durably.get_run(child.run_id)
-            except DurablyError:
+            except Exception:  # noqa: BLE001, S112 - a damaged run file never stops the supervisor
                 continue
             status = None if run is None else run.status
             if status in (RunStatus.PENDING, RunStatus.LEASED):
@@ -427,7 +440,17 @@ class Supervisor:
             if self.draining and not self.procs:
                 self.say("stopped")
                 return 0
+            self._respawn_due()
             self._check_runs()
+
+    def _respawn_due(self) -> None:
+        now = time.monotonic()
+        for slot, when in list(self.respawn_at.items()):
+            if self.draining:
+                del self.respawn_at[slot]
+            elif now >= when:
+                del self.respawn_at[slot]
+                self.spawn(slot)
 
 
 def _describe_exit(code: int) -> str:

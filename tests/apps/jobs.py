@@ -175,3 +175,21 @@ durably = Durably(
 )
 
 not_durably = {"a": "dict"}
+
+
+class CrashIn(BaseModel):
+    workdir: str
+
+
+def _crash(step: Step, payload: CrashIn) -> None:
+    """Kill the process in every execution (a crash loop), counting the attempts."""
+
+    def die() -> None:
+        record(Path(payload.workdir) / "crashes", str(os.getpid()))
+        os._exit(3)
+
+    step.run("die", die)
+
+
+CRASH = define_job(name="crash", input=CrashIn, run=_crash)
+durably.register(CRASH)
