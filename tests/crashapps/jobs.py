@@ -191,9 +191,14 @@ def _exec_lines() -> list[str]:
 
 
 def race_trigger(root: str, out: str, idem: str | None, conc: str | None,
-                 coalesce: str | None, value: str) -> None:
+                 coalesce: str | None, value: str, host: str | None = None,
+                 window: float = 0.0) -> None:
     """Trigger once (released together with the other racers); record the outcome."""
-    d = make(root)
+    if host is not None:
+        pose_as_other_host(host)
+    if window:
+        _widen_key_window(window)
+    d = make(root, fsync=False)
     handle = d.get_job("steps")
     assert handle is not None
     try:
@@ -203,6 +208,18 @@ def race_trigger(root: str, out: str, idem: str | None, conc: str | None,
     except durably.DurablyError as exc:
         outcome = {"error": type(exc).__name__, "message": str(exc)}
     Path(out).write_text(json.dumps(outcome))
+
+
+def _widen_key_window(seconds: float) -> None:
+    """Sleep right after publishing a key file: the window between a key and its run."""
+    real = os.link
+
+    def link(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        real(src, dst, *args, **kwargs)
+        if f"{os.sep}keys{os.sep}" in os.fspath(dst):
+            time.sleep(seconds)
+
+    os.link = link  # type: ignore[assignment]
 
 
 class KeyIn(BaseModel):
@@ -223,7 +240,9 @@ def _keyed_job(step: Step, payload: KeyIn) -> str:
     return step.run("work", body)
 
 
-KEYED = define_job(name="keyed", input=KeyIn, output=str, run=_keyed_job)
+KEYED = [define_job(name=f"keyed-{j}", input=KeyIn, output=str, run=_keyed_job) for j in range(4)]
+"""Four jobs sharing concurrency keys: one pending run per (job, key), so several runs of
+one key can wait at once, and at most one of them may execute at a time."""
 
 
 def keyed_worker(root: str, workdir: str, who: str, expect: int) -> None:
@@ -319,7 +338,7 @@ def fence_worker(root: str, workdir: str, who: str, host: str | None, run_id: st
     if host is not None:
         pose_as_other_host(host)
     _install_self_stop()
-    d = make(root, lease_duration=lease, lease_renew_interval=lease / 5)
+    d = make(root, lease_duration=lease, lease_renew_interval=lease / 5, preserve_steps=True)
     errors: list[str] = []
     d.on("worker:error", lambda e: errors.append(e.error))
     deadline = time.monotonic() + 30
@@ -333,4 +352,4 @@ def fence_worker(root: str, workdir: str, who: str, host: str | None, run_id: st
     Path(workdir, f"errors-{who}.json").write_text(json.dumps(errors))
 
 
-ALL_JOBS = [STEPS, KEYED, FENCE]
+ALL_JOBS = [STEPS, *KEYED, FENCE]
