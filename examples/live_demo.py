@@ -112,12 +112,12 @@ def resize_images(step: Step, payload: Images) -> dict[str, int]:
 def chatty_sync(step: Step, payload: Sync) -> dict[str, int]:
     """Logs at every level while it works."""
     skipped = 0
-    step.log.info("starting sync", {"accounts": payload.accounts})
+    step.log.info("starting sync", data={"accounts": payload.accounts})
     for account in range(payload.accounts):
         step.run(f"sync-account-{account}", lambda: pause(step, 0.2))
         if account % 4 == 3:
             skipped += 1
-            step.log.warn(f"account {account} has no email; skipped", {"account": account})
+            step.log.warn(f"account {account} has no email; skipped", data={"account": account})
         else:
             step.log.info(f"synced account {account}")
     if skipped > 1:

@@ -47,6 +47,28 @@ def _value(title: str, value: Any) -> RenderableType:
     return Group(Text(title, style="bold underline"), body, Text(""))
 
 
+def _append_keys(text: Text, detail: RunDetail) -> None:
+    keys = [("idempotency", detail.idempotency_key), ("concurrency", detail.concurrency_key)]
+    if any(v for _, v in keys):
+        text.append("\n")
+        for name, value in keys:
+            if value:
+                text.append(f"{name} key ", style="dim")
+                text.append(f"{value}   ")
+
+
+def _append_progress(text: Text, row: RunRow, color: str) -> None:
+    if row.progress_current is None and not row.progress_message:
+        return
+    text.append("\n")
+    if row.progress_total:
+        text.append(fmt.bar(row.progress_current, row.progress_total, 30), style=color)
+        text.append(" ")
+    text.append(fmt.progress_text(row.progress_current, row.progress_total))
+    if row.progress_message:
+        text.append(f"  {row.progress_message}", style="dim")
+
+
 class RunDetailScreen(Screen[None]):
     """Everything about one run, kept up to date while it runs."""
 
@@ -198,21 +220,8 @@ class RunDetailScreen(Screen[None]):
             text.append(f"   lease #{detail.lease_generation}", style="dim")
         if detail.lease_owner and not row.is_terminal:
             text.append(f" by {detail.lease_owner}", style="dim")
-        keys = [("idempotency", detail.idempotency_key), ("concurrency", detail.concurrency_key)]
-        if any(v for _, v in keys):
-            text.append("\n")
-            for name, value in keys:
-                if value:
-                    text.append(f"{name} key ", style="dim")
-                    text.append(f"{value}   ")
-        if row.progress_current is not None or row.progress_message:
-            text.append("\n")
-            if row.progress_total:
-                text.append(fmt.bar(row.progress_current, row.progress_total, 30), style=look.color)
-                text.append(" ")
-            text.append(fmt.progress_text(row.progress_current, row.progress_total))
-            if row.progress_message:
-                text.append(f"  {row.progress_message}", style="dim")
+        _append_keys(text, detail)
+        _append_progress(text, row, look.color)
         if row.error:
             text.append("\n")
             text.append(fmt.clip(row.error, 300), style="bold #ef5350")

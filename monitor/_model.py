@@ -106,8 +106,10 @@ _TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLE
 
 
 def _status(value: object) -> RunStatus | None:
+    if isinstance(value, RunStatus):
+        return value
     try:
-        return RunStatus(value)
+        return RunStatus(str(value))
     except ValueError:
         return None
 

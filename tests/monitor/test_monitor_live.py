@@ -97,3 +97,67 @@ class TestLiveRoot:
             await pilot.press("d")
             assert not isinstance(app.screen, ConfirmScreen)  # pending: explained, not asked
             source.durably.stop()
+
+
+@pytest.mark.slow
+def test_live_demo_example_runs(tmp_path: Path) -> None:
+    """examples/live_demo.py --runs N triggers N varied runs and waits for them all."""
+    root = tmp_path / "demo"
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(HERE.parent.parent / "examples" / "live_demo.py"),
+            str(root),
+            "--runs",
+            "6",
+            "--interval",
+            "0",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "triggered 6 runs" in out.stdout
+    from durably import Durably  # noqa: PLC0415
+
+    runs = Durably(str(root)).get_runs()
+    assert len(runs) == 6
+    assert all(r.status.is_terminal for r in runs)
+
+
+class TestOpenSource:
+    def test_app_must_name_an_attribute(self) -> None:
+        """An APP without `:attr` is a clear usage error."""
+        with pytest.raises(SystemExit, match="module:attribute"):
+            open_source(None, "monitor_live_app")
+
+    def test_app_must_be_a_durably_instance(self) -> None:
+        """An APP naming something else is refused."""
+        with pytest.raises(SystemExit, match="not a Durably instance"):
+            open_source(None, "monitor_live_app:LiveIn")
+
+    def test_app_root_must_match(self, tmp_path: Path) -> None:
+        """An app whose explicit root differs from ROOT is refused (like `durably worker`)."""
+        sys.modules.pop("monitor_live_app", None)
+        try:
+            os.environ["DURABLY_ROOT"] = str(tmp_path / "elsewhere")
+            import monitor_live_app  # noqa: F401, PLC0415
+        finally:
+            os.environ.pop("DURABLY_ROOT", None)
+        try:
+            with pytest.raises(SystemExit, match="uses root"):
+                open_source(str(tmp_path / "root"), "monitor_live_app:durably")
+        finally:
+            sys.modules.pop("monitor_live_app", None)
+            os.environ.pop("DURABLY_ROOT", None)
+
+    def test_root_defaults(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """Without ROOT the monitor reads $DURABLY_ROOT, and it creates nothing."""
+        monkeypatch.setenv("DURABLY_ROOT", str(tmp_path / "r"))
+        source = open_source(None, None)
+        assert source.label == str(tmp_path / "r")
+        assert source.durably.get_runs() == []
+        assert not (tmp_path / "r").exists()
