@@ -120,7 +120,8 @@ def e2e_processes(root: str, processes: int, runs: int = 500, steps: int = 10,
     """Time ``runs`` x ``steps`` CPU-bound steps through ``durably worker -p N``."""
     worker = _Worker(root, processes, fsync)
     try:
-        worker.ready_pids()
+        pids = worker.ready_pids()
+        cpu0 = sum(_cpu_seconds(pid) for pid in pids)
         d = Durably(root, jobs=[cpu_job], fsync=fsync)
         handle = d.register(cpu_job)
         t_step = time.perf_counter()
@@ -131,10 +132,22 @@ def e2e_processes(root: str, processes: int, runs: int = 500, steps: int = 10,
         for run_id in ids:
             d.wait_for_run(run_id, timeout=900)
         elapsed = time.perf_counter() - t0
+        cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu0
     finally:
         worker.stop()
+    # cpu_busy: CPU seconds the worker processes got per second of wall time (at most
+    # `processes`); well below it means the machine was busy with something else.
     return {"e2e_s": elapsed, "processes": processes, "runs": runs, "steps": steps,
-            "step_work_s": one_step_work}
+            "step_work_s": one_step_work, "cpu_busy": cpu / elapsed}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def resume_after_kill(root: str, repeats: int = 5, fsync: bool = False) -> dict[str, object]:
@@ -190,7 +203,8 @@ def executor(ctx: Context) -> list[Result]:
                       root=str(ctx.scratch(f"x-e2e-{processes}") / "root"),
                       processes=processes, runs=runs, steps=steps)
         figures[processes] = r.get("e2e_s")
-        note = f"fsync=False; one step's work {r.get('step_work_s', 0) * 1e3:.1f} ms"
+        note = (f"fsync=False; one step's work {r.get('step_work_s', 0) * 1e3:.1f} ms; "
+                f"workers used {r.get('cpu_busy', 0):.2f} CPUs")
         if processes == 2 and figures[1] and figures[2]:
             note = f"{figures[1] / figures[2]:.2f}x one process (target >= 1.7x); " + note
         out.append(result_from(r, "e2e_s", SECTION, f"{row} -p {processes}", "durably",

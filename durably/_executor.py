@@ -132,6 +132,7 @@ class _Child:
               file=sys.stderr, flush=True)
 
     def run(self) -> int:
+        os.set_inheritable(self.fd, False)  # a job's own subprocesses never hold the pipe
         # Ctrl-C reaches the whole process group: the supervisor decides what it means.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._on_term)
@@ -243,26 +244,27 @@ class Supervisor:
                 pass_fds=(write_fd,), stdin=subprocess.DEVNULL)
         finally:
             os.close(write_fd)
+        os.set_blocking(read_fd, False)
         child = _Proc(slot, proc, read_fd)
         self.procs[slot] = child
         self.selector.register(read_fd, selectors.EVENT_READ, child)
 
     def _read(self, child: _Proc) -> bool:
-        """Read what the child wrote; False at end of file."""
-        try:
-            data = os.read(child.fd, 65536)
-        except BlockingIOError:
-            return True
-        except OSError:
-            data = b""
-        if not data:
-            return False
-        child.buffer += data
-        *lines, child.buffer = child.buffer.split(b"\n")
-        for line in lines:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                self._message(child, orjson.loads(line))
-        return True
+        """Handle everything the child wrote so far; False at end of file."""
+        while True:
+            try:
+                data = os.read(child.fd, 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                data = b""
+            if not data:
+                return False
+            child.buffer += data
+            *lines, child.buffer = child.buffer.split(b"\n")
+            for line in lines:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    self._message(child, orjson.loads(line))
 
     def _message(self, child: _Proc, msg: dict[str, Any]) -> None:
         kind = msg.get("t")
@@ -290,8 +292,7 @@ class Supervisor:
         """Handle the exit of a child: replace it, or end start-up with its error."""
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(child.fd)
-        while self._read(child):
-            pass
+        self._read(child)
         os.close(child.fd)
         del self.procs[child.slot]
         code = child.proc.wait()
@@ -340,10 +341,11 @@ class Supervisor:
         self.last_check = now
         grace = self.options.cancel_grace
         for child in list(self.procs.values()):
-            if child.run_id is None or child.killed:
+            run_id = child.run_id
+            if run_id is None or child.killed:
                 continue
             try:
-                run = self.durably.get_run(child.run_id)
+                run = self.durably.get_run(run_id)
             except Exception:  # noqa: BLE001, S112 - a damaged run file never stops the supervisor
                 continue
             status = None if run is None else run.status
@@ -352,12 +354,17 @@ class Supervisor:
             elif status in (RunStatus.CANCELLED, RunStatus.FAILED, None):
                 if child.ended_seen is None:
                     child.ended_seen = now
-                elif now - child.ended_seen >= grace:
+                elif now - child.ended_seen >= grace and self._still_runs(child, run_id):
                     why = "timed out" if child.timed_out else (
                         "was deleted" if status is None else f"was {status}")
                     self.say(f"run {child.run_id} {why} and did not stop within "
                              f"{_seconds(grace)}s: killing process {child.pid}")
                     self._kill(child)
+
+    def _still_runs(self, child: _Proc, run_id: str) -> bool:
+        """Read the child's latest messages: is it still executing ``run_id``?"""
+        self._read(child)
+        return child.run_id == run_id and child.proc.poll() is None
 
     def _check_timeout(self, child: _Proc, now: float) -> None:
         assert self.durably is not None
