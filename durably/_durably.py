@@ -132,6 +132,7 @@ class Durably:
         self._wake = threading.Event()
         self._owner = f"worker_{uuid.uuid4().hex[:12]}"
         self._last_purge = 0.0
+        self._skipped: set[str] = set()  # queued runs that cannot be read (warned once)
         for definition in jobs:
             self.register(definition)
 
@@ -651,7 +652,14 @@ class Durably:
             handle = self._by_hash.get(job_hash)
             if handle is None or self._keeper.get(run_id) is not None:
                 continue
-            claim = self._store.try_claim(run_id, key_hash, self._owner, self._lease_duration, blocked)
+            try:
+                claim = self._store.try_claim(run_id, key_hash, self._owner,
+                                              self._lease_duration, blocked)
+            except files.StoreError as exc:  # damaged or newer-format file: skip, never crash
+                if run_id not in self._skipped:
+                    self._skipped.add(run_id)
+                    log.warning("skipping run %s: %s", run_id, exc)
+                continue
             if claim is None:
                 continue
             if claim.state.record["job_name"] != handle.name:
