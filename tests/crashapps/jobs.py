@@ -353,3 +353,20 @@ def fence_worker(root: str, workdir: str, who: str, host: str | None, run_id: st
 
 
 ALL_JOBS = [STEPS, *KEYED, FENCE]
+
+
+def exercise_root(root: str, umask: int) -> None:
+    """Under ``umask``: trigger with keys, run, fail, cancel and delete runs (every kind
+    of file and directory durably makes)."""
+    os.umask(umask)
+    d = make(root, fsync=False, preserve_steps=True)
+    steps = d.get_job("steps")
+    assert steps is not None
+    done = steps.trigger(Tag(steps=2), idempotency_key="i", concurrency_key="c",
+                         labels={"secret": "x"})
+    d.process_until_idle()
+    gone = steps.trigger(Tag(steps=0), idempotency_key="gone").id
+    d.process_until_idle()
+    d.delete_run(gone)
+    d.cancel(steps.trigger(Tag(steps=1), concurrency_key="c2").id)
+    assert d.get_run(done.id) is not None

@@ -1,0 +1,310 @@
+"""Bad input: hostile names, damaged and newer-format files, unstorable step values,
+and file permissions (SPEC §8, DESIGN.md invariants 8-10)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from crashapps.proc import Zygote
+from pydantic import BaseModel
+
+import durably
+from durably import Durably, Step, define_job
+
+Factory = Callable[..., Durably]
+
+
+class In(BaseModel):
+    value: str = ""
+
+
+HOSTILE = {
+    "slash": "a/b/c",
+    "dotdot": "..",
+    "traversal": "../../etc/passwd",
+    "absolute": "/etc/passwd",
+    "backslash": "..\\..\\x",
+    "dot": ".",
+    "tilde": "~",
+    "percent": "%2e%2e%2f",
+    "fullwidth": "．．／",
+    "windows": "CON",
+    "unicode": "日本語 ジョブ 🚀 é\u0301",
+    "controls": "tab\there\nnew\rline\x01\x1f\x7f",
+    "spaces": "  lead and trail  ",
+    "long300": "é" * 300,
+    "long10000": "x/" * 5000,
+}
+
+
+def _tree(path: Path) -> dict[str, tuple[int, float]]:
+    """Every entry under ``path`` (not following symlinks), with size and mtime."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            out[os.path.relpath(full, path)] = (st.st_size, st.st_mtime)
+    return out
+
+
+class TestHostileNames:
+    @pytest.mark.parametrize("name", list(HOSTILE.values()), ids=list(HOSTILE))
+    def test_names_keys_and_labels_are_data_and_stay_inside_the_root(
+        self, tmp_path: Path, durably_factory: Factory, name: str
+    ) -> None:
+        """A job name, step name, idempotency key, concurrency key and label value made of
+        slashes, dots, unicode, control characters or up to 10,000 characters all work,
+        read back exactly, and nothing is written outside the root (whose file names stay
+        short and plain ASCII)."""
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "passwd").write_text("precious")
+        root = outside / "deeper" / "root"
+        before = _tree(tmp_path)
+
+        def run(step: Step, payload: In) -> str:
+            return step.run(name, lambda: payload.value + name)
+
+        job = define_job(name=name, input=In, output=str, run=run)
+        d = durably_factory(root_dir=root)
+        handle = d.register(job)
+        result = handle.trigger(In(value="v"), idempotency_key=name, concurrency_key=name,
+                                labels={"k": name})
+        assert d.process_until_idle() == 1
+        run_ = handle.get_run(result.id)
+        assert run_ is not None and run_.status == "completed", run_
+        assert run_.output == "v" + name
+        assert (run_.job_name, run_.idempotency_key, run_.concurrency_key, run_.labels) == \
+            (name, name, name, {"k": name})
+        assert [s.name for s in d.get_steps(result.id)] == [name]
+        assert [r.id for r in d.get_runs(labels={"k": name})] == [result.id]
+        assert [r.id for r in d.get_runs(job_name=name)] == [result.id]
+        again = handle.trigger(In(value="w"), idempotency_key=name)
+        assert (again.id, again.disposition) == (result.id, "idempotent")
+
+        after = _tree(tmp_path)
+        new = {p for p in after if p not in before}
+        outside_root = {p for p in new if not p.startswith(os.path.join("outside", "deeper"))}
+        assert outside_root == set(), f"written outside the root: {sorted(outside_root)}"
+        assert (outside / "passwd").read_text() == "precious"
+        for dirpath, dirnames, filenames in os.walk(root):
+            for entry in dirnames + filenames:
+                assert entry.isascii() and entry.isprintable() and len(entry) <= 100, entry
+                assert not os.path.islink(os.path.join(dirpath, entry))
+
+
+# -- damaged and newer-format files --------------------------------------------------
+
+
+def _steps3(step: Step, payload: In) -> str:
+    for k in range(3):
+        step.run(f"s{k}", lambda k=k: k)
+    return payload.value
+
+
+STEPS3 = define_job(name="steps3", input=In, output=str, run=_steps3)
+
+
+def _run_files(d: Durably, run_id: str) -> Path:
+    matches = list(Path(d.root, "runs").glob(f"*/*/{run_id}"))
+    assert len(matches) == 1
+    return matches[0]
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: max(1, len(data) // 2)])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "nul":
+        path.write_bytes(b"\0" * max(16, len(data)))
+    elif how == "garbage":
+        path.write_bytes(b"\xff\xfe not json \x00")
+    else:
+        raise ValueError(how)
+
+
+@pytest.fixture
+def damaged(durably_factory: Factory) -> Iterator[tuple[Durably, dict[str, str]]]:
+    """A root with a completed run, a run leased by a dead owner (two steps done), and a
+    pending run, plus a healthy pending run triggered last."""
+    d = durably_factory(preserve_steps=True)
+    handle = d.register(STEPS3)
+    ids = {"completed": handle.trigger(In(value="c")).id}
+    d.process_until_idle()
+    ids["pending"] = handle.trigger(In(value="p")).id
+    ids["healthy"] = handle.trigger(In(value="h")).id
+    yield d, ids
+
+
+class TestDamagedFiles:
+    @pytest.mark.parametrize("how", ["truncated", "empty", "nul", "garbage"])
+    @pytest.mark.parametrize("which", ["run.json", "state", "journal"])
+    def test_damaged_run_file_never_crashes_readers_or_workers(
+        self, damaged: tuple[Durably, dict[str, str]], durably_factory: Factory,
+        caplog: pytest.LogCaptureFixture, which: str, how: str
+    ) -> None:
+        """A truncated, empty, NUL-filled or garbage run.json, state file or journal makes
+        get_runs/get_run skip the run or raise a clear DurablyError (never a raw parse
+        error), and a worker keeps going and finishes the healthy runs."""
+        d, ids = damaged
+        run_dir = _run_files(d, ids["completed"])
+        if which == "run.json":
+            target = run_dir / "run.json"
+        elif which == "state":
+            target = max(run_dir.glob("s.*"), key=lambda p: int(p.name[2:]))
+        else:
+            target = next(iter([*run_dir.glob("journal.jsonl"), *run_dir.glob("j.*")]))
+        _damage(target, how)
+        caplog.set_level(logging.DEBUG, logger="durably")
+        runs = d.get_runs()
+        assert ids["pending"] in [r.id for r in runs]
+        try:
+            d.get_run(ids["completed"])
+            d.get_steps(ids["completed"])
+        except durably.DurablyError as exc:
+            assert str(exc)
+        fresh = durably_factory(preserve_steps=True)
+        fresh.register(STEPS3)
+        fresh.process_until_idle()
+        healthy = fresh.get_run(ids["pending"])
+        assert healthy is not None and healthy.status == "completed"
+
+    @pytest.mark.parametrize("which", ["run.json", "state", "key", "format.json"])
+    def test_newer_format_file_is_refused_clearly_and_left_untouched(
+        self, damaged: tuple[Durably, dict[str, str]], durably_factory: Factory,
+        caplog: pytest.LogCaptureFixture, which: str
+    ) -> None:
+        """A file with ``"v": 99`` gives a clear error naming it (or the run is skipped with
+        a warning on the ``durably`` logger); workers, get_runs, purge and delete never
+        crash on it, and its bytes are unchanged afterwards."""
+        d, ids = damaged
+        run_dir = _run_files(d, ids["pending"])
+        if which == "run.json":
+            target = run_dir / "run.json"
+        elif which == "state":
+            target = run_dir / "s.1"
+        elif which == "key":
+            target = Path(d.root, "keys", "i", "0" * 32 + ".json")
+        else:
+            target = Path(d.root, "format.json")
+        body = b'{"v": 99, "future": "fields", "id": "' + ids["pending"].encode() + b'"}'
+        target.write_bytes(body)
+        caplog.set_level(logging.WARNING, logger="durably")
+
+        runs = d.get_runs()  # must not raise
+        if which in ("run.json", "state"):
+            assert ids["pending"] not in [r.id for r in runs]
+            assert any(ids["pending"] in r.getMessage() for r in caplog.records), caplog.text
+            with pytest.raises(durably.DurablyError, match="newer"):
+                d.get_run(ids["pending"])
+        fresh = durably_factory()
+        fresh.register(STEPS3)
+        if which == "format.json":  # the whole root is from a newer durably: writes refused
+            with pytest.raises(durably.DurablyError, match="newer"):
+                fresh.process_until_idle()
+        else:
+            fresh.process_until_idle()  # never raises: the run is skipped
+            healthy = fresh.get_run(ids["healthy"])
+            assert healthy is not None and healthy.status == "completed"
+            fresh.purge_runs(older_than=timedelta(0))
+            with pytest.raises(durably.DurablyError):
+                fresh.delete_run(ids["pending"])
+        assert target.read_bytes() == body
+
+
+# -- unstorable step values ------------------------------------------------------------
+
+
+class Opaque:
+    pass
+
+
+UNSTORABLE: dict[str, tuple[Callable[[], Any], str]] = {
+    "nan": (lambda: float("nan"), "float"),
+    "inf-in-list": (lambda: [1.0, float("inf")], "list"),
+    "big-int": (lambda: 2**70, "int"),
+    "set": (lambda: {1, 2}, "set"),
+    "object": (Opaque, "Opaque"),
+    "tuple-without-returns": (lambda: (1, "a"), "tuple"),
+    "bytes": (lambda: b"raw", "bytes"),
+    "int-keys": (lambda: {1: "a"}, "dict"),
+    "70-MiB": (lambda: "x" * (70 * 1024 * 1024), "str"),
+}
+
+
+class TestUnstorableValues:
+    @pytest.mark.parametrize("case", list(UNSTORABLE), ids=list(UNSTORABLE))
+    def test_unstorable_value_fails_the_step_and_the_run_once(
+        self, durably_factory: Factory, case: str
+    ) -> None:
+        """A step value that cannot be stored faithfully fails that step with an error
+        naming the step and the type; the run fails, and no worker retries it."""
+        fn, type_name = UNSTORABLE[case]
+        calls = []
+
+        def run(step: Step, payload: In) -> None:
+            step.run("first", lambda: "ok")
+            step.run(f"bad {case}", lambda: (calls.append(1), fn())[1])
+
+        d = durably_factory()
+        handle = d.register(define_job(name="unstorable", input=In, run=run))
+        run_id = handle.trigger(In()).id
+        assert d.process_until_idle() == 1
+        assert d.process_until_idle() == 0
+        failed = d.get_run(run_id)
+        assert failed is not None and failed.status == "failed"
+        assert f"bad {case}" in (failed.error or "") and type_name in (failed.error or ""), \
+            failed.error
+        assert len(failed.error or "") < 2000
+        assert calls == [1]
+        steps = d.get_steps(run_id)
+        assert [(s.name, s.status) for s in steps] == [("first", "completed"),
+                                                         (f"bad {case}", "failed")]
+
+
+# -- permissions -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def zygote(tmp_path: Path) -> Iterator[Zygote]:
+    z = Zygote(tmp_path / "zygote.log")
+    yield z
+    z.close()
+
+
+@pytest.mark.slow
+class TestPermissions:
+    @pytest.mark.parametrize("umask", [0o000, 0o077, 0o022])
+    def test_directories_are_0700_and_files_0600_whatever_the_umask(
+        self, tmp_path: Path, zygote: Zygote, umask: int
+    ) -> None:
+        """Under umask 000, 077 or 022, every directory durably creates is 0700 and every
+        file 0600: the root, runs, states, journals, keys, queue, locks, feed."""
+        root = tmp_path / "root"
+        zygote.check("crashapps.jobs:exercise_root", root=str(root), umask=umask)
+        seen = {"dirs": 0, "files": 0}
+        bad = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames:
+                mode = stat.S_IMODE(os.lstat(os.path.join(dirpath, name)).st_mode)
+                seen["dirs"] += 1
+                if mode != 0o700:
+                    bad.append((os.path.join(dirpath, name), oct(mode)))
+            for name in filenames:
+                mode = stat.S_IMODE(os.lstat(os.path.join(dirpath, name)).st_mode)
+                seen["files"] += 1
+                if mode != 0o600:
+                    bad.append((os.path.join(dirpath, name), oct(mode)))
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700
+        assert bad == []
+        assert seen["dirs"] >= 8 and seen["files"] >= 8, seen
