@@ -54,11 +54,12 @@ class Source:
         check = getattr(self.durably, "is_read_only", None)
         return bool(check()) if callable(check) else False
 
-    def pages(self, first: int, growth: int = 4) -> Iterator[list[RunRow]]:
+    def pages(self, first: int, growth: int = 8) -> Iterator[list[RunRow]]:
         """The newest `first` runs, then the rest in pages `growth` times larger each time.
 
-        `get_runs(offset=...)` reads the runs it skips, so growing pages keep the whole scan
-        near one pass over the root while the first screen needs only the newest page.
+        `get_runs(offset=...)` reads the runs it skips (durably has no keyset paging), so
+        pages grow to keep the whole scan within ~1.2 passes over the root, while the first
+        screen needs only the newest page.
         """
         offset, limit = 0, first
         while True:
