@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import start_python
 
 import durably
 
@@ -65,6 +67,23 @@ def durably_factory(root: Path, gates: Gates) -> Iterator[Callable[..., durably.
     gates.release_all()
     for instance in reversed(instances):
         instance.stop(timeout=30)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start `proc_jobs` children (see helpers.start_python); any still running are killed."""
+    children: list[subprocess.Popen[str]] = []
+
+    def start(args: list[str], **extra_env: str) -> subprocess.Popen[str]:
+        child = start_python(args, **extra_env)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        if child.returncode is None:
+            child.kill()
+            child.communicate()
 
 
 @pytest.fixture

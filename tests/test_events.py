@@ -10,7 +10,7 @@ from typing import Any
 
 import proc_jobs
 import pytest
-from helpers import collect_in_thread, event_types, finish, start_python, wait_until
+from helpers import collect_in_thread, event_types, finish, wait_until
 from pydantic import BaseModel
 
 import durably
@@ -486,7 +486,9 @@ class TestSubscribe:
         assert event_types(got)[-1] == terminal
 
     @pytest.mark.slow
-    def test_sees_events_written_by_another_process(self, d: Durably, root: Path, tmp_path: Path) -> None:
+    def test_sees_events_written_by_another_process(
+        self, d: Durably, root: Path, tmp_path: Path, spawn: Any
+    ) -> None:
         """`subscribe` yields events of a run that another process executes, then ends."""
         other = proc_jobs.make(root)
         try:
@@ -500,7 +502,7 @@ class TestSubscribe:
                     yield event
 
             thread, got = collect_in_thread(events())
-            child = start_python(["process", str(root)])
+            child = spawn(["process", str(root)])
             thread.join(60)
             code, _, err = finish(child)
 

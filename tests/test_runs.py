@@ -10,7 +10,7 @@ from typing import Any
 
 import proc_jobs
 import pytest
-from helpers import Payload, Started, blocking_job, finish, start_python, status_of, wait_until
+from helpers import Payload, Started, blocking_job, finish, status_of, wait_until
 from pydantic import BaseModel
 
 import durably
@@ -441,12 +441,14 @@ class TestWaitForRun:
         assert all((e.level, e.message, e.data) == ("info", "hello", {"a": 1}) for e in logs)
 
     @pytest.mark.slow
-    def test_sees_completion_by_another_process(self, d: Durably, root: Path, tmp_path: Path) -> None:
+    def test_sees_completion_by_another_process(
+        self, d: Durably, root: Path, tmp_path: Path, spawn: Any
+    ) -> None:
         """`wait_for_run` returns the run when another process executes it."""
         other = proc_jobs.make(root)
         try:
             result = other.jobs["echo"].trigger(proc_jobs.WorkIn(workdir=str(tmp_path), value="v"))
-            child = start_python(["process", str(root)])
+            child = spawn(["process", str(root)])
 
             run = d.wait_for_run(result.id, timeout=60)
 
@@ -460,13 +462,13 @@ class TestWaitForRun:
 
     @pytest.mark.slow
     def test_progress_written_by_another_process_is_visible(
-        self, d: Durably, root: Path, tmp_path: Path
+        self, d: Durably, root: Path, tmp_path: Path, spawn: Any
     ) -> None:
         """Progress reported by a run executing in another process is readable here."""
         other = proc_jobs.make(root)
         try:
             result = other.jobs["gated"].trigger(proc_jobs.WorkIn(workdir=str(tmp_path)))
-            child = start_python(["process", str(root)])
+            child = spawn(["process", str(root)])
 
             def progressed() -> Any:
                 run = d.get_run(result.id)
@@ -483,12 +485,14 @@ class TestWaitForRun:
             other.stop()
 
     @pytest.mark.slow
-    def test_sees_failure_by_another_process(self, d: Durably, root: Path, tmp_path: Path) -> None:
+    def test_sees_failure_by_another_process(
+        self, d: Durably, root: Path, tmp_path: Path, spawn: Any
+    ) -> None:
         """`wait_for_run` raises RunFailedError when another process fails the run."""
         other = proc_jobs.make(root)
         try:
             result = other.jobs["fail"].trigger(proc_jobs.WorkIn(workdir=str(tmp_path)))
-            child = start_python(["process", str(root)])
+            child = spawn(["process", str(root)])
 
             with pytest.raises(RunFailedError) as info:
                 d.wait_for_run(result.id, timeout=60)
@@ -576,13 +580,13 @@ class TestCancel:
 
     @pytest.mark.slow
     def test_cancel_reaches_a_step_running_in_another_process(
-        self, d: Durably, root: Path, tmp_path: Path
+        self, d: Durably, root: Path, tmp_path: Path, spawn: Any
     ) -> None:
         """Cancelling here sets the signal of the step executing in another process."""
         other = proc_jobs.make(root)
         try:
             result = other.jobs["cancellable"].trigger(proc_jobs.WorkIn(workdir=str(tmp_path)))
-            child = start_python(["process", str(root)])
+            child = spawn(["process", str(root)])
             wait_until((tmp_path / "waiting").exists, timeout=30)
 
             d.cancel(result.id)
