@@ -19,6 +19,7 @@ from typing import IO, Any, NoReturn
 
 import orjson
 
+from . import _doctor
 from ._durably import Durably
 from ._errors import (
     CancelledError,
@@ -253,10 +254,12 @@ class _ProgressBar:
         if not self.tty:
             print(f"progress: {_progress(p)}", file=self.stream, flush=True)
             return
-        width = max(10, min(40, shutil.get_terminal_size().columns - 40))
+        columns = shutil.get_terminal_size().columns
+        width = max(10, min(40, columns - 40))
         frac = min(1.0, max(0.0, p.current / p.total)) if p.total else 0.0
         bar = "#" * int(frac * width) + "-" * (width - int(frac * width)) if p.total else ""
-        self.shown = f"[{bar}] {_progress(p)}" if bar else f"progress {_progress(p)}"
+        shown = f"[{bar}] {_progress(p)}" if bar else f"progress {_progress(p)}"
+        self.shown = shown[:max(1, columns - 1)]  # one line, or \r cannot redraw it
         self.stream.write("\r\033[K" + self.shown)
         self.stream.flush()
 
@@ -444,6 +447,10 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    return _doctor.run(str(args.root_arg or _root(args)), fix=args.fix, as_json=args.json)
+
+
 # -- the parser -------------------------------------------------------------------------
 
 
@@ -538,6 +545,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("delete", cmd_delete, "delete an ended run and all its files")
     p.add_argument("run", metavar="RUN", help="run id")
 
+    p = add("doctor", cmd_doctor, "check a root for damage and debris; --fix repairs what is safe",
+            "Check ROOT: orphan temp files, stale queue markers, corrupt or newer-format records, "
+            "stuck leases, dangling keys, modes, links and FIFOs. Exit 0 if healthy, 1 if "
+            "problems remain. --fix quarantines damage under ROOT/quarantine/ (never deletes data).")
+    _doctor.add_arguments(p)
+
     p = add("purge", cmd_purge, "delete ended runs older than an age")
     p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h, 45m")
     return parser
@@ -557,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)  # a waited-for run goes on
         return 130
     except BrokenPipeError:  # `durably runs | head`: the reader left; say nothing
         devnull = os.open(os.devnull, os.O_WRONLY)
