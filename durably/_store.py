@@ -389,6 +389,7 @@ class Store:
         names = files.list_dir(run_dir)
         if "run.json" not in names:
             return None
+        self._refuse_links(run_dir)
         record = files.read_record(os.path.join(run_dir, "run.json"))
         if record is None or record.get("id") != run_id:
             return None
@@ -403,6 +404,21 @@ class Store:
                 break
             head_n -= 1  # a state file still arriving from a sync tool: not there yet
         return RunState(run_id, record, head_n, head, run_dir)
+
+    def _refuse_links(self, run_dir: str) -> None:
+        """Refuse a run reached through a symlink planted in the root (DESIGN.md
+        invariant 9): the run directory, its two shard directories and ``runs/``.
+
+        Raises:
+            StoreError: one of them is a symbolic link.
+        """
+        path = run_dir
+        while len(path) > len(self.root):
+            if os.path.islink(path):
+                raise files.StoreError(
+                    f"{path} is a symbolic link planted in the root; durably never follows it",
+                    path=path)
+            path = os.path.dirname(path)
 
     def run_ids(self, *, newest_first: bool = True) -> Iterator[str]:
         """Yield run ids in creation order (newest first by default), lazily by shard."""

@@ -61,7 +61,8 @@ class RunFilter:
         for token in query.split():
             key, sep, value = token.partition(":")
             if sep and key in {"status", "s"}:
-                statuses = {RunStatus(v) for v in value.split(",") if v in _STATUS_VALUES}
+                names = [_STATUS_ALIASES.get(v, v) for v in value.split(",")]
+                statuses = {RunStatus(v) for v in names if v in _STATUS_VALUES}
             elif sep and key in {"job", "j"}:
                 job = value or None
             elif sep and key in {"label", "l"}:
@@ -106,6 +107,7 @@ class RunFilter:
 
 
 _STATUS_VALUES = {s.value for s in RunStatus}
+_STATUS_ALIASES = {"running": "leased", "done": "completed", "canceled": "cancelled"}
 
 
 class RunIndex:

@@ -305,8 +305,8 @@ class RunList(ScrollView, can_focus=True):
             cells.append((" ", None))
             used = bar_width + 1
         counter = fmt.progress_text(row.progress_current, row.progress_total)
-        if not counter and row.completed_steps and not row.is_terminal:
-            counter = f"{row.completed_steps} steps"
+        if not counter and row.completed_steps:
+            counter = f"{row.completed_steps} step" + ("s" if row.completed_steps > 1 else "")
         if counter:
             counter = fmt.clip(counter, w - used)
             cells.append((counter, None))

@@ -27,7 +27,7 @@ class RunsScreen(Screen[None]):
     DEFAULT_CSS = """
     RunsScreen #top { height: 1; background: $panel; }
     RunsScreen #title { width: 1fr; padding: 0 1; text-style: bold; }
-    RunsScreen #spark { width: 30; margin: 0 1; }
+    RunsScreen #spark { width: 20; margin: 0 1; }
     RunsScreen #rate { width: auto; padding-right: 1; color: $text-muted; }
     RunsScreen #live { width: auto; padding: 0 1; }
     RunsScreen #counts { height: 1; padding: 0 1; }
