@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Keep a worker busy so the monitor has something to show.")
     parser.add_argument("root", nargs="?", help="root directory (default $DURABLY_ROOT or .durably)")
     parser.add_argument("--runs", type=int, default=None, help="trigger this many runs, wait, exit")
-    parser.add_argument("--interval", type=float, default=0.6, help="seconds between triggers")
+    parser.add_argument("--interval", type=float, default=1.0, help="mean seconds between triggers")
     parser.add_argument("--seed", type=int, default=None, help="random seed (repeatable demos)")
     args = parser.parse_args(argv)
     root = args.root or os.environ.get("DURABLY_ROOT") or ".durably"

@@ -326,7 +326,8 @@ class MonitorApp(App[None]):
             if yes:
                 self._run_action(action, row.id)
 
-        self.push_screen(ConfirmScreen(question, yes=action.capitalize()), answered)
+        yes = {"cancel": "Yes, cancel it", "retrigger": "Yes, run again", "delete": "Yes, delete it"}
+        self.push_screen(ConfirmScreen(question, yes=yes[action]), answered)
 
     @work(thread=True, group="action", exit_on_error=False)
     def _run_action(self, action: Action, run_id: str) -> None:

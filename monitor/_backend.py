@@ -170,7 +170,12 @@ def open_source(root: str | None, app: str | None) -> Source:
     """The `Source` for `durably monitor [ROOT] [--app APP]`."""
     if app is not None:
         durably = load_app(app, root)
-        label = str(getattr(durably, "root", None) or root or app)
-        return Source(durably, label, can_retrigger=True)
+        return Source(durably, _short(str(getattr(durably, "root", None) or root)), can_retrigger=True)
     resolved = root or os.environ.get("DURABLY_ROOT") or ".durably"
-    return Source(Durably(resolved), resolved)
+    return Source(Durably(resolved), _short(resolved))
+
+
+def _short(path: str) -> str:
+    """`path` relative to the working directory when it is inside it (`.durably`)."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative

@@ -26,7 +26,7 @@ class RunsScreen(Screen[None]):
 
     DEFAULT_CSS = """
     RunsScreen #top { height: 1; background: $panel; }
-    RunsScreen #title { width: 1fr; padding: 0 1; text-style: bold; }
+    RunsScreen #title { width: 1fr; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     RunsScreen #spark { width: 20; margin: 0 1; }
     RunsScreen #rate { width: auto; padding-right: 1; color: $text-muted; }
     RunsScreen #live { width: auto; padding: 0 1; }
