@@ -80,7 +80,7 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("i e l", "input+output, error, logs tab"),
             ("↑ ↓ in steps", "select a step (its output and error are shown)"),
             ("F", "follow the log tail on or off"),
-            ("v", "log level filter: all, info, warn, error"),
+            ("v", "log level filter: all, warn and up, errors only"),
             ("/", "search the logs (escape clears)"),
         ],
     ),
