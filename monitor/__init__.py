@@ -7,6 +7,8 @@ user confirms an action (cancel, retrigger, delete).
 
 from __future__ import annotations
 
+import logging
+
 from ._app import MonitorApp
 from ._backend import Source, open_source
 
@@ -22,4 +24,9 @@ def run(root: str | None = None, *, read_only: bool = False, app: str | None = N
         app: `module:attr` naming a `Durably` instance with the jobs registered; needed to
             retrigger runs, since retrigger re-validates input against the job.
     """
+    # durably warns on its logger about runs it skips (damaged, still syncing); with no
+    # handler configured, Python would print those over the screen
+    logger = logging.getLogger("durably")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
     MonitorApp(open_source(root, app), read_only=read_only).run()

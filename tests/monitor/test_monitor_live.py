@@ -161,3 +161,35 @@ class TestOpenSource:
         assert source.label == str(tmp_path / "r")
         assert source.durably.get_runs() == []
         assert not (tmp_path / "r").exists()
+
+
+class TestDamagedRoot:
+    async def test_a_damaged_run_is_absent_not_a_crash(self, root: Path) -> None:
+        """A run whose files durably cannot read is simply not listed; the rest is."""
+        from pydantic import BaseModel  # noqa: PLC0415
+
+        from durably import Durably, Step, define_job  # noqa: PLC0415
+
+        class Empty(BaseModel):
+            pass
+
+        @define_job(name="noop", input=Empty)
+        def noop(step: Step, payload: Empty) -> None:
+            return None
+
+        writer = Durably(str(root), jobs=[noop], fsync=False)
+        good = writer.jobs["noop"].trigger({}).id
+        bad = writer.jobs["noop"].trigger({}).id
+        damaged = next(p for p in root.rglob("run.json") if p.parent.name == bad)
+        damaged.write_bytes(b'{"id": "trunc')  # what a half-synced copy can look like
+        app = MonitorApp(open_source(str(root), None), poll_interval=3600)
+        async with app.run_test() as pilot:
+            await settle(pilot)
+            assert set(app.index.rows) == {good}
+            writer.cancel(good)  # puts `good` in the feed; rereading `bad` must not fail
+            app.poll()
+            await settle(pilot)
+            assert app.index.rows[good].status is RunStatus.CANCELLED
+            assert set(app.index.rows) == {good}
+            diff = app.source.read([good, bad])  # what a poll does when the feed names `bad`
+            assert [r.id for r in diff.upserts] == [good]
