@@ -22,7 +22,7 @@ from durably import Step, define_job
 
 from . import killhook
 
-WORKDIR = "."
+WORKDIR = ""  # set by each child; empty in the test process: executions are not logged
 WHO = "?"
 KILL: dict[str, Any] = {}
 PHASES = ("pre", "in", "commit")
@@ -57,7 +57,8 @@ def _maybe_kill(k: int, phase: str) -> None:
 
 def _body(k: int) -> dict[str, Any]:
     _maybe_kill(k, "pre")
-    killhook.append_sync(exec_log(), f"{WHO} {k}")
+    if WORKDIR:
+        killhook.append_sync(exec_log(), f"{WHO} {k}")
     _maybe_kill(k, "in")
     value = value_of(k)
     _maybe_kill(k, "commit")
@@ -370,3 +371,45 @@ def exercise_root(root: str, umask: int) -> None:
     d.delete_run(gone)
     d.cancel(steps.trigger(Tag(steps=1), concurrency_key="c2").id)
     assert d.get_run(done.id) is not None
+
+
+# -- invariants ----------------------------------------------------------------------------
+
+
+def _fork_and_die(step: Step, payload: Tag) -> str:
+    def body() -> str:
+        if WHO == "dies":
+            pid = os.fork()
+            if pid == 0:  # a long-lived child of the job (it inherits every fd)
+                time.sleep(60)
+                os._exit(0)
+            Path(WORKDIR, "grandchild").write_text(str(pid))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return WHO
+
+    return step.run("fork", body)
+
+
+FORKER = define_job(name="forker", input=Tag, output=str, run=_fork_and_die)
+
+
+def die_holding_run(root: str, workdir: str) -> None:
+    """Claim a run (lease 3600 s), fork a long-lived child inside a step, then die."""
+    global WORKDIR, WHO  # noqa: PLW0603
+    WORKDIR, WHO = workdir, "dies"
+    make(root, lease_duration=3600.0).process_until_idle()
+
+
+def read_forever(root: str, stop: str) -> None:
+    """Call every read API in a loop until the file ``stop`` exists."""
+    d = make(root)
+    cursor = None
+    while not os.path.exists(stop):
+        for run in d.get_runs(limit=20):
+            d.get_run(run.id)
+            d.get_steps(run.id)
+            d.get_logs(run.id)
+        _, cursor = d.changes(cursor)
+
+
+ALL_JOBS.append(FORKER)

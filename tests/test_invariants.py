@@ -1,0 +1,294 @@
+"""One test per invariant of DESIGN.md that can fail, with real processes and files.
+
+Several invariants also have broader sweeps elsewhere: crash consistency in
+test_crash.py, races and fencing between processes in test_races.py, names, formats and
+permissions in test_bad_input.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from crashapps import durability, jobs
+from crashapps.proc import Zygote, poll
+
+import durably
+from durably import _files as files
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def zygote(tmp_path: Path) -> Iterator[Zygote]:
+    z = Zygote(tmp_path / "zygote.log")
+    yield z
+    z.close()
+
+
+def _tree(path: Path) -> dict[str, tuple[int, int, int]]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            out[os.path.relpath(os.path.join(dirpath, name), path)] = (
+                st.st_size, st.st_mtime_ns, st.st_ino)
+    return out
+
+
+class TestAtomicVisibility:
+    def test_reader_polling_during_commits_never_sees_a_half_written_record(
+        self, tmp_path: Path, zygote: Zygote
+    ) -> None:
+        """Invariant 1: while another process commits 150 steps, a reader polling get_run,
+        get_steps and the raw state files never gets an error, a wrong value, a
+        completed-step count going backwards, or a state file that does not parse."""
+        root, work = tmp_path / "root", tmp_path / "work"
+        work.mkdir()
+        d = jobs.make(str(root), preserve_steps=True)
+        run_id = d.get_job("steps").trigger(jobs.Tag(steps=150)).id  # type: ignore[union-attr]
+        writer = zygote.spawn("crashapps.jobs:crash_worker", root=str(root), workdir=str(work),
+                              who="w", kill=None)
+        run_dir = next(Path(root, "runs").glob(f"*/*/{run_id}"))
+        last_count, polls, seen_states = 0, 0, set()
+        while True:
+            polls += 1
+            run = d.get_run(run_id)
+            assert run is not None
+            assert run.completed_step_count >= last_count
+            last_count = run.completed_step_count
+            for s in d.get_steps(run_id):
+                if s.status == "completed" and run.status != "completed":
+                    assert s.output == jobs.value_of(int(s.name[5:])), s
+            for p in run_dir.glob("s.*"):
+                data = files.read_bytes(str(p))
+                assert data is not None and isinstance(orjson.loads(data), dict), p
+                seen_states.add(p.name)
+            if run.status == "completed":
+                break
+        assert zygote.wait(writer) == 0, zygote.stderr()
+        assert d.get_run(run_id).output == jobs.expected_output(150)  # type: ignore[union-attr]
+        assert polls > 1 and seen_states >= {"s.1", "s.2"}
+
+
+class TestDurability:
+    @pytest.mark.parametrize("fsync", [True, False], ids=["fsync", "no-fsync-control"])
+    def test_nothing_is_acknowledged_before_it_is_on_disk(
+        self, tmp_path: Path, zygote: Zygote, fsync: bool
+    ) -> None:
+        """Invariant 2: in a traced trigger, claim, three steps and completion, every write
+        is fsynced and every new name's directory is fsynced before the call that made it
+        returns. The control run with fsync=False must be caught by the same check."""
+        result = tmp_path / "trace.json"
+        zygote.check("crashapps.durability:trace_workload", root=str(tmp_path / "root"),
+                     result=str(result), fsync=fsync)
+        trace = json.loads(result.read_text())
+        assert sum(1 for op, _ in trace if op == "ack") == 6, trace
+        found = durability.violations(trace, str(tmp_path / "root"))
+        if fsync:
+            assert found == []
+        else:
+            assert any("trigger" in v for v in found) and any("step.run" in v for v in found)
+
+
+class TestWriteOnce:
+    def test_a_step_has_one_completed_record_even_after_kills_and_a_stale_owner(
+        self, tmp_path: Path, zygote: Zygote
+    ) -> None:
+        """Invariant 3: after a run was killed inside steps twice and resumed, its journals
+        (read with their cuts) hold exactly one completed record per step name."""
+        root, work = tmp_path / "root", tmp_path / "work"
+        work.mkdir()
+        d = jobs.make(str(root), preserve_steps=True)
+        run_id = d.get_job("steps").trigger(jobs.Tag(steps=5)).id  # type: ignore[union-attr]
+        for who, kill in (("a", {"k": 1, "phase": "commit", "j": 2}),
+                          ("b", {"k": 3, "phase": "in", "j": 0}), ("c", None)):
+            zygote.run("crashapps.jobs:crash_worker", root=str(root), workdir=str(work),
+                       who=who, kill=kill)
+        state = d._store.load(run_id)
+        assert state is not None and state.status == "completed"
+        done = [rec["s"] for _, rec in d._store.journal(state).records if rec.get("k") == "done"]
+        assert sorted(done) == [f"step-{k:02d}" for k in range(5)]
+
+
+class TestFencing:
+    def test_writes_of_a_fenced_generation_never_become_the_run_state(
+        self, tmp_path: Path
+    ) -> None:
+        """Invariant 4: once a run's next state is published (here a cancel) the owner of
+        the older generation can neither end the run nor add a checkpoint that readers
+        see; its journal bytes past the cut are ignored."""
+        d = jobs.make(str(tmp_path / "root"), preserve_steps=True)
+        run_id = d.get_job("steps").trigger(jobs.Tag(steps=2)).id  # type: ignore[union-attr]
+        store = d._store
+        claim = store.try_claim(run_id, "-", "stale-owner", 30.0, set())
+        assert claim is not None and claim.gen == 1
+        claim.append({"k": "done", "s": "before", "i": 0, "t": store_now(), "o": 1}, sync=True)
+        d.cancel(run_id)
+        claim.append({"k": "done", "s": "after", "i": 1, "t": store_now(), "o": 2}, sync=True)
+        assert claim.fenced()
+        assert store.end(claim.state, claim.gen, {"kind": "completed", "output": 3}) is None
+        claim.release()
+        run = d.get_run(run_id)
+        assert run is not None and run.status == "cancelled" and run.output is None
+        assert [s.name for s in d.get_steps(run_id) if s.status == "completed"] == ["before"]
+
+
+def store_now() -> str:
+    from durably._store import now_iso  # noqa: PLC0415
+
+    return now_iso()
+
+
+class TestExactlyOneRunPerKey:
+    def test_racing_processes_bind_one_run_to_a_key(self, tmp_path: Path, zygote: Zygote) -> None:
+        """Invariant 5: eight processes released together on one idempotency key leave one
+        run (test_races.py repeats this over rounds, hosts and concurrency keys)."""
+        outs = [tmp_path / f"out-{i}.json" for i in range(8)]
+        pids = [zygote.spawn("crashapps.jobs:race_trigger", group="g", root=str(tmp_path / "root"),
+                             out=str(o), idem="k", conc=None, coalesce=None, value=str(i))
+                for i, o in enumerate(outs)]
+        zygote.release("g")
+        for pid in pids:
+            assert zygote.wait(pid) == 0, zygote.stderr()
+        ids = {json.loads(o.read_text()).get("id") for o in outs}
+        assert len(ids) == 1 and None not in ids
+        assert len(jobs.make(str(tmp_path / "root")).get_runs()) == 1
+
+
+class TestNothingStranded:
+    def test_run_of_a_killed_worker_is_resumed_at_once_on_the_same_host(
+        self, tmp_path: Path, zygote: Zygote, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Invariant 6: a worker holding a run with lease_duration=3600 forks a long-lived
+        child inside a step and is SIGKILLed; another worker on the host claims the run at
+        once (no lease wait: the child inherited no lock) and completes it."""
+        root, work = tmp_path / "root", tmp_path / "work"
+        work.mkdir()
+        d = jobs.make(str(root), lease_duration=3600.0)
+        run_id = d.get_job("forker").trigger(jobs.Tag()).id  # type: ignore[union-attr]
+        assert zygote.run("crashapps.jobs:die_holding_run", root=str(root),
+                          workdir=str(work)) == -9
+        grandchild = int((work / "grandchild").read_text())
+        try:
+            os.kill(grandchild, 0)  # still alive, holding every descriptor it inherited
+            run = d.get_run(run_id)
+            assert run is not None and run.status == "leased"
+            monkeypatch.setattr(jobs, "WORKDIR", str(work))
+            monkeypatch.setattr(jobs, "WHO", "resumer")
+            assert d.process_one() is True
+            run = d.get_run(run_id)
+            assert run is not None and run.status == "completed" and run.output == "resumer"
+            assert run.lease_generation == 2
+        finally:
+            os.kill(grandchild, signal.SIGKILL)
+
+
+class TestReadersNeverBlockWriters:
+    def test_a_reader_stopped_anywhere_never_blocks_a_worker_and_writes_nothing(
+        self, tmp_path: Path, zygote: Zygote
+    ) -> None:
+        """Invariant 7: a reader process looping over every read API is SIGSTOPped at 30
+        arbitrary moments while a worker triggers and executes runs: the worker always
+        finishes. A read-only pass changes no file in the root."""
+        root = tmp_path / "root"
+        d = jobs.make(str(root), fsync=False, preserve_steps=True)
+        handle = d.get_job("steps")
+        assert handle is not None
+        handle.trigger(jobs.Tag(steps=2), idempotency_key="k", concurrency_key="c")
+        d.process_until_idle()
+        stop = tmp_path / "stop"
+        reader = zygote.spawn("crashapps.jobs:read_forever", root=str(root), stop=str(stop))
+        try:
+            for i in range(30):
+                os.kill(reader, signal.SIGSTOP)
+                poll(lambda: _state(reader) == "T", what="reader stopped")
+                handle.trigger(jobs.Tag(steps=2), idempotency_key=f"k{i}", concurrency_key="c")
+                assert d.process_until_idle() == 1
+                os.kill(reader, signal.SIGCONT)
+        finally:
+            os.kill(reader, signal.SIGCONT)
+            stop.write_text("1")
+        assert zygote.wait(reader) == 0, zygote.stderr()
+        before = _tree(root)
+        reader_only = jobs.make(str(root))
+        for run in reader_only.get_runs():
+            reader_only.get_run(run.id)
+            reader_only.get_steps(run.id)
+            reader_only.get_logs(run.id)
+            reader_only.wait_for_run(run.id, timeout=5)
+        reader_only.changes(None)
+        assert _tree(root) == before
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+class TestVersionedFormat:
+    def test_every_record_names_its_version_and_newer_ones_are_refused_untouched(
+        self, tmp_path: Path
+    ) -> None:
+        """Invariant 8: run.json, state files, keys and format.json carry ``"v"``; a state
+        file of a newer version makes the run unreadable with a clear error and is left
+        byte-identical by readers and workers."""
+        d = jobs.make(str(tmp_path / "root"), fsync=False)
+        handle = d.get_job("steps")
+        assert handle is not None
+        done = handle.trigger(jobs.Tag(steps=1), idempotency_key="k", concurrency_key="c").id
+        d.process_until_idle()
+        pending = handle.trigger(jobs.Tag(steps=1)).id
+        for p in Path(d.root).rglob("*"):
+            if p.is_file() and (p.suffix == ".json" or p.name.startswith("s.")):
+                assert isinstance(orjson.loads(p.read_bytes()).get("v"), int), p
+        run_dir = next(Path(d.root, "runs").glob(f"*/*/{pending}"))
+        newer = b'{"v":2,"kind":"claim","gen":1,"host":"h","cut":{}}'
+        (run_dir / "s.1").write_bytes(newer)
+        with pytest.raises(durably.DurablyError, match="newer"):
+            d.get_run(pending)
+        assert [r.id for r in d.get_runs()] == [done]
+        assert d.process_until_idle() == 0
+        assert (run_dir / "s.1").read_bytes() == newer
+
+
+class TestNamesAreData:
+    @pytest.mark.parametrize("where", ["run-dir", "shard"])
+    def test_a_symlink_planted_in_the_root_is_never_followed(
+        self, tmp_path: Path, where: str
+    ) -> None:
+        """Invariant 9: a run directory (or its shard directory) replaced by a symlink to a
+        directory outside the root is refused: no worker or reader writes through it."""
+        d = jobs.make(str(tmp_path / "root"), fsync=False)
+        run_id = d.get_job("steps").trigger(jobs.Tag(steps=1)).id  # type: ignore[union-attr]
+        run_dir = next(Path(d.root, "runs").glob(f"*/*/{run_id}"))
+        moved = run_dir if where == "run-dir" else run_dir.parent
+        outside = tmp_path / "outside"
+        moved.rename(outside)
+        moved.symlink_to(outside, target_is_directory=True)
+        before = _tree(outside)
+        d.get_runs()
+        try:
+            d.get_run(run_id)
+        except durably.DurablyError:
+            pass
+        d.process_until_idle()
+        assert _tree(outside) == before, "durably wrote through a planted symlink"
+
+
+class TestPrivateByDefault:
+    def test_root_directories_and_files_are_private_under_a_permissive_umask(
+        self, tmp_path: Path, zygote: Zygote
+    ) -> None:
+        """Invariant 10: under umask 002 every directory is 0700 and every file 0600
+        (test_bad_input.py checks umasks 000, 077 and 022 the same way)."""
+        root = tmp_path / "root"
+        zygote.check("crashapps.jobs:exercise_root", root=str(root), umask=0o002)
+        modes = {p: (p.lstat().st_mode & 0o777) for p in [root, *root.rglob("*")]}
+        assert {oct(m) for p, m in modes.items() if p.is_dir()} == {"0o700"}
+        assert {oct(m) for p, m in modes.items() if not p.is_dir()} == {"0o600"}
