@@ -84,6 +84,13 @@ class TestRegistration:
         assert set(d.jobs) == {"item", "other"}
         assert d.register(ITEM_JOB) is d.jobs["item"]
 
+    def test_jobs_option_with_two_definitions_of_one_name_conflicts(self, root: Path) -> None:
+        """Two different definitions with one name in `jobs=` raise ConflictError."""
+        twin = define_job(name="item", input=Item, output=int, run=_double)
+
+        with pytest.raises(ConflictError):
+            Durably(root, fsync=False, jobs=[ITEM_JOB, twin])
+
     def test_a_different_definition_under_a_registered_name_conflicts(self, d: Durably) -> None:
         """A different definition object under an already registered name raises ConflictError."""
         d.register(ITEM_JOB)

@@ -14,7 +14,6 @@ import pytest
 from helpers import finish, start_python, wait_until
 from pydantic import BaseModel
 
-import durably
 from durably import Durably, Step, ValidationError, define_job
 
 Factory = Callable[..., Durably]
@@ -531,8 +530,3 @@ class TestAsyncJobs:
         assert run.status == "failed"
         assert len(caught) == 1
         assert "async" in str(caught[0]).lower()
-
-
-def test_step_is_public() -> None:
-    """`Step` is importable from `durably`."""
-    assert durably.Step is Step

@@ -82,6 +82,22 @@ class TestStartStop:
         assert not stopper.is_alive()
         assert status_of(d, result.id) == "completed"
 
+    def test_stop_with_a_timeout_returns_while_a_run_is_still_in_flight(
+        self, durably_factory: Factory, gates: Any
+    ) -> None:
+        """`stop(timeout=...)` gives up waiting after the timeout; the run is left in flight."""
+        gate, started = gates(), Started()
+        d = durably_factory(jobs=[blocking_job("block", gate, started)])
+        result = d.jobs["block"].trigger(Payload(value="v"))
+        d.start()
+        wait_until(lambda: started.count() == 1)
+
+        d.stop(timeout=0.2)
+
+        assert status_of(d, result.id) == "leased"
+        gate.set()
+        d.stop(timeout=30)
+
     def test_context_manager_returns_the_instance_and_stops_on_exit(
         self, durably_factory: Factory, gates: Any
     ) -> None:
