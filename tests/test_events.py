@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import typing
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,6 +203,34 @@ class TestEventClasses:
         classes = [getattr(durably, name) for name in EVENT_CLASSES.values()]
         assert all(issubclass(cls, durably.Event) for cls in classes)
         assert len(set(classes)) == len(classes)
+
+    @pytest.mark.parametrize(
+        ("kind", "fields"),
+        [
+            ("run:trigger", {"input"}),
+            ("run:coalesced", {"skipped_input", "skipped_labels"}),
+            ("run:leased", {"input", "lease_owner", "lease_expires_at"}),
+            ("run:lease-renewed", {"lease_owner", "lease_expires_at"}),
+            ("run:complete", {"output", "duration"}),
+            ("run:fail", {"error", "failed_step_name"}),
+            ("run:cancel", set()),
+            ("run:delete", set()),
+            ("run:progress", {"progress"}),
+            ("step:start", {"step_name", "step_index"}),
+            ("step:complete", {"step_name", "step_index", "output", "duration"}),
+            ("step:fail", {"step_name", "step_index", "error"}),
+            ("step:cancel", {"step_name", "step_index"}),
+            ("log:write", {"step_name", "level", "message", "data"}),
+            ("worker:error", {"error", "context"}),
+        ],
+    )
+    def test_event_classes_have_the_originals_fields_in_snake_case(self, kind: str, fields: set[str]) -> None:
+        """Each event class declares the common fields plus its type's own, in snake_case."""
+        cls = getattr(durably, EVENT_CLASSES[kind])
+        declared = set(typing.get_type_hints(cls))
+        common = {"type", "run_id", "job_name", "labels", "sequence", "timestamp"}
+
+        assert common | fields <= declared
 
     def test_emitted_events_are_instances_of_their_class(self, d: Durably) -> None:
         """An emitted event is an instance of the class of its type."""
