@@ -180,6 +180,10 @@ class TestReplay:
             assert type(value) is type(expected), execution
             assert value == expected, execution
 
+    def test_completed_step_count_counts_each_step_once(self, crash_resume: dict[str, Any]) -> None:
+        """Replayed steps are not counted twice: every step of the job is counted once."""
+        assert crash_resume["run"].completed_step_count == len(FIDELITY_STEPS) + 1
+
     def test_claim_after_a_crash_increments_the_lease_generation(self, crash_resume: dict[str, Any]) -> None:
         """The resuming claim is the run's second, so `lease_generation` is 2."""
         assert crash_resume["run"].lease_generation == 2
@@ -510,6 +514,25 @@ class TestAsyncJobs:
 
         assert run.status == "completed", run.error
         assert seen == [WHEN]
+
+    def test_async_job_progress_and_logs_are_persisted(self, d: Durably) -> None:
+        """An async job's progress and logs (with their step) are persisted like a sync job's."""
+
+        async def job(step: Step, payload: In) -> None:
+            step.progress(1, 1, "one")
+
+            async def inside() -> int:
+                step.log.info("in async step")
+                return 1
+
+            await step.run("inside", inside)
+
+        run = run_job(d, job)
+
+        assert run.status == "completed", run.error
+        assert (run.progress.current, run.progress.total, run.progress.message) == (1, 1, "one")
+        logs = d.get_logs(run.id)
+        assert [(log.message, log.step_name) for log in logs] == [("in async step", "inside")]
 
     def test_sync_job_given_async_fn_raises_type_error(self, d: Durably) -> None:
         """A sync job that passes an async `fn` to `step.run` gets a clear TypeError."""
