@@ -144,7 +144,7 @@ def _sweep(zygote: Zygote, tmp_path: Path, scenario: str) -> tuple[int, list[str
     trace = list(counted["trace"])  # type: ignore[call-overload]
     assert total > 0
     outcomes: list[str] = []
-    batch = 3  # cases run side by side: the children mostly wait on fsync
+    batch = 6  # cases run side by side: the children mostly wait on fsync
     for first in range(1, total + 1, batch):
         ns = list(range(first, min(first + batch, total + 1)))
         cases = {n: tmp_path / f"{scenario}-{n}" for n in ns}

@@ -39,7 +39,7 @@ def _race(zygote: Zygote, tmp_path: Path, group: str, hosts: bool,
     outs = [tmp_path / f"{group}-{i}.json" for i in range(RACERS)]
     pids = [zygote.spawn("crashapps.jobs:race_trigger", group=group, root=str(tmp_path / "root"),
                          out=str(out), value=f"racer-{i}", host=f"host-{i}" if hosts else None,
-                         window=WINDOW, **kwargs)
+                         window=WINDOW if hosts else WINDOW / 4, **kwargs)
             for i, out in enumerate(outs)]
     zygote.release(group)
     for pid in pids:
@@ -92,14 +92,21 @@ class TestConcurrencyKeyRace:
     def test_eight_processes_triggering_one_concurrency_key_create_one_pending_run(
         self, tmp_path: Path, zygote: Zygote, hosts: bool, coalesce: str | None
     ) -> None:
-        """8 processes released together with one concurrency key: exactly one pending run
-        is created; the others get ConflictError, or that run as ``coalesced`` with
-        coalesce="skip"."""
-        reader = jobs.make(str(tmp_path / "root"))
+        """8 processes released together with one concurrency key (fresh, or still bound to
+        a completed run): exactly one pending run is created; the others get ConflictError,
+        or that run as ``coalesced`` with coalesce="skip"."""
+        reader = jobs.make(str(tmp_path / "root"), fsync=False)
+        steps = reader.get_job("steps")
+        assert steps is not None
         for r in range(ROUNDS // 2):
+            if r % 2:  # the key is still bound to an earlier run, which has completed
+                earlier = steps.trigger(jobs.Tag(steps=0), concurrency_key=f"ck-{r}").id
+                reader.process_until_idle()
+                assert reader.get_run(earlier).status == "completed"  # type: ignore[union-attr]
             outcomes = _race(zygote, tmp_path, f"conc-{r}", hosts, idem=None, conc=f"ck-{r}",
                              coalesce=coalesce)
-            runs = [run for run in reader.get_runs() if run.concurrency_key == f"ck-{r}"]
+            runs = [run for run in reader.get_runs(status="pending")
+                    if run.concurrency_key == f"ck-{r}"]
             assert len(runs) == 1, f"round {r}: {len(runs)} runs for one key: {outcomes}"
             assert runs[0].status == "pending"
             created = [o for o in outcomes if o.get("disposition") == "created"]
