@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import typing
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -312,15 +312,19 @@ class TestPayloads:
             assert isinstance(event.sequence, int)
             assert event.timestamp is not None
 
-    def test_timestamps_are_current(self, recorded: tuple[Recorder, str]) -> None:
-        """Event timestamps are the time of emission (aware UTC datetimes or ISO strings)."""
-        recorder, _ = recorded
-        for event in recorder.events:
-            stamp = event.timestamp
-            if isinstance(stamp, str):
-                stamp = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-            assert isinstance(stamp, datetime)
-            assert abs((datetime.now(UTC) - stamp).total_seconds()) < 600
+    def test_timestamps_are_emission_times_in_order(self, d: Durably) -> None:
+        """Event timestamps are aware UTC times of emission, non-decreasing in order."""
+        recorder = Recorder(d)
+        before = datetime.now(UTC) - timedelta(milliseconds=1)
+        d.register(ONE_STEP).trigger(In())
+        d.process_until_idle()
+        after = datetime.now(UTC)
+
+        stamps = [event.timestamp for event in recorder.events]
+        assert all(isinstance(s, datetime) and s.utcoffset() == timedelta(0) for s in stamps)
+        assert stamps == sorted(stamps)
+        assert before <= stamps[0]
+        assert stamps[-1] <= after
 
     def test_run_trigger_carries_the_input(self, recorded: tuple[Recorder, str]) -> None:
         """`run:trigger` carries the validated input."""
@@ -339,7 +343,7 @@ class TestPayloads:
         assert (start.step_name, start.step_index) == ("s1", 0)
         assert (complete.step_name, complete.step_index, complete.output) == ("s1", 0, 7)
         assert isinstance(complete.duration, float)
-        assert 0 <= complete.duration < 60
+        assert complete.duration >= 0
 
     def test_run_complete_carries_output_and_duration_in_seconds(
         self, recorded: tuple[Recorder, str]
@@ -350,7 +354,7 @@ class TestPayloads:
 
         assert event.output == {"value": 7}
         assert isinstance(event.duration, float)
-        assert 0 <= event.duration < 60
+        assert event.duration >= 0
 
     def test_run_progress_carries_progress(self, recorded: tuple[Recorder, str]) -> None:
         """`run:progress` carries `progress` with current, total and message."""

@@ -142,7 +142,7 @@ class TestRunFields:
         assert run.completed_step_count == 2
         assert run.lease_generation == 1
         assert all(_aware_utc(t) for t in (run.created_at, run.started_at, run.completed_at, run.updated_at))
-        assert before - timedelta(seconds=1) <= run.created_at <= run.started_at
+        assert before - timedelta(milliseconds=1) <= run.created_at <= run.started_at
         assert run.started_at <= run.completed_at <= run.updated_at
         assert (run.is_terminal, run.is_active) == (True, False)
 
