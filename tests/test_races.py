@@ -119,6 +119,42 @@ class TestConcurrencyKeyRace:
                     {("coalesced", runs[0].id)}, f"round {r}: {others}"
 
 
+class TestCancelRacesClaim:
+    def test_cancels_and_workers_racing_on_one_run_end_it_exactly_once(
+        self, tmp_path: Path, zygote: Zygote
+    ) -> None:
+        """4 processes cancelling a run and 4 trying to execute it, released together (10
+        rounds): the run ends once; if it was cancelled exactly one cancel succeeded and
+        the others got ConflictError; if it completed no cancel succeeded."""
+        d = jobs.make(str(tmp_path / "root"), fsync=False)
+        steps = d.get_job("steps")
+        assert steps is not None
+        ended = set()
+        for r in range(ROUNDS):
+            run_id = steps.trigger(jobs.Tag(steps=3)).id
+            outs = [tmp_path / f"end-{r}-{i}.json" for i in range(RACERS)]
+            pids = [zygote.spawn("crashapps.jobs:race_end", group=f"end-{r}",
+                                 root=str(tmp_path / "root"), out=str(o), run_id=run_id,
+                                 role="cancel" if i % 2 else "work")
+                    for i, o in enumerate(outs)]
+            zygote.release(f"end-{r}")
+            for pid in pids:
+                assert zygote.wait(pid) == 0, zygote.stderr()
+            outcomes = [json.loads(o.read_text()) for o in outs]
+            run = d.get_run(run_id)
+            assert run is not None and run.is_terminal, (r, run)
+            cancels = [o for o in outcomes if o["role"] == "cancel"]
+            ok = [o for o in cancels if o.get("ok")]
+            assert {o.get("error") for o in cancels if not o.get("ok")} <= {"ConflictError"}, \
+                cancels
+            assert len(ok) == (1 if run.status == "cancelled" else 0), (r, run.status, outcomes)
+            assert sum(1 for o in outcomes if o["role"] == "work" and o.get("ok")) <= 1
+            if run.status == "completed":
+                assert run.output == jobs.expected_output(3)
+            ended.add(str(run.status.value))
+        assert "cancelled" in ended
+
+
 class TestSameKeyNeverOverlaps:
     def test_two_worker_processes_never_run_two_runs_of_one_key_at_once(
         self, tmp_path: Path, zygote: Zygote

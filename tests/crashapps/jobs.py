@@ -413,3 +413,17 @@ def read_forever(root: str, stop: str) -> None:
 
 
 ALL_JOBS.append(FORKER)
+
+
+def race_end(root: str, out: str, run_id: str, role: str) -> None:
+    """Cancel the run, or try to execute it, released together with the other racers."""
+    d = make(root, fsync=False)
+    try:
+        if role == "cancel":
+            d.cancel(run_id)
+            outcome = {"role": role, "ok": True}
+        else:
+            outcome = {"role": role, "ok": d.process_one()}
+    except durably.DurablyError as exc:
+        outcome = {"role": role, "error": type(exc).__name__, "message": str(exc)}
+    Path(out).write_text(json.dumps(outcome))
