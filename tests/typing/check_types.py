@@ -62,6 +62,20 @@ call_form = define_job(name="call-form", input=SyncIn, output=SyncOut, run=_call
 assert_type(call_form, JobDefinition[SyncIn, SyncOut])
 
 
+def _sum(step: Step, payload: dict[str, int]) -> int:
+    return sum(payload.values())
+
+
+adapter_job = define_job(name="adapter", input=dict[str, int], output=int, run=_sum)
+assert_type(adapter_job, JobDefinition[dict[str, int], int])
+
+
+def use_adapter_job(durably: Durably) -> None:
+    handle = durably.register(adapter_job)
+    assert_type(handle, JobHandle[dict[str, int], int])
+    assert_type(handle.trigger_and_wait({"a": 1}).output, int)
+
+
 def use_handle(durably: Durably) -> None:
     handle = durably.register(sync_users)
     assert_type(handle, JobHandle[SyncIn, SyncOut])
