@@ -20,19 +20,32 @@ from durably import Durably, Step, define_job
 
 class Steps(BaseModel):
     n: int
+    # Measure the matching floor every ``floor_every`` steps, outside the steps' timing, so
+    # that step and floor see the same moments of a noisy shared disk.
+    floor_every: int = 0
+    floor_sync: bool = False
+    floor_path: str = ""
 
 
-_STATE: dict[str, float | None] = {"per_step": None, "entered": None}
+_STATE: dict[str, float | None] = {"per_step": None, "floor": None, "entered": None}
 KILL_ENV = "DURABLY_BENCH_KILL"
+FLOOR_BATCH = 100
 
 
 @define_job(name="steps", input=Steps)
 def steps_job(step: Step, payload: Steps) -> None:
     """n trivial steps; records the mean cost of one step.run (claim and completion excluded)."""
-    t0 = time.perf_counter()
+    spent = 0.0
+    floors = []
+    clock = time.perf_counter
     for i in range(payload.n):
+        if payload.floor_every and i % payload.floor_every == 0:
+            floors.append(append_floor(Path(payload.floor_path), FLOOR_BATCH, payload.floor_sync))
+        t0 = clock()
         step.run(f"s{i}", lambda i=i: i)
-    _STATE["per_step"] = (time.perf_counter() - t0) / payload.n
+        spent += clock() - t0
+    _STATE["per_step"] = spent / payload.n
+    _STATE["floor"] = statistics.mean(floors) if floors else None
 
 
 @define_job(name="replay", input=Steps)
@@ -54,24 +67,19 @@ def _open(root: str, fsync: bool) -> Durably:
     return Durably(root, jobs=[steps_job, replay_job], fsync=fsync)
 
 
-def _floor(root: str, sync: bool, iterations: int = 250) -> float:
-    """The matching floor, measured beside the durably figure on the same file system."""
-    return append_floor(Path(root).parent / f".floor-{os.getpid()}-{sync}", iterations, sync)
-
-
 def step(root: str, fsync: bool, steps: int) -> dict:
-    """Per-step checkpoint cost in a run of ``steps`` steps, and the floor around it."""
+    """Per-step checkpoint cost in one run of ``steps`` steps, and the matching floor
+    (append + fdatasync, or a plain append) measured in batches between its steps."""
     d = _open(root, fsync)
     job = d.register(steps_job)
     job.trigger({"n": 50})  # warm up: imports, root creation, first files
     d.process_one()
-    before = _floor(root, fsync)
-    job.trigger({"n": steps})
+    floor_path = str(Path(root).parent / f"floor-{os.getpid()}.log")
+    job.trigger({"n": steps, "floor_every": max(steps // 10, 1), "floor_sync": fsync,
+                 "floor_path": floor_path})
     if not d.process_one():
         return {"error": "process_one() found no run"}
-    after = _floor(root, fsync)
-    return {"step_s": _STATE["per_step"], "floor_s": statistics.mean([before, after]),
-            "steps": steps}
+    return {"step_s": _STATE["per_step"], "floor_s": _STATE["floor"], "steps": steps}
 
 
 def trigger(root: str, fsync: bool, count: int) -> dict:

@@ -31,10 +31,14 @@ REPLAY_NOTES = {
 }
 
 
-def _install(ctx: Context, name: str, spec: str, steps: list[tuple[list[str], Path]]) -> str:
-    """Run install commands once per ``spec``; return "" or the reason it failed."""
+def _install(ctx: Context, name: str, spec: str, steps: list[tuple[list[str], Path]],
+             installed: Path) -> str:
+    """Run install commands once per ``spec``; return "" or the reason it failed.
+
+    ``installed`` is a file the install creates: if it went missing, install again.
+    """
     marker = ctx.peers_dir / f".{name}.installed"
-    if marker.exists() and marker.read_text() == spec:
+    if marker.exists() and marker.read_text() == spec and installed.exists():
         return ""
     ctx.log(f"{name}: installing into {ctx.peers_dir} (first use; takes a few minutes)")
     for argv, cwd in steps:
@@ -68,7 +72,9 @@ def ensure_node(ctx: Context) -> tuple[list[str] | None, str]:
                                    "type": "module"}))
     spec = " ".join(NODE_PACKAGES) + f" {version}"
     argv = [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *NODE_PACKAGES]
-    err = _install(ctx, "node", spec, [(argv, home)])
+    err = _install(ctx, "node", spec, [(argv, home)],
+                   home / "node_modules" / "better-sqlite3" / "build" / "Release"
+                   / "better_sqlite3.node")
     if err:
         return None, err
     # ESM resolves packages from the script's own folder: run a copy beside node_modules.
@@ -86,7 +92,7 @@ def ensure_dbos(ctx: Context) -> tuple[list[str] | None, str]:
           DBOS_REQUIREMENT], ctx.peers_dir),
     ]
     ctx.peers_dir.mkdir(parents=True, exist_ok=True)
-    err = _install(ctx, "dbos", f"{DBOS_REQUIREMENT} {sys.version_info[:2]}", steps)
+    err = _install(ctx, "dbos", f"{DBOS_REQUIREMENT} {sys.version_info[:2]}", steps, python)
     if err:
         return None, err
     return [str(python), str(HERE / "peers" / DBOS_SCRIPT)], ""

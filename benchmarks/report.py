@@ -104,7 +104,7 @@ def render(results: list[Result]) -> str:
         out.append("")
     out.append("Speed-up: how many times faster durably is than the peer at equal durability "
                "(above 1 = faster; rates and times alike). durably ÷ floor: a step's cost "
-               "over the matching floor, measured again in the same process right beside it.")
+               "over the matching floor, measured again in batches between the run's steps.")
     return "\n".join(out)
 
 
