@@ -329,6 +329,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         cells = [str(c)[:w].ljust(w) for c, w in zip(row, widths, strict=True)]
         cells[2] = _colour(row[2], sys.stdout) + " " * (widths[2] - len(row[2].value))
         print("  ".join(cells).rstrip())
+    if len(runs) == args.limit:
+        print(f"(the newest {args.limit}; --limit N shows more)", file=sys.stderr)
     return 0
 
 
