@@ -344,6 +344,22 @@ class TestConcurrencyKey:
         gate.set()
         d.wait_for_run(second.id, timeout=10)
 
+    @pytest.mark.parametrize("end", ["cancelled", "completed"])
+    def test_key_is_free_again_once_the_pending_run_ends(
+        self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut], end: str
+    ) -> None:
+        """Once the pending run with the key is cancelled or done, a new one may be created."""
+        first = sync.trigger(SyncIn(org_id="a"), concurrency_key="c")
+        if end == "cancelled":
+            d.cancel(first.id)
+        else:
+            d.process_until_idle()
+
+        again = sync.trigger(SyncIn(org_id="b"), concurrency_key="c")
+
+        assert again.disposition == "created"
+        assert again.id != first.id
+
     def test_coalesce_skip_returns_the_pending_run(
         self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut]
     ) -> None:
@@ -600,6 +616,28 @@ class TestBatchTrigger:
         assert [r.disposition for r in results] == ["created", "created", "coalesced"]
         assert results[2].id == results[0].id
         assert _count_runs(d) == 2
+
+    def test_emits_one_event_per_item_in_item_order(
+        self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut]
+    ) -> None:
+        """A batch emits `run:trigger` (or `run:coalesced`) for its items, in item order."""
+        seen: list[Any] = []
+        for kind in ("run:trigger", "run:coalesced"):
+            d.on(kind, seen.append)
+
+        results = sync.batch_trigger(
+            [
+                BatchItem(SyncIn(org_id="a"), concurrency_key="k", coalesce="skip"),
+                SyncIn(org_id="b"),
+                BatchItem(SyncIn(org_id="c"), concurrency_key="k", coalesce="skip"),
+            ]
+        )
+
+        assert [(e.type, e.run_id) for e in seen] == [
+            ("run:trigger", results[0].id),
+            ("run:trigger", results[1].id),
+            ("run:coalesced", results[0].id),
+        ]
 
     def test_idempotent_item_returns_the_existing_run(
         self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut]
