@@ -151,6 +151,23 @@ class TestOn:
         assert all(e.type == "worker:error" for e in errors)
         assert any("listener blew up" in str(e.error) for e in errors)
 
+    def test_worker_error_listener_that_raises_does_not_loop_or_break(self, d: Durably) -> None:
+        """A raising `worker:error` listener neither recurses forever nor breaks the run."""
+        calls: list[Any] = []
+
+        def bad_error_listener(event: Any) -> None:
+            calls.append(event)
+            raise RuntimeError("the error listener failed too")
+
+        d.on("worker:error", bad_error_listener)
+        d.on("step:complete", lambda event: 1 / 0)
+        result = d.register(ONE_STEP).trigger(In())
+
+        d.process_until_idle()
+
+        assert d.get_run(result.id).status == "completed"  # type: ignore[union-attr]
+        assert 1 <= len(calls) <= 2
+
     def test_listener_that_raises_on_trigger_does_not_break_the_trigger(self, d: Durably) -> None:
         """A `run:trigger` listener that raises is reported; the trigger still succeeds."""
         errors: list[Any] = []
