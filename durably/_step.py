@@ -6,8 +6,8 @@ import inspect
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 
@@ -68,14 +68,11 @@ class Step:
 
     # -- checkpoints ------------------------------------------------------------------
 
-    @overload
-    def run(self, name: str, fn: Callable[[], Awaitable[T]], *, returns: Any = None) -> Awaitable[T]: ...
-    @overload
-    def run(self, name: str, fn: Callable[[], T], *, returns: Any = None) -> T: ...
-    def run(self, name: str, fn: Callable[[], Any], *, returns: Any = None) -> Any:
+    def run(self, name: str, fn: Callable[[], T], *, returns: Any = None) -> T:
         """Run ``fn`` once and checkpoint its value, or return the checkpointed value.
 
-        In an ``async def`` job, ``await`` the result; ``fn`` may be sync or async.
+        In an ``async def`` job, ``await`` the result; ``fn`` may be sync or async (for
+        type checkers, an async ``fn`` returns its awaitable, which ``await`` unwraps).
 
         Args:
             name: The step's name, unique within one execution of the run.
@@ -94,7 +91,7 @@ class Step:
         """
         self._begin(name)
         if self._ex.is_async:
-            return self._run_async(name, fn, returns)
+            return self._run_async(name, fn, returns)  # type: ignore[return-value]
         if inspect.iscoroutinefunction(fn):
             raise TypeError(
                 f"step {name!r}: fn is an async function but job {self._ex.job_name!r} is "
@@ -102,7 +99,7 @@ class Step:
             )
         replayed = self._replay(name, fn, returns)
         if replayed is not _MISSING:
-            return replayed
+            return cast("T", replayed)
         index, started = self._start(name)
         try:
             value = fn()
@@ -116,7 +113,7 @@ class Step:
         except BaseException as exc:
             self._fail(name, index, started, exc)
             raise
-        return self._commit(name, index, started, value, returns, fn)
+        return cast("T", self._commit(name, index, started, value, returns, fn))
 
     async def _run_async(self, name: str, fn: Callable[[], Any], returns: Any) -> Any:
         replayed = self._replay(name, fn, returns)
