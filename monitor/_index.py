@@ -19,6 +19,9 @@ from durably import RunStatus
 
 from ._model import RunRow
 
+BULK_THRESHOLD = 1000
+"""Diffs larger than this re-sort the view once instead of inserting row by row."""
+
 
 class SortKey(StrEnum):
     """Columns the list can be sorted by."""
@@ -163,6 +166,9 @@ class RunIndex:
 
     def apply(self, upserts: Iterable[RunRow], removed: Iterable[str] = ()) -> set[str]:
         """Apply a keyed diff; return the ids whose row actually changed."""
+        upserts = list(upserts)
+        if len(upserts) > BULK_THRESHOLD:
+            return self._apply_bulk(upserts, removed)
         changed: set[str] = set()
         for run_id in removed:
             old = self.rows.pop(run_id, None)
@@ -182,6 +188,28 @@ class RunIndex:
             if self.filter.matches(row):
                 bisect.insort(self._keys, self._key(row))
             changed.add(row.id)
+        return changed
+
+    def _apply_bulk(self, upserts: list[RunRow], removed: Iterable[str]) -> set[str]:
+        """A big diff (a page of the initial scan): update the rows, then sort once."""
+        changed: set[str] = set()
+        for run_id in removed:
+            old = self.rows.pop(run_id, None)
+            if old is not None:
+                self._account(old, -1)
+                changed.add(run_id)
+        for row in upserts:
+            old = self.rows.get(row.id)
+            if old == row:
+                continue
+            if old is not None:
+                self._account(old, -1)
+            self.rows[row.id] = row
+            self._account(row, 1)
+            changed.add(row.id)
+        if changed:
+            match = self.filter.matches
+            self._keys = sorted(self._key(r) for r in self.rows.values() if match(r))
         return changed
 
     # -- view ------------------------------------------------------------------------------

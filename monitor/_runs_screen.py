@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Input, Sparkline, Static
 
 from . import _format as fmt
@@ -17,6 +18,9 @@ from ._runlist import RunList
 
 if TYPE_CHECKING:
     from ._app import MonitorApp
+
+DEBOUNCE_ABOVE = 20_000
+"""With more runs than this, the search box filters 0.2 s after the last keystroke."""
 
 _SORT_CYCLE = [SortKey.CREATED, SortKey.JOB, SortKey.STATUS, SortKey.DURATION]
 
@@ -53,7 +57,7 @@ class RunsScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.notice = ""
+        self._search_timer: Timer | None = None
 
     @property
     def monitor(self) -> MonitorApp:
@@ -143,10 +147,21 @@ class RunsScreen(Screen[None]):
         self.action_search(f"{self.query_one('#search', Input).value} label:".lstrip())
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "search":
-            index = self.monitor.index
-            base = RunFilter(index.filter.statuses, index.filter.job, index.filter.label)
-            self.apply_filter(RunFilter.parse(event.value, base))
+        if event.input.id != "search":
+            return
+        if self._search_timer is not None:
+            self._search_timer.stop()
+            self._search_timer = None
+        if len(self.monitor.index.rows) > DEBOUNCE_ABOVE:  # big roots: filter when typing pauses
+            self._search_timer = self.set_timer(0.2, lambda: self._search(event.value))
+        else:
+            self._search(event.value)
+
+    def _search(self, query: str) -> None:
+        self._search_timer = None
+        index = self.monitor.index
+        base = RunFilter(index.filter.statuses, index.filter.job, index.filter.label)
+        self.apply_filter(RunFilter.parse(query, base))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "search":

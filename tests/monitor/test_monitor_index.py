@@ -112,3 +112,19 @@ class TestSortAndThroughput:
         assert sum(series) == 4
         assert series[-2] == 1  # A6 finished 5 s ago, in the previous minute
         assert index.throughput(ago(minutes=60), minutes=5) == [0.0] * 5
+
+
+def test_bulk_diff_matches_row_by_row() -> None:
+    """A diff over the bulk threshold leaves the same view and counts as small diffs do."""
+    from monitor._index import BULK_THRESHOLD  # noqa: PLC0415
+
+    base = row_from_run(next(iter(sample().runs.values())))
+    rows = [
+        replace(base, id=f"01JDQ{i:021d}", status=list(RunStatus)[i % 5]) for i in range(BULK_THRESHOLD + 50)
+    ]
+    one, bulk = RunIndex(), RunIndex()
+    for row in rows:
+        one.apply([row])
+    bulk.apply(rows)
+    assert [one.id_at(i) for i in range(len(one))] == [bulk.id_at(i) for i in range(len(bulk))]
+    assert one.counts == bulk.counts
