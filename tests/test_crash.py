@@ -99,7 +99,8 @@ class TestSeededKills:
             done_before = done
         assert killed >= 15, f"only {killed} of 20 kill points were hit"
         run = reader.get_run(run_id)
-        assert run is not None and run.status == "completed"
+        assert run is not None
+        assert run.status == "completed"
         assert run.output == jobs.expected_output(STEPS)
         steps = reader.get_steps(run_id)
         completed = {s.name: s.output for s in steps if s.status == "completed"}

@@ -7,6 +7,7 @@ permissions in test_bad_input.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -67,13 +68,15 @@ class TestAtomicVisibility:
                     assert s.output == jobs.value_of(int(s.name[5:])), s
             for p in run_dir.glob("s.*"):
                 data = files.read_bytes(str(p))
-                assert data is not None and isinstance(orjson.loads(data), dict), p
+                assert data is not None, p
+                assert isinstance(orjson.loads(data), dict), p
                 seen_states.add(p.name)
             if run.status == "completed":
                 break
         assert zygote.wait(writer) == 0, zygote.stderr()
         assert d.get_run(run_id).output == jobs.expected_output(150)  # type: ignore[union-attr]
-        assert polls > 1 and seen_states >= {"s.1", "s.2"}
+        assert polls > 1
+        assert seen_states >= {"s.1", "s.2"}
 
 
 class TestDurability:
@@ -93,7 +96,8 @@ class TestDurability:
         if fsync:
             assert found == []
         else:
-            assert any("trigger" in v for v in found) and any("step.run" in v for v in found)
+            assert any("trigger" in v for v in found)
+            assert any("step.run" in v for v in found)
 
 
 class TestWriteOnce:
@@ -111,7 +115,8 @@ class TestWriteOnce:
             zygote.run("crashapps.jobs:crash_worker", root=str(root), workdir=str(work),
                        who=who, kill=kill)
         state = d._store.load(run_id)
-        assert state is not None and state.status == "completed"
+        assert state is not None
+        assert state.status == "completed"
         done = [rec["s"] for _, rec in d._store.journal(state).records if rec.get("k") == "done"]
         assert sorted(done) == [f"step-{k:02d}" for k in range(5)]
 
@@ -127,7 +132,8 @@ class TestFencing:
         run_id = d.get_job("steps").trigger(jobs.Tag(steps=2)).id  # type: ignore[union-attr]
         store = d._store
         claim = store.try_claim(run_id, "-", "stale-owner", 30.0, set())
-        assert claim is not None and claim.gen == 1
+        assert claim is not None
+        assert claim.gen == 1
         claim.append({"k": "done", "s": "before", "i": 0, "t": store_now(), "o": 1}, sync=True)
         d.cancel(run_id)
         claim.append({"k": "done", "s": "after", "i": 1, "t": store_now(), "o": 2}, sync=True)
@@ -135,7 +141,9 @@ class TestFencing:
         assert store.end(claim.state, claim.gen, {"kind": "completed", "output": 3}) is None
         claim.release()
         run = d.get_run(run_id)
-        assert run is not None and run.status == "cancelled" and run.output is None
+        assert run is not None
+        assert run.status == "cancelled"
+        assert run.output is None
         assert [s.name for s in d.get_steps(run_id) if s.status == "completed"] == ["before"]
 
 
@@ -157,7 +165,8 @@ class TestExactlyOneRunPerKey:
         for pid in pids:
             assert zygote.wait(pid) == 0, zygote.stderr()
         ids = {json.loads(o.read_text()).get("id") for o in outs}
-        assert len(ids) == 1 and None not in ids
+        assert len(ids) == 1
+        assert None not in ids
         assert len(jobs.make(str(tmp_path / "root")).get_runs()) == 1
 
 
@@ -178,12 +187,15 @@ class TestNothingStranded:
         try:
             os.kill(grandchild, 0)  # still alive, holding every descriptor it inherited
             run = d.get_run(run_id)
-            assert run is not None and run.status == "leased"
+            assert run is not None
+            assert run.status == "leased"
             monkeypatch.setattr(jobs, "WORKDIR", str(work))
             monkeypatch.setattr(jobs, "WHO", "resumer")
             assert d.process_one() is True
             run = d.get_run(run_id)
-            assert run is not None and run.status == "completed" and run.output == "resumer"
+            assert run is not None
+            assert run.status == "completed"
+            assert run.output == "resumer"
             assert run.lease_generation == 2
         finally:
             os.kill(grandchild, signal.SIGKILL)
@@ -273,10 +285,8 @@ class TestNamesAreData:
         moved.symlink_to(outside, target_is_directory=True)
         before = _tree(outside)
         d.get_runs()
-        try:
+        with contextlib.suppress(durably.DurablyError):
             d.get_run(run_id)
-        except durably.DurablyError:
-            pass
         d.process_until_idle()
         assert _tree(outside) == before, "durably wrote through a planted symlink"
 

@@ -110,7 +110,8 @@ class TestConcurrencyKeyRace:
             assert len(runs) == 1, f"round {r}: {len(runs)} runs for one key: {outcomes}"
             assert runs[0].status == "pending"
             created = [o for o in outcomes if o.get("disposition") == "created"]
-            assert len(created) == 1 and created[0]["id"] == runs[0].id, f"round {r}: {outcomes}"
+            assert len(created) == 1, f"round {r}: {outcomes}"
+            assert created[0]["id"] == runs[0].id, f"round {r}: {outcomes}"
             others = [o for o in outcomes if o is not created[0]]
             if coalesce is None:
                 assert {o.get("error") for o in others} == {"ConflictError"}, f"round {r}: {others}"
@@ -142,7 +143,8 @@ class TestCancelRacesClaim:
                 assert zygote.wait(pid) == 0, zygote.stderr()
             outcomes = [json.loads(o.read_text()) for o in outs]
             run = d.get_run(run_id)
-            assert run is not None and run.is_terminal, (r, run)
+            assert run is not None, r
+            assert run.is_terminal, (r, run)
             cancels = [o for o in outcomes if o["role"] == "cancel"]
             ok = [o for o in cancels if o.get("ok")]
             assert {o.get("error") for o in cancels if not o.get("ok")} <= {"ConflictError"}, \
@@ -174,7 +176,8 @@ class TestSameKeyNeverOverlaps:
         for pid in pids:
             assert zygote.wait(pid) == 0, zygote.stderr()
         runs = d.get_runs(job_name=[f"keyed-{j}" for j in range(4)])
-        assert len(runs) == 12 and {r.status for r in runs} == {"completed"}
+        assert len(runs) == 12
+        assert {r.status for r in runs} == {"completed"}
         lines = (work / "intervals.log").read_text().splitlines()
         open_by_key: dict[str, str] = {}
         for line in lines:
@@ -185,7 +188,8 @@ class TestSameKeyNeverOverlaps:
                 open_by_key[key] = f"run {n} on {who}"
             else:
                 assert open_by_key.pop(key) == f"run {n} on {who}"
-        assert len(lines) == 24 and not open_by_key
+        assert len(lines) == 24
+        assert not open_by_key
 
 
 def _stopped(pid: int) -> bool:
@@ -219,13 +223,16 @@ class TestLeaseFencing:
                          who="B", host="other-host", run_id=run_id, lease=0.5)
         assert zygote.wait(b) == 0, zygote.stderr()
         run = d.get_run(run_id)
-        assert run is not None and run.status == "completed", run
+        assert run is not None
+        assert run.status == "completed", run
         assert run.lease_generation == 2
         os.kill(a, signal.SIGCONT)
         assert zygote.wait(a) == 0, zygote.stderr()
 
         run = d.get_run(run_id)
-        assert run is not None and run.status == "completed" and run.lease_generation == 2
+        assert run is not None
+        assert run.status == "completed"
+        assert run.lease_generation == 2
         assert run.output["by"] == "B"
         a_done = 1 if phase in ("in", "commit") else 4  # A's steps acknowledged before B claimed
         expected = [f"A-{k}" if k < a_done else f"B-{k}" for k in range(4)]

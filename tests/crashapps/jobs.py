@@ -92,7 +92,7 @@ def make(root: str, **options: Any) -> durably.Durably:
 
 def crash_worker(root: str, workdir: str, who: str, kill: dict[str, Any] | None) -> None:
     """Process runs until idle; SIGKILL at the kill point ``{"k", "phase", "j"}``."""
-    global WORKDIR, WHO, KILL  # noqa: PLW0603
+    global WORKDIR, WHO, KILL
     WORKDIR, WHO, KILL = workdir, who, dict(kill or {})
     d = make(root, preserve_steps=True)
     d.process_until_idle()
@@ -104,7 +104,7 @@ def crash_worker(root: str, workdir: str, who: str, kill: dict[str, Any] | None)
 
 def sweep_op(root: str, workdir: str, op: str, kill_at: int, result: str) -> None:
     """Do ``op`` with the kill hook armed at ``kill_at`` (0: count calls only)."""
-    global WORKDIR, WHO  # noqa: PLW0603
+    global WORKDIR, WHO
     WORKDIR, WHO = workdir, f"op-{op}-{kill_at}"
     d = make(root, preserve_steps=True)
     handle = d.get_job("steps")
@@ -139,7 +139,7 @@ def sweep_op(root: str, workdir: str, op: str, kill_at: int, result: str) -> Non
 
 def sweep_check(root: str, workdir: str, result: str) -> None:
     """After a crash: the root reads, a worker finishes the run, one run per key."""
-    global WORKDIR, WHO  # noqa: PLW0603
+    global WORKDIR, WHO
     WORKDIR, WHO = workdir, "check"
     d = make(root, preserve_steps=True, fsync=False)  # durability is not what is checked
     handle = d.get_job("steps")
@@ -147,7 +147,8 @@ def sweep_check(root: str, workdir: str, result: str) -> None:
     runs = d.get_runs()
     for run in runs:
         again = d.get_run(run.id)
-        assert again is not None and again.status == run.status
+        assert again is not None
+        assert again.status == run.status
         d.get_steps(run.id)
         d.get_logs(run.id)
     keyed = [r for r in runs if r.idempotency_key == "idem"]
@@ -248,7 +249,7 @@ one key can wait at once, and at most one of them may execute at a time."""
 
 def keyed_worker(root: str, workdir: str, who: str, expect: int) -> None:
     """Process runs until ``expect`` runs are terminal (others may hold blocked keys)."""
-    global WORKDIR, WHO  # noqa: PLW0603
+    global WORKDIR, WHO
     WORKDIR, WHO = workdir, who
     d = make(root, fsync=False)
     deadline = time.monotonic() + 60
@@ -334,7 +335,7 @@ def _install_self_stop() -> None:
 def fence_worker(root: str, workdir: str, who: str, host: str | None, run_id: str,
                  lease: float) -> None:
     """Work on one run until it is terminal (or, for a stale owner, until it gives up)."""
-    global WORKDIR, WHO  # noqa: PLW0603
+    global WORKDIR, WHO
     WORKDIR, WHO = workdir, who
     if host is not None:
         pose_as_other_host(host)
@@ -395,7 +396,7 @@ FORKER = define_job(name="forker", input=Tag, output=str, run=_fork_and_die)
 
 def die_holding_run(root: str, workdir: str) -> None:
     """Claim a run (lease 3600 s), fork a long-lived child inside a step, then die."""
-    global WORKDIR, WHO  # noqa: PLW0603
+    global WORKDIR, WHO
     WORKDIR, WHO = workdir, "dies"
     make(root, lease_duration=3600.0).process_until_idle()
 

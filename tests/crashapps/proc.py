@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -53,7 +54,8 @@ class Zygote:
         self.live: set[int] = set()
 
     def _call(self, msg: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.proc.stdin.write((json.dumps(msg) + "\n").encode())
         self.proc.stdin.flush()
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -111,10 +113,8 @@ class Zygote:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            try:
+            with contextlib.suppress(AssertionError):
                 self.wait(pid, 10)
-            except AssertionError:
-                pass
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         try:

@@ -25,8 +25,10 @@ from typing import Any
 
 import durably  # noqa: F401  - imported once here, inherited by every child
 
-from . import jobs  # noqa: F401
-from . import killhook
+from . import (
+    jobs,  # noqa: F401
+    killhook,
+)
 
 
 def _child(fn: str, kwargs: dict[str, Any], gate: int | None) -> None:
