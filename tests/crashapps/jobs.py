@@ -428,3 +428,37 @@ def race_end(root: str, out: str, run_id: str, role: str) -> None:
     except durably.DurablyError as exc:
         outcome = {"role": role, "error": type(exc).__name__, "message": str(exc)}
     Path(out).write_text(json.dumps(outcome))
+
+
+def _slow_job(step: Step, payload: Tag) -> str:
+    def body() -> str:
+        Path(WORKDIR, f"inside-{WHO}").write_text("1")
+        deadline = time.monotonic() + 60
+        while not Path(WORKDIR, "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return WHO
+
+    return step.run("slow", body)
+
+
+SLOW = define_job(name="slow", input=Tag, output=str, run=_slow_job)
+ALL_JOBS.append(SLOW)
+
+
+def try_to_steal(root: str, workdir: str, who: str, host: str, lease: float) -> None:
+    """Keep trying to claim (as another host) until the file ``stop`` appears."""
+    global WORKDIR, WHO
+    WORKDIR, WHO = workdir, who
+    pose_as_other_host(host)
+    d = make(root, lease_duration=lease, lease_renew_interval=lease / 10)
+    claimed = 0
+    while not Path(workdir, "stop").exists():
+        claimed += d.process_one()
+    Path(workdir, f"claimed-{who}").write_text(str(claimed))
+
+
+def hold_lease(root: str, workdir: str, who: str, lease: float) -> None:
+    """Execute runs with a short lease (renewed every lease/10 s) until idle."""
+    global WORKDIR, WHO
+    WORKDIR, WHO = workdir, who
+    make(root, lease_duration=lease, lease_renew_interval=lease / 10).process_until_idle()
