@@ -317,6 +317,30 @@ class TestUnstorableValues:
                                                          (f"bad {case}", "failed")]
 
 
+    @pytest.mark.parametrize("case", ["nan", "big-int", "set", "tuple-without-returns"])
+    def test_unstorable_job_output_fails_the_run_once(
+        self, durably_factory: Factory, case: str
+    ) -> None:
+        """A job (without an output model) returning a value that cannot be stored fails
+        the run with an error naming the output and the type; no worker retries it."""
+        fn, type_name = UNSTORABLE[case]
+
+        def run(step: Step, payload: In) -> Any:
+            step.run("first", lambda: "ok")
+            return fn()
+
+        d = durably_factory()
+        handle = d.register(define_job(name="bad-output", input=In, run=run))
+        run_id = handle.trigger(In()).id
+        assert d.process_until_idle() == 1
+        assert d.process_until_idle() == 0
+        failed = d.get_run(run_id)
+        assert failed is not None
+        assert failed.status == "failed"
+        assert "output" in (failed.error or ""), failed.error
+        assert type_name in (failed.error or ""), failed.error
+
+
 # -- permissions -----------------------------------------------------------------------
 
 
