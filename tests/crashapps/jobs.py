@@ -122,6 +122,8 @@ def sweep_op(root: str, workdir: str, op: str, kill_at: int, result: str) -> Non
         d.cancel(run_id)
     elif op == "delete":
         d.delete_run(run_id)
+    elif op == "batch":
+        handle.batch_trigger([Tag(tag=f"b{i}", steps=1) for i in range(3)])
     elif op == "init":
         d._store.ensure_ready()
     elif op == "kill-in-step":  # setup only: leave a run leased by a dead owner
