@@ -564,6 +564,37 @@ class TestCancel:
         assert run is not None
         assert run.status == "cancelled"
 
+    def test_a_job_that_swallows_the_cancellation_never_overwrites_it(self, d: Durably) -> None:
+        """A job that catches the CancelledError and returns normally leaves the run cancelled."""
+        reached = threading.Event()
+        swallowed: list[BaseException] = []
+
+        def job(step: Step, payload: In) -> str:
+            def wait() -> None:
+                reached.set()
+                step.signal.wait(10)
+
+            for name in ("wait", "after"):
+                try:
+                    step.run(name, wait)
+                except Exception as exc:  # noqa: BLE001 - the point of the test
+                    swallowed.append(exc)
+            return "finished anyway"
+
+        result = d.register(define_job(name="stubborn", input=In, run=job)).trigger(In())
+        d.start()
+        assert reached.wait(10)
+
+        d.cancel(result.id)
+        d.stop(timeout=30)
+
+        run = d.get_run(result.id)
+        assert run is not None
+        assert run.status == "cancelled"
+        assert run.output is None
+        assert swallowed
+        assert all(isinstance(exc, CancelledError) for exc in swallowed)
+
     @pytest.mark.parametrize("outcome", ["completed", "failed", "cancelled"])
     def test_cancelling_a_terminal_run_conflicts(self, d: Durably, outcome: str) -> None:
         """Cancelling a completed, failed or cancelled run raises ConflictError."""
