@@ -94,6 +94,7 @@ class TestPackage:
         """The package ships the `py.typed` marker."""
         assert (Path(durably.__file__).parent / "py.typed").is_file()
 
+    @pytest.mark.slow
     def test_core_never_imports_textual(self) -> None:
         """Importing `durably` does not import textual."""
         code = "import sys, durably; print('textual' in sys.modules)"
