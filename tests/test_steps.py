@@ -287,6 +287,22 @@ class TestUnstorableValues:
         steps = d.get_steps(run.id)
         assert [(s.name, s.status) for s in steps] == [("the-bad-step", "failed")]
 
+    def test_unstorable_value_in_an_async_job_fails_the_step(self, d: Durably) -> None:
+        """An async job's unstorable step value fails the run, naming the step and type."""
+
+        async def fn():  # type: ignore[no-untyped-def]
+            return {1, 2}
+
+        async def job(step: Step, payload: In) -> None:
+            await step.run("async-bad-step", fn)
+
+        run = run_job(d, job)
+
+        assert run.status == "failed"
+        assert "async-bad-step" in run.error
+        assert "set" in run.error
+        assert d.process_until_idle() == 0
+
 
 class TestStepNames:
     def test_same_name_twice_in_one_execution_raises_validation_error(self, d: Durably) -> None:
