@@ -126,6 +126,31 @@ class TestJobSchemas:
         assert run.status == "completed"
         assert run.output is None
 
+    def test_job_without_output_schema_stores_plain_json_output(self, d: Durably) -> None:
+        """A job without `output` may return any plain JSON data, which becomes the output."""
+        handle = d.register(
+            define_job(name="json-out", input=SyncIn, run=lambda step, payload: {"a": [1, "b"]})
+        )
+        result = handle.trigger(SyncIn(org_id="x"))
+        d.process_until_idle()
+
+        run = handle.get_run(result.id)
+        assert run is not None
+        assert run.status == "completed", run.error
+        assert run.output == {"a": [1, "b"]}
+
+    def test_unstorable_output_fails_the_run(self, d: Durably) -> None:
+        """A job whose return value cannot be stored fails with an error naming the type."""
+        handle = d.register(define_job(name="set-out", input=SyncIn, run=lambda step, payload: {1, 2}))
+        result = handle.trigger(SyncIn(org_id="x"))
+        d.process_until_idle()
+
+        run = d.get_run(result.id)
+        assert run is not None
+        assert run.status == "failed"
+        assert "set" in run.error
+        assert d.process_until_idle() == 0
+
     def test_output_returned_as_mapping_is_validated_into_the_model(self, d: Durably) -> None:
         """A job may return a mapping for its output model; the handle gives back the model."""
         handle = d.register(
