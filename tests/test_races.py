@@ -157,12 +157,22 @@ class TestCancelRacesClaim:
         assert "cancelled" in ended
 
 
+CROSS_HOST_KEY_LEASE = pytest.mark.xfail(strict=True, reason=(
+    "core bug: across hosts, Store.try_claim checks _key_busy_elsewhere (no live lease on "
+    "another run of the key) and then publishes its claim; two hosts claiming two runs of one "
+    "concurrency key at once both pass the check, and the runs overlap (the x-<key> lock "
+    "excludes only on one host)"))
+
+
 class TestSameKeyNeverOverlaps:
+    @pytest.mark.parametrize("hosts", [False, pytest.param(True, marks=CROSS_HOST_KEY_LEASE)],
+                             ids=["one-host", "two-hosts"])
     def test_two_worker_processes_never_run_two_runs_of_one_key_at_once(
-        self, tmp_path: Path, zygote: Zygote
+        self, tmp_path: Path, zygote: Zygote, hosts: bool
     ) -> None:
-        """Two worker processes share 12 runs over 3 concurrency keys: in the shared
-        interval log, the runs of one key never overlap, and every run completes."""
+        """Two worker processes (on one host, or posing as two), each executing two of four
+        jobs that share 3 concurrency keys (12 runs): in the shared interval log, the runs
+        of one key never overlap, and every run completes."""
         root, work = tmp_path / "root", tmp_path / "work"
         work.mkdir()
         d = jobs.make(str(root), fsync=False)
@@ -171,7 +181,9 @@ class TestSameKeyNeverOverlaps:
             assert keyed is not None
             keyed.trigger(jobs.KeyIn(key=f"k{n % 3}", n=n), concurrency_key=f"k{n % 3}")
         pids = [zygote.spawn("crashapps.jobs:keyed_worker", group="workers", root=str(root),
-                             workdir=str(work), who=who, expect=12) for who in ("w1", "w2")]
+                             workdir=str(work), who=who, expect=12,
+                             host=f"host-{who}" if hosts else None, job_names=names)
+                for who, names in (("w1", ["keyed-0", "keyed-2"]), ("w2", ["keyed-1", "keyed-3"]))]
         zygote.release("workers")
         for pid in pids:
             assert zygote.wait(pid) == 0, zygote.stderr()

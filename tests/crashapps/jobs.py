@@ -226,6 +226,19 @@ def _widen_key_window(seconds: float) -> None:
     os.link = link  # type: ignore[assignment]
 
 
+def _widen_claim_window(seconds: float) -> None:
+    """Sleep right before publishing a claim (``s.<n>``): the window between a worker's
+    checks and its claim."""
+    real = os.link
+
+    def link(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if os.path.basename(os.fspath(dst)).startswith("s."):
+            time.sleep(seconds)
+        real(src, dst, *args, **kwargs)
+
+    os.link = link  # type: ignore[assignment]
+
+
 class KeyIn(BaseModel):
     key: str
     n: int
@@ -249,11 +262,16 @@ KEYED = [define_job(name=f"keyed-{j}", input=KeyIn, output=str, run=_keyed_job) 
 one key can wait at once, and at most one of them may execute at a time."""
 
 
-def keyed_worker(root: str, workdir: str, who: str, expect: int) -> None:
-    """Process runs until ``expect`` runs are terminal (others may hold blocked keys)."""
+def keyed_worker(root: str, workdir: str, who: str, expect: int, host: str | None = None,
+                 job_names: list[str] | None = None) -> None:
+    """Process runs (of ``job_names`` only, if given) until ``expect`` runs are terminal."""
     global WORKDIR, WHO
     WORKDIR, WHO = workdir, who
-    d = make(root, fsync=False)
+    if host is not None:
+        pose_as_other_host(host)
+        _widen_claim_window(0.05)
+    chosen = [j for j in ALL_JOBS if job_names is None or j.name in job_names]
+    d = durably.Durably(root, jobs=chosen, fsync=False, polling_interval=0.05)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if d.process_one():
