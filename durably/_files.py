@@ -162,6 +162,8 @@ def read_bytes(path: str) -> bytes | None:
         fd = os.open(path, _FLAGS_READ)
     except FileNotFoundError:
         return None
+    except OSError as exc:  # ELOOP: a planted symlink; EACCES: a foreign file
+        raise wrap_os_error(exc, "read", path) from exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
