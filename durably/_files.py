@@ -283,10 +283,18 @@ class Journal:
         self._fd = os.open(path, flags, 0o600)
 
     def append(self, record: dict[str, Any], *, sync: bool) -> None:
-        """Append one record; fdatasync it when ``sync``."""
-        _write_all(self._fd, frame(record))
-        if sync:
-            os.fdatasync(self._fd)
+        """Append one record; fdatasync it when ``sync``.
+
+        Raises:
+            StoreError: the write or the sync failed (disk full, I/O error); the record
+                is not acknowledged, and the error names the journal and the cause.
+        """
+        try:
+            _write_all(self._fd, frame(record))
+            if sync:
+                os.fdatasync(self._fd)
+        except OSError as exc:
+            raise wrap_os_error(exc, "append to journal", self.path) from exc
 
     def touch(self) -> None:
         """Move the journal's mtime forward: the lease heartbeat other hosts read."""
