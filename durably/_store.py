@@ -280,12 +280,14 @@ class Store:
             lock_paths.append(os.path.join(self.locks_dir, "i-" + files.name_hash(job, idem)))
         if conc is not None:
             lock_paths.append(os.path.join(self.locks_dir, "p-" + files.name_hash(job, conc)))
-        for path in lock_paths:
-            locks.lock(path)
+        taken: list[str] = []
         try:
+            for path in lock_paths:
+                locks.lock(path)  # may fail (EMFILE, EACCES): release the ones taken
+                taken.append(path)
             return self._create_locked(record, coalesce=coalesce)
         finally:
-            for path in reversed(lock_paths):
+            for path in reversed(taken):
                 locks.unlock(path)
 
     def _key_target(self, key_path: str) -> RunState | None:
