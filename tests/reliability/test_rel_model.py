@@ -1,0 +1,217 @@
+"""A hypothesis state machine of the store against a plain-dict model (plan K1).
+
+Rules: trigger (with and without idempotency and concurrency keys, some of them hostile
+strings, with and without ``coalesce="skip"``), claim and execute through
+``process_one``, cancel, delete, retrigger, and reopening the root with a new instance.
+After every rule: the runs, their statuses, outputs and keys match the model; every
+non-ended run has its queue marker and no ended run has one; no temp file is left;
+every file is 0600 and every directory 0700; and ``durably doctor`` finds nothing.
+
+``REL_HYPOTHESIS_EXAMPLES`` raises the number of examples (nightly: 1000).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+from pydantic import BaseModel
+
+import durably
+from durably import Step, define_job
+from durably._doctor import Doctor
+
+KEYS = ["a", "../x", "a/b", "é" * 200, "key\nwith newline", "🙂"]
+STATS = {"examples": 0, "rules": 0, "states_checked": 0}
+
+
+class Tagged(BaseModel):
+    tag: int
+
+
+def _body(step: Step, payload: Tagged) -> dict[str, int]:
+    a = step.run("first", lambda: payload.tag)
+    b = step.run("second", lambda: a * 2)
+    return {"tag": a, "double": b}
+
+
+JOB = define_job(name="model-job", input=Tagged, run=_body)
+
+
+class StoreMachine(RuleBasedStateMachine):
+    runs = Bundle("runs")
+
+    def __init__(self) -> None:
+        super().__init__()
+        STATS["examples"] += 1
+        self.tmp = tempfile.mkdtemp(prefix="durably-model-")
+        self.root = os.path.join(self.tmp, "root")
+        self.d = self._open()
+        self.model: dict[str, dict[str, Any]] = {}  # id -> status, idem, conc, tag
+        self.idem: dict[str, str] = {}
+        self.tag = 0
+
+    def _open(self) -> durably.Durably:
+        return durably.Durably(self.root, jobs=[JOB], fsync=False)
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _pending_with(self, conc: str) -> str | None:
+        for run_id, m in self.model.items():
+            if m["status"] == "pending" and m["conc"] == conc:
+                return run_id
+        return None
+
+    def _create(self, run_id: str, idem: str | None, conc: str | None, tag: int) -> None:
+        self.model[run_id] = {"status": "pending", "idem": idem, "conc": conc, "tag": tag}
+        if idem is not None:
+            self.idem[idem] = run_id
+
+    @rule(target=runs, idem=st.none() | st.sampled_from(KEYS), conc=st.none() | st.sampled_from(KEYS),
+          coalesce=st.booleans())
+    def trigger(self, idem: str | None, conc: str | None, coalesce: bool) -> str:
+        STATS["rules"] += 1
+        coalesce = coalesce and conc is not None  # coalesce without a key is a ValidationError
+        self.tag += 1
+        handle = self.d.get_job("model-job")
+        assert handle is not None
+        holder = self._pending_with(conc) if conc is not None else None
+        try:
+            res = handle.trigger(Tagged(tag=self.tag), idempotency_key=idem, concurrency_key=conc,
+                                 coalesce="skip" if coalesce else None)
+        except durably.ConflictError:
+            assert idem not in self.idem
+            assert holder is not None
+            assert not coalesce
+            return holder
+        if idem is not None and idem in self.idem:
+            assert (res.disposition, res.id) == ("idempotent", self.idem[idem])
+        elif holder is not None:
+            assert coalesce
+            assert (res.disposition, res.id) == ("coalesced", holder)
+        else:
+            assert res.disposition == "created"
+            assert res.id not in self.model
+            self._create(res.id, idem, conc, self.tag)
+        return res.id
+
+    @rule()
+    def process_one(self) -> None:
+        STATS["rules"] += 1
+        pending = sorted(i for i, m in self.model.items() if m["status"] == "pending")
+        assert self.d.process_one() is bool(pending)
+        if pending:
+            self.model[pending[0]]["status"] = "completed"
+
+    @rule(run_id=runs)
+    def cancel(self, run_id: str) -> None:
+        STATS["rules"] += 1
+        m = self.model.get(run_id)
+        try:
+            self.d.cancel(run_id)
+        except durably.NotFoundError:
+            assert m is None or m["status"] == "deleted"
+            return
+        except durably.ConflictError:
+            assert m is not None
+            assert m["status"] in ("completed", "cancelled")
+            return
+        assert m is not None
+        assert m["status"] == "pending"
+        m["status"] = "cancelled"
+
+    @rule(run_id=consumes(runs))
+    def delete(self, run_id: str) -> None:
+        STATS["rules"] += 1
+        m = self.model.get(run_id)
+        try:
+            self.d.delete_run(run_id)
+        except durably.NotFoundError:
+            assert m is None or m["status"] == "deleted"
+            return
+        except durably.ConflictError:
+            assert m is not None
+            assert m["status"] == "pending"
+            return
+        assert m is not None
+        assert m["status"] in ("completed", "cancelled")
+        m["status"] = "deleted"
+        if m["idem"] is not None and self.idem.get(m["idem"]) == run_id:
+            del self.idem[m["idem"]]
+
+    @rule(target=runs, run_id=runs)
+    def retrigger(self, run_id: str) -> str:
+        STATS["rules"] += 1
+        m = self.model.get(run_id)
+        holder = self._pending_with(m["conc"]) if m is not None and m["conc"] is not None else None
+        try:
+            new = self.d.retrigger(run_id)
+        except durably.NotFoundError:
+            assert m is None or m["status"] == "deleted"
+            return run_id
+        except durably.ConflictError:
+            assert m is not None
+            assert (m["status"] == "pending" or holder is not None)
+            return run_id
+        assert m is not None
+        assert m["status"] in ("completed", "cancelled")
+        assert holder is None
+        assert new.status == "pending"
+        assert new.input == {"tag": m["tag"]}
+        self._create(new.id, None, m["conc"], m["tag"])
+        return new.id
+
+    @rule()
+    def reopen(self) -> None:
+        """A new instance on the same root (a restarted process) sees the same store."""
+        STATS["rules"] += 1
+        self.d = self._open()
+
+    @invariant()
+    def matches_model(self) -> None:
+        STATS["states_checked"] += 1
+        live = {i: m for i, m in self.model.items() if m["status"] != "deleted"}
+        runs = self.d.get_runs()
+        assert [r.id for r in runs] == sorted(live, reverse=True)
+        for run in runs:
+            m = live[run.id]
+            assert run.status == m["status"], (run.id, run.status, m)
+            assert run.input == {"tag": m["tag"]}
+            assert (run.idempotency_key, run.concurrency_key) == (m["idem"], m["conc"])
+            if m["status"] == "completed":
+                assert run.output == {"tag": m["tag"], "double": 2 * m["tag"]}
+        for run_id, m in self.model.items():
+            if m["status"] == "deleted":
+                assert self.d.get_run(run_id) is None
+
+    @invariant()
+    def files_are_tidy(self) -> None:
+        if not os.path.isdir(self.root):
+            return
+        queued = {n.split(".")[0] for n in os.listdir(os.path.join(self.root, "queue"))}
+        assert queued == {i for i, m in self.model.items() if m["status"] == "pending"}
+        assert os.listdir(os.path.join(self.root, "tmp")) == []
+        for top, dirs, names in os.walk(self.root):
+            for name in dirs:
+                assert stat.S_IMODE(os.lstat(os.path.join(top, name)).st_mode) == 0o700
+            for name in names:
+                st_ = os.lstat(os.path.join(top, name))
+                assert stat.S_ISREG(st_.st_mode)
+                assert stat.S_IMODE(st_.st_mode) == 0o600
+                assert len(name.encode()) <= 100
+                assert name.isascii()
+        assert Doctor(self.root).check() == []
+
+
+StoreMachine.TestCase.settings = settings(
+    max_examples=int(os.environ.get("REL_HYPOTHESIS_EXAMPLES", "40")), stateful_step_count=25,
+    deadline=None, derandomize=True, database=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+test_store_state_machine = StoreMachine.TestCase
