@@ -3,8 +3,10 @@ and file permissions (SPEC §8, DESIGN.md invariants 8-10)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import stat
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -17,6 +19,7 @@ from pydantic import BaseModel
 
 import durably
 from durably import Durably, Step, define_job
+from durably import _files as files
 
 Factory = Callable[..., Durably]
 
@@ -264,6 +267,71 @@ class TestDamagedFiles:
             with pytest.raises(durably.DurablyError):
                 fresh.delete_run(ids["pending"])
         assert target.read_bytes() == body
+
+
+# -- planted symlinks ------------------------------------------------------------------
+
+
+def _planted(root: Path, run_id: str, where: str) -> Path:
+    run_dir = next(root.glob(f"runs/*/*/{run_id}"))
+    return {
+        "key": root / "keys" / "i" / (files.name_hash("steps3", "k2") + ".json"),
+        "run.json": run_dir / "run.json", "lock": run_dir / "lock",
+        "next-journal": run_dir / "j.1", "next-state": run_dir / "s.1",
+        "format.json": root / "format.json", "tmp": root / "tmp", "locks": root / "locks",
+        "queue": root / "queue", "keys": root / "keys",
+    }[where]
+
+
+PLANTED_WHILE_RUNNING = pytest.mark.xfail(strict=True, reason=(
+    "core bug: Store.ensure_ready checks that queue/, locks/, keys/, tmp/ are real "
+    "directories once per instance; replaced by a symlink while the process runs, new lock "
+    "files (locks/) and queue markers (queue/) are created outside the root (files open "
+    "with O_NOFOLLOW, which guards only the last path component)"))
+
+
+class TestPlantedSymlinks:
+    @pytest.mark.parametrize(("started_after", "where"), [
+        pytest.param(after, where, id=f"{'new-process' if after else 'running'}-{where}",
+                     marks=[PLANTED_WHILE_RUNNING] if not after and where in ("locks", "queue")
+                     else [])
+        for after in (True, False)
+        for where in ("key", "run.json", "lock", "next-journal", "next-state", "format.json",
+                      "tmp", "locks", "queue", "keys")])
+    def test_a_symlink_planted_in_the_root_is_refused_and_never_written_through(
+        self, tmp_path: Path, durably_factory: Factory, where: str, started_after: bool
+    ) -> None:
+        """A file or directory of the root replaced by a symlink to something outside it,
+        before a process starts or while it runs: reads, triggers, workers and deletes
+        raise DurablyError or skip the run (never a raw OSError), and nothing outside the
+        root is created or changed."""
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (outside / "target").write_text("precious")
+        root = tmp_path / "root"
+        d = durably_factory(root_dir=root)
+        handle = d.register(STEPS3)
+        done = handle.trigger(In(value="d"), idempotency_key="k", concurrency_key="c").id
+        d.process_until_idle()
+        pending = handle.trigger(In(value="p"), idempotency_key="k2", concurrency_key="c2").id
+        link = _planted(root, pending, where)
+        if link.is_dir():
+            shutil.rmtree(link)
+            link.symlink_to(outside, target_is_directory=True)
+        else:
+            link.unlink(missing_ok=True)
+            link.symlink_to(outside / "target")
+        before = _tree(outside)
+        fresh = durably_factory(root_dir=root) if started_after else d
+        handle = fresh.register(STEPS3)
+        for action in (fresh.get_runs, lambda: fresh.get_run(pending),
+                       lambda: handle.trigger(In(value="again"), idempotency_key="k2"),
+                       lambda: handle.trigger(In(value="new"), idempotency_key="new"),
+                       fresh.process_until_idle, lambda: fresh.delete_run(done)):
+            with contextlib.suppress(durably.DurablyError):
+                action()
+            assert _tree(outside) == before, action
+        assert (outside / "target").read_text() == "precious"
 
 
 # -- unstorable step values ------------------------------------------------------------
