@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.console import Group, RenderableType
@@ -45,6 +46,31 @@ def _value(title: str, value: Any) -> RenderableType:
         except (TypeError, ValueError):
             body = Pretty(value)
     return Group(Text(title, style="bold underline"), body, Text(""))
+
+
+TIMELINE_WIDTH = 12
+
+
+def _span(detail: RunDetail, now: datetime) -> tuple[datetime, float] | None:
+    """Start of the run's first step and the seconds it spans (to its end, or `now`)."""
+    starts = [s.started_at for s in detail.steps if s.started_at is not None]
+    if not starts:
+        return None
+    start = min(starts)
+    ends = [s.completed_at for s in detail.steps if s.completed_at is not None]
+    end = detail.row.completed_at or (now if not detail.row.is_terminal else max(ends, default=start))
+    return start, max((end - start).total_seconds(), 1e-6)
+
+
+def _timeline(step: StepRow, span: tuple[datetime, float] | None, width: int) -> str:
+    """Where the step sits in the run, as a bar: `   ▕███▏     `."""
+    if span is None or step.started_at is None:
+        return ""
+    start, total = span
+    first = (step.started_at - start).total_seconds() / total * width
+    last = first + (step.duration or 0.0) / total * width
+    lo, hi = max(0, min(width - 1, round(first))), max(0, min(width, round(last)))
+    return " " * lo + "█" * max(1, hi - lo) + " " * max(0, width - max(hi, lo + 1))
 
 
 def _append_keys(text: Text, detail: RunDetail) -> None:
@@ -145,7 +171,7 @@ class RunDetailScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#steps", DataTable)
-        table.add_columns(" ", "#", "STEP", "STATUS", "TOOK", "AT")
+        table.add_columns(" ", "#", "STEP", "TOOK", "TIMELINE", "STATUS")
         table.focus()
         self._update_logbar()
         self.reload()
@@ -233,15 +259,16 @@ class RunDetailScreen(Screen[None]):
         table = self.query_one("#steps", DataTable)
         keep = table.cursor_row
         table.clear()
+        span = _span(detail, self.monitor.clock())
         for step in detail.steps:
             look = fmt.step_look(step.status)
             table.add_row(
                 Text(look.glyph, style=look.color),
                 str(step.index),
                 fmt.clip(step.name, 40),
-                Text(step.status, style=look.color),
                 fmt.duration(step.duration),
-                fmt.absolute(step.started_at, self.monitor.tz, date=False),
+                Text(_timeline(step, span, TIMELINE_WIDTH), style=look.color),
+                Text(step.status, style=look.color),
             )
         self.query_one("#steps-title", Static).update(f"STEPS  {len(detail.steps)}")
         self._steps_shown = detail.steps
@@ -268,7 +295,11 @@ class RunDetailScreen(Screen[None]):
         step = self._step()
         io: list[RenderableType] = [_value("Input", detail.input), _value("Output", detail.output)]
         if step is not None:
-            io.append(_value(f"Step {step.index} {step.name!r} output", step.output))
+            at = fmt.absolute(step.started_at, self.monitor.tz, date=False)
+            title = (
+                f"Step {step.index} {step.name!r} output (started {at}, took {fmt.duration(step.duration)})"
+            )
+            io.append(_value(title, step.output))
         self.query_one("#io-body", Static).update(Group(*io))
         self.query_one("#error-body", Static).update(self._error(detail, step))
 
