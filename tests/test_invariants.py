@@ -84,14 +84,15 @@ class TestDurability:
     def test_nothing_is_acknowledged_before_it_is_on_disk(
         self, tmp_path: Path, zygote: Zygote, fsync: bool
     ) -> None:
-        """Invariant 2: in a traced trigger, claim, three steps and completion, every write
-        is fsynced and every new name's directory is fsynced before the call that made it
-        returns. The control run with fsync=False must be caught by the same check."""
+        """Invariant 2: in a traced trigger, claim, three steps, completion, cancel and
+        retrigger, every write is fsynced and every new name's directory is fsynced before
+        the call that made it returns. The control run with fsync=False must be caught by
+        the same check."""
         result = tmp_path / "trace.json"
         zygote.check("crashapps.durability:trace_workload", root=str(tmp_path / "root"),
                      result=str(result), fsync=fsync)
         trace = json.loads(result.read_text())
-        assert sum(1 for op, _ in trace if op == "ack") == 6, trace
+        assert sum(1 for op, _ in trace if op == "ack") == 9, trace
         found = durability.violations(trace, str(tmp_path / "root"))
         if fsync:
             assert found == []

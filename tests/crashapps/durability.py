@@ -136,6 +136,12 @@ def trace_workload(root: str, result: str, fsync: bool) -> None:
     TRACE.append(("ack", "trigger"))
     d.process_one()
     TRACE.append(("ack", "process_one"))
+    pending = handle.trigger(Tag(steps=1), concurrency_key="c")
+    TRACE.append(("ack", "second trigger"))
+    d.cancel(pending.id)
+    TRACE.append(("ack", "cancel"))
+    d.retrigger(pending.id)
+    TRACE.append(("ack", "retrigger"))
     for name in killhook.HOOKED:
         setattr(os, name, killhook.REAL[name])
     os.open = _REAL_OPEN  # type: ignore[assignment]
