@@ -21,13 +21,7 @@ import orjson
 
 from . import _doctor
 from ._durably import Durably
-from ._errors import (
-    CancelledError,
-    DurablyError,
-    NotFoundError,
-    RunFailedError,
-    WaitTimeoutError,
-)
+from ._errors import DurablyError, NotFoundError
 from ._executor import AppError, WorkerOptions, load_app, run_worker
 from ._models import LogEntry, Progress, Run, RunStatus, StepRecord
 from ._tail import RunTail
@@ -278,24 +272,35 @@ class _ProgressBar:
 
 
 def _wait(durably: Durably, run_id: str, timeout: float | None) -> int:
+    """Follow a run to its end from its first record, so a fast run still shows its logs."""
     bar = _ProgressBar(sys.stderr)
+    tail = RunTail(durably, run_id)
+    tail.seen = 0
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        run = durably.wait_for_run(run_id, timeout=timeout, on_progress=bar.progress,
-                                   on_log=bar.log)
-    except RunFailedError as exc:
+        while True:
+            state = tail.poll(on_progress=bar.progress, on_log=bar.log)
+            if state is None:
+                raise NotFoundError(f"Run not found: {run_id} (deleted while waiting)",
+                                    run_id=run_id)
+            if state.status in ("completed", "failed", "cancelled"):
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                print(f"durably: run {run_id} is still {state.status} after "
+                      f"{_num(timeout or 0)}s", file=sys.stderr)
+                return 1
+            time.sleep(0.05)
+    finally:
         bar.close()
-        print(f"durably: run {run_id} failed: {_one_line(exc.error or '')}", file=sys.stderr)
+    run = durably.get_run(run_id)
+    if run is None:
+        raise NotFoundError(f"Run not found: {run_id} (deleted while waiting)", run_id=run_id)
+    if run.status is RunStatus.FAILED:
+        print(f"durably: run {run_id} failed: {_one_line(run.error or '')}", file=sys.stderr)
         return 1
-    except CancelledError:
-        bar.close()
+    if run.status is RunStatus.CANCELLED:
         print(f"durably: run {run_id} was cancelled", file=sys.stderr)
         return 1
-    except WaitTimeoutError:
-        bar.close()
-        print(f"durably: run {run_id} is still running after {_num(timeout or 0)}s",
-              file=sys.stderr)
-        return 1
-    bar.close()
     print(_json(run.output), flush=True)
     return 0
 

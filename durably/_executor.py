@@ -112,12 +112,11 @@ class _Child:
         self.current: str | None = None
 
     def send(self, **message: Any) -> None:
-        data = orjson.dumps(message)
-        if len(data) > 3500:  # keep each message one atomic pipe write (PIPE_BUF)
-            message["message"] = str(message.get("message", ""))[:1000]
-            data = orjson.dumps(message)[:3500]
-        with contextlib.suppress(OSError):
-            os.write(self.fd, data + b"\n")
+        """Tell the supervisor (one JSON line; only the main thread writes this pipe)."""
+        data = orjson.dumps(message) + b"\n"
+        with contextlib.suppress(OSError):  # the supervisor is gone: nobody to tell
+            while data:
+                data = data[os.write(self.fd, data):]
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self.stopping.set()

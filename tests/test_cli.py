@@ -191,7 +191,23 @@ def test_wait_timeout_exits_1_and_the_run_goes_on(root: Path, local: Durably) ->
     run = local.get_run(one_line(result.stdout))
     assert run is not None
     assert run.status is RunStatus.PENDING
-    assert "still running" in one_line(result.stderr)
+    assert "is still pending after 0.2s" in one_line(result.stderr)
+
+
+def test_wait_shows_the_whole_run_even_if_it_ended_first(root: Path, local: Durably) -> None:
+    """`--wait` on a run that already ended (here: found by its idempotency key) still
+    shows all its logs and progress, then its output."""
+    local.register(ADD).trigger({"a": 3, "b": 4}, idempotency_key="done-before")
+    local.process_until_idle()
+
+    result = durably_cli("trigger", APP, "add", "--input", '{"a": 3, "b": 4}',
+                         "--idempotency-key", "done-before", "--wait", "--root", root)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[1]) == {"sum": 7}
+    assert "adding" in result.stderr
+    assert "added" in result.stderr
+    assert "progress: 2/2 done" in result.stderr
 
 
 @pytest.fixture
