@@ -222,6 +222,31 @@ def case_trigger(d: durably.Durably, handle: Any, cmd: dict[str, Any]) -> dict[s
     return out
 
 
+def case_delete(d: durably.Durably, handle: Any, cmd: dict[str, Any]) -> dict[str, Any]:
+    """Delete a completed keyed run while the fault is armed; then delete it again."""
+    tag = cmd["tag"]
+    res = handle.trigger(Work(tag=tag, steps=2), idempotency_key=tag)
+    _wait_terminal(d, res.id)
+    ARM.clear()
+    ARM.update(point=cmd["point"], nth=cmd["nth"], errno=cmd["errno"], armed=True)
+    fiu_fail_nth(cmd["point"], cmd["nth"], cmd["errno"])
+    error = None
+    try:
+        d.delete_run(res.id)
+    except durably.DurablyError as exc:
+        error = {"type": type(exc).__name__, "message": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - reported to the test, which fails on it
+        error = {"type": type(exc).__name__, "message": str(exc), "unexpected": True}
+    fiu_disable()
+    out: dict[str, Any] = {"error": error, "fired": ARM["calls"]["n"] >= cmd["nth"]}
+    out["after_fault"] = _summary(d, d.get_run(res.id))
+    if d.get_run(res.id) is not None:
+        d.delete_run(res.id)
+    out["gone"] = d.get_run(res.id) is None
+    out["retrigger"] = handle.trigger(Work(tag=tag, steps=2), idempotency_key=tag).disposition
+    return out
+
+
 def serve(root: str, worker: bool) -> None:
     global WORKER  # noqa: PLW0603
     WORKER = worker
@@ -238,7 +263,7 @@ def serve(root: str, worker: bool) -> None:
         if cmd["op"] == "quit":
             break
         try:
-            fn = {"commit": case_commit, "trigger": case_trigger}[cmd["op"]]
+            fn = {"commit": case_commit, "trigger": case_trigger, "delete": case_delete}[cmd["op"]]
             out = fn(d, handle, cmd)
         except Exception as exc:  # noqa: BLE001 - the test fails on it with the message
             fiu_disable()

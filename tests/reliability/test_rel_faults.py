@@ -19,21 +19,23 @@ from typing import Any
 import pytest
 from relhelpers import FaultServer, need_root, need_tool, poll
 
-W, FSYNC, FDATASYNC, OPEN = ("posix/io/rw/write", "posix/io/sync/fsync", "posix/io/sync/fdatasync",
-                             "posix/io/oc/open")
+W, FSYNC, FDATASYNC, OPEN, RENAME = ("posix/io/rw/write", "posix/io/sync/fsync",
+                                     "posix/io/sync/fdatasync", "posix/io/oc/open", "posix/io/dir/rename")
 
 COMMIT_CASES = [
     *[(W, e, n) for e in ("ENOSPC", "EIO", "EROFS") for n in (1, 2, 3)],
     *[(FDATASYNC, e, n) for e in ("EIO", "ENOSPC", "EROFS") for n in (1, 2)],
     *[(FSYNC, e, n) for e in ("EIO", "ENOSPC") for n in (1, 2, 3)],
     *[(OPEN, e, n) for e in ("EMFILE", "EACCES", "ENOSPC", "EROFS") for n in (1, 2, 3)],
+    *[(RENAME, e, 1) for e in ("EIO", "ENOSPC")],  # the compaction after the run's end
 ]
+DELETE_CASES = [(RENAME, e, 1) for e in ("EIO", "EACCES", "EROFS", "ENOSPC", "EXDEV")]
 TRIGGER_CASES = [
     *[(OPEN, e, n) for e in ("EMFILE", "EACCES", "EROFS", "ENOSPC") for n in range(1, 7)],
     *[(W, e, n) for e in ("ENOSPC", "EIO") for n in (1, 2, 3)],
     *[(FSYNC, e, n) for e in ("EIO", "ENOSPC") for n in range(1, 7)],
 ]
-FAULT_CASES = {"commit": len(COMMIT_CASES), "trigger": len(TRIGGER_CASES)}
+FAULT_CASES = {"commit": len(COMMIT_CASES), "trigger": len(TRIGGER_CASES), "delete": len(DELETE_CASES)}
 
 
 def _check_run(run: dict[str, Any], steps: int, errno_name: str | None, ctx: str) -> None:
@@ -103,6 +105,25 @@ def test_errno_matrix_trigger(fault_server: FaultServer) -> None:
         _check_trigger_case(out, name, ctx)
         refused += out["error"] is not None
     assert refused >= len(TRIGGER_CASES) // 3, refused
+
+
+def test_errno_on_delete(fault_server: FaultServer) -> None:
+    """F1: deleting a run renames its directory away first; when that rename fails the
+    error names the cause, the run is intact and deletable, and its key is freed after."""
+    for i, (point, name, nth) in enumerate(DELETE_CASES):
+        ctx = f"delete {point} #{nth} {name}"
+        out = fault_server.call(op="delete", tag=f"d{i}", point=point, nth=nth,
+                                errno=getattr(errno, name))
+        assert "crash" not in out, (ctx, out)
+        assert out["fired"], (ctx, out)
+        error = out["error"]
+        assert error is not None, (ctx, out)
+        assert not error.get("unexpected"), (ctx, error)
+        assert os.strerror(getattr(errno, name)) in error["message"], (ctx, error)
+        assert out["after_fault"]["status"] == "completed", (ctx, out)
+        assert out["after_fault"]["done"] == ["step-0", "step-1"], (ctx, out)
+        assert out["gone"], (ctx, out)
+        assert out["retrigger"] == "created", (ctx, out)
 
 
 def _tracer(pid: int) -> int:
