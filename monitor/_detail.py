@@ -102,7 +102,7 @@ class RunDetailScreen(Screen[None]):
     RunDetailScreen #summary { height: auto; padding: 0 1; background: $panel; }
     RunDetailScreen #body { height: 1fr; }
     RunDetailScreen #tabs { width: 1fr; }
-    RunDetailScreen #steps-pane { width: 44%; max-width: 60; border-right: vkey $primary 30%; }
+    RunDetailScreen #steps-pane { width: 50%; max-width: 64; border-right: vkey $primary 30%; }
     RunDetailScreen #steps-title { height: 1; padding: 0 1; text-style: bold; }
     RunDetailScreen #steps { height: 1fr; }
     RunDetailScreen #logbar { height: 1; padding: 0 1; color: $text-muted; }

@@ -107,7 +107,7 @@ class RunsScreen(Screen[None]):
         now = app.clock()
         series = index.throughput(now)
         self.query_one("#spark", Sparkline).data = series
-        self.query_one("#rate", Static).update(f"{int(sum(series))} done/30m")
+        self.query_one("#rate", Static).update(f"{int(sum(series)):,} done/30m")
         live = Text("⏸ paused", style="bold #e5c07b") if app.paused else Text("● live", "#5fbf5f")
         if app.loading:
             live = Text("… loading", style="dim")
