@@ -34,6 +34,9 @@ ACTIVE_REFRESH = 5.0
 ACTIVE_BATCH = 100
 """At most this many running runs are reread per refresh (round-robin)."""
 
+RETRY_LOAD = 5.0
+"""Seconds before a scan that failed (root unreadable) is tried again."""
+
 Action = Literal["cancel", "retrigger", "delete"]
 
 RETRIGGER_NEEDS_APP = (
@@ -74,8 +77,8 @@ class MonitorApp(App[None]):
     class RunsLoaded(Message):
         """A page of the initial scan (or a full reload) arrived."""
 
-        def __init__(self, rows: list[RunRow], *, first: bool, last: bool) -> None:
-            self.rows, self.first, self.last = rows, first, last
+        def __init__(self, rows: list[RunRow], *, first: bool, last: bool, failed: bool = False) -> None:
+            self.rows, self.first, self.last, self.failed = rows, first, last, failed
             super().__init__()
 
     class RunsChanged(Message):
@@ -177,7 +180,12 @@ class MonitorApp(App[None]):
             self.post_message(self.RunsChanged(Diff(), cursor))
         except Exception as error:  # noqa: BLE001 (shown to the user; the monitor keeps going)
             self.post_message(self.Failed(f"Cannot read {self.source.label}: {error}"))
-            self.post_message(self.RunsLoaded([], first=False, last=True))
+            self.post_message(self.RunsLoaded([], first=False, last=True, failed=True))
+
+    def reload_all(self) -> None:
+        """Scan the whole root again (polls pause until it is done)."""
+        self.loading = True
+        self.load()
 
     def poll(self) -> None:
         """Ask the change feed what changed (called every `poll_interval` seconds)."""
@@ -219,11 +227,14 @@ class MonitorApp(App[None]):
             self.index.replace_all(message.rows, now)
         elif message.rows:
             self.index.apply(message.rows)
-        if message.last:
+        if message.failed:  # try the whole scan again in a while; polls wait for it
+            self.set_timer(RETRY_LOAD, self.reload_all)
+        elif message.last:
             self.loading = False
         self._refresh_views()
-        stage = "loaded" if message.last else "first_page"
-        self.timings.setdefault(stage, time.monotonic() - self._started)
+        if not message.failed:
+            stage = "loaded" if message.last else "first_page"
+            self.timings.setdefault(stage, time.monotonic() - self._started)
 
     def on_monitor_app_runs_changed(self, message: RunsChanged) -> None:
         if message.from_poll:

@@ -65,6 +65,13 @@ class TestList:
             await settle(pilot)
             assert any("disk gone" in n.message for n in app._notifications)
             assert shown(app) == []
+            assert app.loading  # the scan is retried; polls wait for it
+            fake.get_runs = FakeDurably.get_runs.__get__(fake)  # type: ignore[method-assign]
+            fake.put(FakeRun("01JDQ0000000000000000000B1", "late", RunStatus.PENDING))
+            app.reload_all()
+            await settle(pilot)
+            assert shown(app) == ["B1"]
+            assert not app.loading
 
     async def test_click_selects_and_double_click_opens(self, fake: FakeDurably) -> None:
         """Mouse: a click selects a row, a double click opens it."""
