@@ -208,24 +208,24 @@ class TestLeaseRenewal:
     def test_a_live_owner_renewing_its_lease_is_never_robbed_by_another_host(
         self, tmp_path: Path, zygote: Zygote
     ) -> None:
-        """Worker A holds a run (lease 1 s, renewed every 0.1 s) through a step lasting
-        about three leases while worker B, posing as another host, keeps trying to claim
-        it: B never claims, and A completes the run in generation 1."""
+        """Worker A holds a run (lease 2 s, renewed every 0.2 s) through a step lasting
+        about 1.5 leases while worker B, posing as another host, keeps trying to claim it:
+        B never claims, and A completes the run in generation 1."""
         root, work = tmp_path / "root", tmp_path / "work"
         work.mkdir()
         d = jobs.make(str(root), fsync=False)
         run_id = d.get_job("slow").trigger(jobs.Tag()).id  # type: ignore[union-attr]
         a = zygote.spawn("crashapps.jobs:hold_lease", root=str(root), workdir=str(work),
-                         who="A", lease=1.0)
+                         who="A", lease=2.0)
         poll((work / "inside-A").exists, what="A inside its step")
         b = zygote.spawn("crashapps.jobs:try_to_steal", root=str(root), workdir=str(work),
-                         who="B", host="other-host", lease=1.0)
+                         who="B", host="other-host", lease=2.0)
         journal = next(Path(root, "runs").glob(f"*/*/{run_id}/j.1"))
         beats: set[int] = set()
 
         def heartbeats() -> bool:
             beats.add(journal.stat().st_mtime_ns)
-            return len(beats) >= 15  # renewals every 0.2 s (the keeper tick): about 3 leases
+            return len(beats) >= 15  # a renewal every 0.2 s: about 1.5 lease durations
 
         try:
             poll(heartbeats, timeout=60, what="15 heartbeats of A")
