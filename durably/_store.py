@@ -217,9 +217,9 @@ class Store:
         if len(self._feed_last) > 10000:
             self._feed_last.clear()
         name = datetime.now(UTC).strftime("%Y%m%d%H") + ".log"
-        path = os.path.join(self.feed_dir, name)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = os.open(os.path.join(self.feed_dir, name), flags, 0o600)
             try:
                 os.write(fd, run_id.encode() + b"\n")
             finally:
@@ -359,8 +359,14 @@ class Store:
             # All names first, then the fsyncs: on ext4 the first fsync commits the one
             # journal transaction holding every name, and the others cost next to nothing.
             shard = os.path.dirname(run_dir)
-            new_shard = files.ensure_dir(shard, sync=False)
-            files.ensure_dir(run_dir, sync=False)
+            new_shard = False
+            try:
+                os.mkdir(run_dir, 0o700)  # the shard usually exists: one system call
+            except FileNotFoundError:
+                new_shard = files.ensure_dir(shard, sync=False)
+                files.ensure_dir(run_dir, sync=False)
+            except FileExistsError:
+                files.ensure_dir(run_dir, sync=False)  # refuses a planted symlink
             files.create_file(marker, b"", sync=False)
             files.create_file(os.path.join(run_dir, "run.json"), files.dumps(record), sync=self.sync)
             if self.sync:
