@@ -131,7 +131,11 @@ def test_readonly_remount_mid_run(tmp_path: Path, caplog: pytest.LogCaptureFixtu
                 assert b"busy" in busy.stderr.lower(), busy.stderr
                 holder.send_signal(signal.SIGKILL)
                 holder.wait(timeout=60)
-                run_cmd("mount", "-o", "remount,ro", str(mnt))
+                # The dead holder's journal descriptor is released asynchronously.
+                poll(lambda: subprocess.run(["mount", "-o", "remount,ro", str(mnt)],
+                                            capture_output=True, timeout=60,
+                                            check=False).returncode == 0,
+                     what="remount,ro once the holder is gone")
         finally:
             if holder.poll() is None:
                 holder.kill()
