@@ -138,18 +138,22 @@ class _Child:
         parent = os.getppid()
         try:
             durably = load_app(self.app, self.root)
-        except AppError as exc:
+            durably._store.ensure_ready()  # an unusable root stops the start-up, clearly
+        except (AppError, DurablyError) as exc:
             self.send(t="error", message=str(exc))
             return 2
         self.send(t="ready", pid=os.getpid(), root=durably.root, jobs=sorted(durably.jobs))
         durably.on("run:leased", self._on_leased)
         durably.on("worker:error", self._on_error)
         interval = durably._polling_interval
+        errors = 0
         # An orphan (the supervisor was killed) stops claiming, like a drained child.
         while not self.stopping.is_set() and os.getppid() == parent:
             try:
                 ran = durably.process_one()
+                errors = 0
             except Exception as exc:  # noqa: BLE001 - keep serving: report and back off
+                errors += 1
                 print(f"durably worker [{os.getpid()}]: {_one_line(exc)}", file=sys.stderr,
                       flush=True)
                 ran = False
@@ -157,8 +161,9 @@ class _Child:
                 self.send(t="idle", run=self.current)
                 self.current = None
             if not ran:
-                durably._idle_maintenance()
-                self.stopping.wait(interval)
+                if not errors:
+                    durably._idle_maintenance()
+                self.stopping.wait(min(30.0, interval * 2 ** errors))
         return 0
 
 

@@ -94,6 +94,15 @@ class TestStartUp:
         assert message in one_line(result.stderr)
         assert files_under(root) == []
 
+    def test_an_unusable_root_is_one_line_and_a_non_zero_exit(self, tmp_path: Path) -> None:
+        """A root that cannot be created (under a regular file) stops the start-up."""
+        (tmp_path / "a-file").write_text("")
+
+        result = durably_cli("worker", "apps.jobs:durably", "--root", tmp_path / "a-file" / "root")
+
+        assert result.returncode == 2
+        assert "Not a directory" in one_line(result.stderr)
+
     def test_root_is_exported_before_the_app_is_imported(
             self, root: Path, local: Durably, workdir: Path,
             workers: Callable[..., Worker]) -> None:
