@@ -216,12 +216,26 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_input(text: str) -> Any:
+    """``--input``: JSON, or ``-`` for standard input, or ``@FILE``."""
+    source = "--input"
+    if text == "-":
+        text, source = sys.stdin.read(), "standard input"
+    elif text.startswith("@"):
+        try:
+            with open(text[1:], encoding="utf-8") as f:
+                text, source = f.read(), text[1:]
+        except OSError as exc:
+            raise UsageError(f"cannot read --input file {text[1:]}: {exc.strerror}") from None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"{source} is not valid JSON: {exc}") from None
+
+
 def cmd_trigger(args: argparse.Namespace) -> int:
     """``durably trigger``."""
-    try:
-        payload = orjson.loads(args.input)
-    except orjson.JSONDecodeError as exc:
-        raise UsageError(f"--input is not valid JSON: {exc}") from None
+    payload = _read_input(args.input)
     labels = _labels(args.label)
     durably = _open_app(args)
     handle = durably.get_job(args.job)
@@ -478,7 +492,9 @@ def _worker_arguments(p: argparse.ArgumentParser) -> None:
 def _trigger_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("app", metavar="APP", help="module:attribute naming a durably.Durably instance")
     p.add_argument("job", metavar="JOB", help="job name")
-    p.add_argument("--input", default="{}", metavar="JSON", help="the job's input (default {})")
+    p.add_argument("--input", default="{}", metavar="JSON",
+                   help="the job's input as JSON, - for standard input, @FILE for a file "
+                        "(default {})")
     p.add_argument("--idempotency-key", metavar="K")
     p.add_argument("--concurrency-key", metavar="K")
     p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label (repeatable)")

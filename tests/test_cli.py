@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,10 @@ import pytest
 from apps.jobs import ADD, FAIL, GATED, STEPS
 from cli_harness import (
     APP,
+    TESTS,
     Worker,
     durably_cli,
+    env,
     files_under,
     one_line,
     popen_cli,
@@ -91,6 +95,25 @@ class TestTrigger:
         assert (run.idempotency_key, run.concurrency_key) == ("k1", "c1")
         assert run.labels == {"env": "prod", "team": "x"}
 
+    @pytest.mark.parametrize("how", ["file", "stdin"])
+    def test_input_from_a_file_or_stdin(self, root: Path, local: Durably, tmp_path: Path,
+                                        how: str) -> None:
+        """`--input @FILE` reads the input from a file, `--input -` from standard input."""
+        path = tmp_path / "input.json"
+        path.write_text('{"a": 6, "b": 7}')
+        if how == "file":
+            result = durably_cli("trigger", APP, "add", "--input", f"@{path}", "--root", root)
+        else:
+            result = subprocess.run(
+                [sys.executable, "-m", "durably", "trigger", APP, "add", "--input", "-",
+                 "--root", str(root)], input=path.read_text(), cwd=TESTS, env=env(),
+                capture_output=True, text=True, check=False)
+
+        assert result.returncode == 0, result.stderr
+        run = local.get_run(one_line(result.stdout))
+        assert run is not None
+        assert run.input == {"a": 6, "b": 7}
+
     def test_root_defaults_to_the_environment_variable(self, root: Path, local: Durably) -> None:
         """Without `--root`, `$DURABLY_ROOT` is the root."""
         result = durably_cli("trigger", APP, "add", "--input", '{"a": 1, "b": 1}',
@@ -107,6 +130,7 @@ class TestTrigger:
 
     @pytest.mark.parametrize(("args", "message"), [
         (["add", "--input", "{not json"], "not valid JSON"),
+        (["add", "--input", "@/nonexistent/input.json"], "cannot read --input file"),
         (["add", "--input", '{"a": 1}'], "Invalid input"),
         (["add", "--input", '{"a": 1, "b": 2}', "--label", "novalue"], "KEY=VALUE"),
         (["add", "--input", '{"a": 1, "b": 2}', "--label", "bad key!=x"], "label"),
