@@ -141,5 +141,5 @@ def popen_cli(*args: str | Path) -> subprocess.Popen[str]:
                             text=True)
 
 
-__all__: Sequence[str] = ["APP", "TESTS", "Worker", "durably_cli", "files_under", "one_line",
+__all__: Sequence[str] = ["APP", "TESTS", "Worker", "durably_cli", "env", "files_under", "one_line",
                           "pid_alive", "popen_cli", "wait_until"]
