@@ -66,17 +66,31 @@ _LAYOUTS: list[list[tuple[str, str, int, int, SortKey | None]]] = [
 ]
 
 
-def layout(width: int) -> list[Column]:
-    """Columns for a list `width` cells wide: drop columns until the rest fit, then widen."""
-    for spec in _LAYOUTS:
+def layout(width: int, *, absolute_times: bool = False) -> list[Column]:
+    """Columns for a list `width` cells wide: drop columns until the rest fit, then widen.
+
+    Relative start times (`12m ago`, title `STARTED ▼`) need 9 cells, absolute ones 14.
+    """
+    started = 14 if absolute_times else 9
+    layouts = [
+        [(n, t, started if n == "started" else w, g, k) for n, t, w, g, k in spec] for spec in _LAYOUTS
+    ]
+    for spec in layouts:
         minimum = sum(c[2] for c in spec) + len(spec) - 1
-        if minimum <= width or spec is _LAYOUTS[-1]:
+        if minimum <= width or spec is layouts[-1]:
             break
     extra = max(0, width - minimum)
     widths = {name: low for name, _, low, _, _ in spec}
     growth = {name: grow for name, _, _, grow, _ in spec}
-    # the progress column grows first (to 40 cells), then job and labels, then progress again
-    for name, cap in (("progress", 18), ("job", 99), ("labels", 99), ("progress", 999)):
+    # job names get a little room first, then progress, then job and labels, then progress
+    for name, cap in (
+        ("job", 4),
+        ("progress", 18),
+        ("labels", 8),
+        ("job", 99),
+        ("labels", 99),
+        ("progress", 999),
+    ):
         if name in widths:
             take = min(cap, growth[name], extra)
             widths[name] += take
@@ -216,7 +230,7 @@ class RunList(ScrollView, can_focus=True):
     async def _on_click(self, event: events.Click) -> None:
         if event.y == 0:
             x = 0
-            for column in layout(self.scrollable_content_region.width):
+            for column in layout(self.scrollable_content_region.width, absolute_times=self.absolute_times):
                 if x <= event.x < x + column.width + 1 and column.sort is not None:
                     self.post_message(self.SortRequested(column.sort))
                 x += column.width + 1
@@ -252,7 +266,7 @@ class RunList(ScrollView, can_focus=True):
     def _header(self, width: int, base: Style) -> Strip:
         style = base + self.get_component_rich_style("run-list--header")
         segments = []
-        for column in layout(width):
+        for column in layout(width, absolute_times=self.absolute_times):
             title = column.title
             if column.sort is self.index.sort_key and column.sort is not None:
                 title += " ▼" if self.index.descending else " ▲"
@@ -264,7 +278,7 @@ class RunList(ScrollView, can_focus=True):
         color = Style(color=look.color)
         dim = self.get_component_rich_style("run-list--dim", partial=True)
         segments: list[Segment] = []
-        for column in layout(width):
+        for column in layout(width, absolute_times=self.absolute_times):
             for text, extra in self._cell(column, row, look, color, dim):
                 segments.append(Segment(text, style + extra if extra else style))
             segments.append(Segment(" ", style))
