@@ -9,6 +9,7 @@ import hashlib
 import json
 import shutil
 import sys
+import uuid
 from pathlib import Path
 
 from benchmarks.bench_floors import APPEND, APPEND_FSYNC
@@ -83,24 +84,36 @@ def _replay(ctx: Context, fsync: bool, section: str) -> Result:
     return result_from(r, "replay_s", section, replay_row(ctx), "durably", note=note)
 
 
-def _core_digest() -> str:
-    """Hash of the core's sources: a generated root is reused only by the same core."""
+def _cache_key() -> str:
+    """durably's version and format version, and a hash of its sources: a generated root
+    is reused only by the same core (a changed store may lay runs out differently)."""
     h = hashlib.sha256(str(CACHE_FORMAT).encode())
     for path in sorted((REPO / "durably").rglob("*.py")):
         h.update(path.name.encode())
         h.update(path.read_bytes())
-    return h.hexdigest()[:12]
+    from durably import __version__  # noqa: PLC0415 -- not in the orchestrator's imports
+    from durably._files import FORMAT_VERSION  # noqa: PLC0415
+
+    return f"{__version__}-f{FORMAT_VERSION}-{h.hexdigest()[:12]}"
 
 
 def _cached_root(ctx: Context, count: int) -> tuple[Path | None, str]:
-    """A root with ``count`` pending runs, built once per core version under the cache."""
-    digest = _core_digest()
+    """A root with ``count`` pending runs (``<dir>/root``), built once per core version
+    under the cache. Roots of other versions are moved aside at once and deleted after
+    the last benchmark (deleting 100,000 runs takes minutes on a busy disk)."""
+    try:
+        key = _cache_key()
+    except Exception as exc:  # noqa: BLE001 -- a broken core: report, do not crash the run
+        return None, f"cannot import durably: {type(exc).__name__}: {exc}"
     base = ctx.cache / "get_runs"
     base.mkdir(parents=True, exist_ok=True)
-    for old in base.iterdir():  # roots of other core versions are stale
-        if not old.name.startswith(digest):
-            shutil.rmtree(old, ignore_errors=True)
-    root = base / f"{digest}-{count}"
+    for old in base.iterdir():
+        if not old.name.startswith((key, ".stale-")):
+            old.rename(base / f".stale-{uuid.uuid4().hex[:8]}")
+    if not any(c is _purge_stale for c in ctx.cleanups):
+        ctx.cleanups.append(_purge_stale)
+        _STALE.append((ctx, base))
+    root = base / f"{key}-{count}"
     if (root / ".complete").exists():
         return root, "cached"
     shutil.rmtree(root, ignore_errors=True)
@@ -110,6 +123,19 @@ def _cached_root(ctx: Context, count: int) -> tuple[Path | None, str]:
         return None, r["error"]
     (root / ".complete").write_text(str(count))
     return root, f"built in {r['build_s']:.0f} s"
+
+
+_STALE: list[tuple[Context, Path]] = []
+
+
+def _purge_stale() -> None:
+    for ctx, base in _STALE:
+        stale = list(base.glob(".stale-*"))
+        if stale:
+            ctx.log(f"durably: deleting {len(stale)} cached root(s) of older cores")
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+    _STALE.clear()
 
 
 def _get_runs(ctx: Context) -> list[Result]:

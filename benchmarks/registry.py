@@ -111,6 +111,8 @@ class Context:
     peers_dir: Path  # installed peers, outside git
     verbose: bool = True
     started: float = field(default_factory=time.monotonic)
+    # Run after every benchmark is measured (slow housekeeping that must not disturb them).
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def log(self, msg: str) -> None:
         if self.verbose:

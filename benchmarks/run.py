@@ -133,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(Result(b.name, b.name, "durably", None,
                                       error=f"{type(exc).__name__}: {exc}"))
             ctx.log(f"{b.name}: done in {time.monotonic() - t0:.1f} s")
+            if args.json:  # a long run can be read while it goes on
+                dump(args.json, meta, results, None)
     finally:
+        for cleanup in ctx.cleanups:
+            cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
     meta["seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
     meta["load_after"] = os.getloadavg()
@@ -150,12 +154,18 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(render_targets(checks))
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "meta": meta,
-            "results": [dataclasses.asdict(r) for r in results],
-            "targets": dict(checks),
-        }, indent=2))
+        dump(args.json, meta, results, dict(checks))
     return 0
+
+
+def dump(path: str, meta: dict, results: list[Result], targets: dict | None) -> None:
+    """Write the figures as JSON (``targets`` None: a partial dump during the run)."""
+    Path(path).write_text(json.dumps({
+        "meta": meta,
+        "results": [dataclasses.asdict(r) for r in results],
+        "targets": targets,
+        "complete": targets is not None,
+    }, indent=2))
 
 
 if __name__ == "__main__":
