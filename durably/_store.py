@@ -714,10 +714,18 @@ class Store:
         for sub, key in (("i", record.get("idempotency_key")), ("p", record.get("concurrency_key"))):
             if key is None:
                 continue
-            path = os.path.join(self.keys_dir, sub, files.name_hash(record["job_name"], key) + ".json")
-            rec = files.read_record(path)
-            if rec is not None and rec.get("run") == state.run_id:
-                files.remove_file(path)
+            key_hash = files.name_hash(record["job_name"], key)
+            path = os.path.join(self.keys_dir, sub, key_hash + ".json")
+            # Under the key's trigger lock: a trigger that saw this run gone may already
+            # have bound the key to a new run; never free that run's key.
+            lock_path = os.path.join(self.locks_dir, f"{sub}-{key_hash}")
+            locks.lock(lock_path)
+            try:
+                rec = files.read_record(path)
+                if rec is not None and rec.get("run") == state.run_id:
+                    files.remove_file(path)
+            finally:
+                locks.unlock(lock_path)
         shutil.rmtree(trash, ignore_errors=True)
         if self.sync:
             with contextlib.suppress(OSError):
