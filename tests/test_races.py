@@ -164,6 +164,33 @@ CROSS_HOST_KEY_LEASE = pytest.mark.xfail(strict=True, reason=(
     "excludes only on one host)"))
 
 
+class TestDeleteRacesTrigger:
+    def test_a_delete_never_frees_the_key_of_the_run_that_replaced_it(
+        self, tmp_path: Path, zygote: Zygote
+    ) -> None:
+        """delete_run of a keyed run races a trigger of the same key, which creates a new
+        run once the old one is gone: the delete never frees the new run's key, so a later
+        trigger of the key returns the new run and the key holds exactly one run."""
+        root, work = tmp_path / "root", tmp_path / "work"
+        work.mkdir()
+        d = jobs.make(str(root), fsync=False)
+        steps = d.get_job("steps")
+        assert steps is not None
+        old = steps.trigger(jobs.Tag(steps=0), idempotency_key="key").id
+        d.process_until_idle()
+        deleter = zygote.spawn("crashapps.jobs:delete_paused", root=str(root), workdir=str(work),
+                               run_id=old)
+        trigger = zygote.spawn("crashapps.jobs:trigger_after_rename", root=str(root),
+                               workdir=str(work), key="key")
+        assert zygote.wait(deleter) == 0, zygote.stderr()
+        assert zygote.wait(trigger) == 0, zygote.stderr()
+        assert (work / "triggered").read_text() == "created"
+        again = steps.trigger(jobs.Tag(tag="third", steps=0), idempotency_key="key")
+        runs = [r for r in d.get_runs() if r.idempotency_key == "key"]
+        assert len(runs) == 1, [(r.id, r.input) for r in runs]
+        assert again.disposition == "idempotent"
+
+
 class TestSameKeyNeverOverlaps:
     @pytest.mark.parametrize("hosts", [False, pytest.param(True, marks=CROSS_HOST_KEY_LEASE)],
                              ids=["one-host", "two-hosts"])

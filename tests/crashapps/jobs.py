@@ -482,3 +482,40 @@ def hold_lease(root: str, workdir: str, who: str, lease: float) -> None:
     global WORKDIR, WHO
     WORKDIR, WHO = workdir, who
     make(root, lease_duration=lease, lease_renew_interval=lease / 10).process_until_idle()
+
+
+def _wait_for(path: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+def delete_paused(root: str, workdir: str, run_id: str) -> None:
+    """Delete a run, pausing between reading its key file and unlinking it until the
+    racing trigger is done (or 1 s passed: the trigger may be waiting for us)."""
+    real_rename, real_unlink = os.rename, os.unlink
+
+    def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        real_rename(src, dst, *args, **kwargs)
+        if os.path.basename(os.fspath(src)) == run_id:
+            Path(workdir, "renamed").write_text("1")
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if f"{os.sep}keys{os.sep}" in os.fspath(path):
+            _wait_for(os.path.join(workdir, "triggered"), 1.0)
+        real_unlink(path, *args, **kwargs)
+
+    os.rename, os.unlink = rename, unlink  # type: ignore[assignment]
+    make(root, fsync=False).delete_run(run_id)
+
+
+def trigger_after_rename(root: str, workdir: str, key: str) -> None:
+    """Trigger ``key`` once the racing delete has renamed its run away."""
+    assert _wait_for(os.path.join(workdir, "renamed"), 20)
+    handle = make(root, fsync=False).get_job("steps")
+    assert handle is not None
+    res = handle.trigger(Tag(tag="second", steps=1), idempotency_key=key)
+    Path(workdir, "triggered").write_text(res.disposition)
