@@ -443,16 +443,23 @@ class Store:
         mtime = 0.0
         compacted = os.path.join(state.run_dir, "journal.jsonl")
         if state.status in TERMINAL_KINDS and os.path.exists(compacted):
-            data = files.read_bytes(compacted) or b""
-            for rec, _ in files.iter_frames(data):
-                out.append((int(rec.pop("g", 0)), rec))
-            return JournalView(out, _mtime(compacted))
+            return self._compacted(compacted)
         for gen in range(1, state.generation + 1):
             path = os.path.join(state.run_dir, f"j.{gen}")
             recs, mt = self._journal_records(path, cuts.get(str(gen)))
             mtime = max(mtime, mt)
             out.extend((gen, r) for r in recs)
+        if state.status in TERMINAL_KINDS and os.path.exists(compacted):
+            # Compacted while we read: journal.jsonl is renamed in before the j.<g> are
+            # removed, so it holds everything, and what we read may be missing parts.
+            return self._compacted(compacted)
         return JournalView(out, mtime)
+
+    def _compacted(self, path: str) -> JournalView:
+        out = []
+        for rec, _ in files.iter_frames(files.read_bytes(path) or b""):
+            out.append((int(rec.pop("g", 0)), rec))
+        return JournalView(out, _mtime(path))
 
     def _journal_records(self, path: str, cut: int | None) -> tuple[list[dict[str, Any]], float]:
         """Valid records of one journal up to ``cut``, parsed incrementally (cached)."""
