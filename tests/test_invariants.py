@@ -79,6 +79,27 @@ class TestAtomicVisibility:
         assert seen_states >= {"s.1", "s.2"}
 
 
+class TestReadAcrossCompaction:
+    def test_steps_of_a_run_read_while_it_is_compacted_are_all_there(
+        self, tmp_path: Path, zygote: Zygote
+    ) -> None:
+        """Invariant 1: a reader listing the steps of a run that just ended, while the
+        worker compacts its journals into journal.jsonl, sees every completed step."""
+        root, work = tmp_path / "root", tmp_path / "work"
+        work.mkdir()
+        d = jobs.make(str(root), fsync=False)
+        run_id = d.get_job("steps").trigger(jobs.Tag(steps=3)).id  # type: ignore[union-attr]
+        out = tmp_path / "steps.json"
+        reader = zygote.spawn("crashapps.jobs:read_steps_across_compaction", root=str(root),
+                              workdir=str(work), run_id=run_id, out=str(out))
+        writer = zygote.spawn("crashapps.jobs:complete_then_pause_compaction", root=str(root),
+                              workdir=str(work))
+        assert zygote.wait(writer) == 0, zygote.stderr()
+        assert zygote.wait(reader) == 0, zygote.stderr()
+        assert (work / "reader-ready").exists()
+        assert json.loads(out.read_text()) == ["step-00", "step-01", "step-02"]
+
+
 class TestDurability:
     @pytest.mark.parametrize("fsync", [True, False], ids=["fsync", "no-fsync-control"])
     def test_nothing_is_acknowledged_before_it_is_on_disk(

@@ -519,3 +519,42 @@ def trigger_after_rename(root: str, workdir: str, key: str) -> None:
     assert handle is not None
     res = handle.trigger(Tag(tag="second", steps=1), idempotency_key=key)
     Path(workdir, "triggered").write_text(res.disposition)
+
+
+def complete_then_pause_compaction(root: str, workdir: str) -> None:
+    """Execute runs; hold each compaction (the rename of journal.jsonl) until a reader
+    says it is in the middle of reading the run's journals."""
+    real_rename = os.rename
+
+    def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if os.path.basename(os.fspath(dst)) == "journal.jsonl":
+            _wait_for(os.path.join(workdir, "reader-ready"), 5.0)
+        real_rename(src, dst, *args, **kwargs)
+
+    os.rename = rename  # type: ignore[assignment]
+    make(root, fsync=False, preserve_steps=True).process_until_idle()
+
+
+def read_steps_across_compaction(root: str, workdir: str, run_id: str, out: str) -> None:
+    """Once the run has ended, read its steps, letting the compaction happen between the
+    check for journal.jsonl and the read of j.1."""
+    d = make(root, fsync=False)
+    deadline = time.monotonic() + 20
+    while (run := d.get_run(run_id)) is None or not run.is_terminal:
+        assert time.monotonic() < deadline, "run never ended"
+        time.sleep(0.002)
+    real_stat = os.stat
+    journal = os.path.join(str(d._store.run_dir(run_id)), "j.1")
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if os.fspath(path) == journal and not os.path.exists(os.path.join(workdir, "reader-ready")):
+            Path(workdir, "reader-ready").write_text("1")
+            limit = time.monotonic() + 5
+            while os.path.exists(journal) and time.monotonic() < limit:
+                time.sleep(0.002)
+        return real_stat(path, *args, **kwargs)
+
+    os.stat = stat  # type: ignore[assignment]
+    names = [s.name for s in d.get_steps(run_id) if s.status == "completed"]
+    os.stat = real_stat  # type: ignore[assignment]
+    Path(out).write_text(json.dumps(names))
