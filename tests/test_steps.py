@@ -114,7 +114,8 @@ def crash_resume(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         assert run is not None
         first = pickle.loads((workdir / "values-1.pkl").read_bytes())
         second = pickle.loads((workdir / "values-2.pkl").read_bytes())
-        yield {"run": run, "first": first, "second": second, "workdir": workdir}
+        steps = d.get_steps(result.id)
+        yield {"run": run, "first": first, "second": second, "workdir": workdir, "steps": steps}
     finally:
         d.stop()
 
@@ -183,6 +184,12 @@ class TestReplay:
     def test_completed_step_count_counts_each_step_once(self, crash_resume: dict[str, Any]) -> None:
         """Replayed steps are not counted twice: every step of the job is counted once."""
         assert crash_resume["run"].completed_step_count == len(FIDELITY_STEPS) + 1
+
+    def test_step_indexes_are_not_inflated_by_replay(self, crash_resume: dict[str, Any]) -> None:
+        """After a resume, each completed step keeps its position as its index."""
+        completed = [(s.index, s.name) for s in crash_resume["steps"] if s.status == "completed"]
+
+        assert completed == list(enumerate([*FIDELITY_STEPS, "crash"]))
 
     def test_claim_after_a_crash_increments_the_lease_generation(self, crash_resume: dict[str, Any]) -> None:
         """The resuming claim is the run's second, so `lease_generation` is 2."""
