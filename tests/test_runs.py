@@ -153,6 +153,7 @@ class TestRunFields:
         assert run.status is RunStatus.FAILED
         assert "Intentional failure" in run.error
         assert run.output is None
+        assert run.completed_step_count == 1
         assert _aware_utc(run.completed_at)
         assert (run.is_terminal, run.is_active) == (True, False)
 
