@@ -214,6 +214,19 @@ class TestIdempotency:
 
         assert [e.type for e in seen] == ["run:trigger"]
 
+    def test_keys_hold_across_instances_on_one_root(self, durably_factory: Factory) -> None:
+        """Another instance on the same root sees the key: same run, and the same pending key."""
+        first, second = durably_factory(jobs=[SYNC]), durably_factory(jobs=[SYNC])
+        created = first.jobs["sync-users"].trigger(
+            SyncIn(org_id="a"), idempotency_key="k", concurrency_key="c"
+        )
+
+        again = second.jobs["sync-users"].trigger(SyncIn(org_id="b"), idempotency_key="k")
+        with pytest.raises(ConflictError):
+            second.jobs["sync-users"].trigger(SyncIn(org_id="c"), concurrency_key="c")
+
+        assert (again.id, again.disposition) == (created.id, "idempotent")
+
     def test_keys_are_scoped_to_the_job(self, d: Durably) -> None:
         """The same idempotency key on another job creates a separate run."""
         a = d.register(SYNC).trigger(SyncIn(org_id="a"), idempotency_key="k")
