@@ -193,3 +193,14 @@ class TestDamagedRoot:
             assert set(app.index.rows) == {good}
             diff = app.source.read([good, bad])  # what a poll does when the feed names `bad`
             assert [r.id for r in diff.upserts] == [good]
+
+
+def test_python_dash_m_monitor_passes_its_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m monitor ROOT --read-only --app A` calls monitor.run with those values."""
+    import monitor.__main__ as entry  # noqa: PLC0415
+
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(entry, "run", lambda root, *, read_only, app: calls.append((root, read_only, app)))
+    entry.main(["some/root", "--read-only", "--app", "pkg.mod:durably"])
+    entry.main([])
+    assert calls == [("some/root", True, "pkg.mod:durably"), (None, False, None)]
