@@ -688,6 +688,7 @@ class Store:
             NotFoundError: no such run.
             ConflictError: the run is already terminal.
         """
+        self.ensure_ready()  # refuses a root whose tmp/ is a planted symlink
         for _ in range(100):
             state = self.load(run_id)
             if state is None:
@@ -709,6 +710,7 @@ class Store:
         reverse order could leave the run alive with its key free, and a second run
         could then be created under the same idempotency key.
         """
+        self.ensure_ready()  # refuses a root whose queue/, locks/ or tmp/ is a planted symlink
         record = state.record
         self.unqueue(state)
         trash = os.path.join(self.tmp_dir, f"del-{state.run_id}-{os.urandom(4).hex()}")
