@@ -53,12 +53,14 @@ class TestAtomicVisibility:
         work.mkdir()
         d = jobs.make(str(root), preserve_steps=True)
         run_id = d.get_job("steps").trigger(jobs.Tag(steps=150)).id  # type: ignore[union-attr]
-        writer = zygote.spawn("crashapps.jobs:crash_worker", root=str(root), workdir=str(work),
-                              who="w", kill=None)
+        writer = zygote.spawn("crashapps.jobs:crash_worker", group="writer", root=str(root),
+                              workdir=str(work), who="w", kill=None)
         run_dir = next(Path(root, "runs").glob(f"*/*/{run_id}"))
         last_count, polls, seen_states = 0, 0, set()
         while True:
             polls += 1
+            if polls == 2:
+                zygote.release("writer")  # the reader is polling before the writer starts
             run = d.get_run(run_id)
             assert run is not None
             assert run.completed_step_count >= last_count
