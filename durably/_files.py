@@ -17,6 +17,7 @@ import errno
 import hashlib
 import os
 import stat
+import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -281,20 +282,41 @@ class Journal:
         self.path = path
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC
         self._fd = os.open(path, flags, 0o600)
+        self._lock = threading.Lock()
+        self._broken: str | None = None
 
     def append(self, record: dict[str, Any], *, sync: bool) -> None:
         """Append one record; fdatasync it when ``sync``.
+
+        A failed append is undone (the journal is truncated back to where it ended), so
+        a torn or unsynced record never sits in front of later ones: readers stop at the
+        first bad line, and records after it would be lost. If the undo fails too, every
+        later append is refused.
 
         Raises:
             StoreError: the write or the sync failed (disk full, I/O error); the record
                 is not acknowledged, and the error names the journal and the cause.
         """
-        try:
-            _write_all(self._fd, frame(record))
-            if sync:
-                os.fdatasync(self._fd)
-        except OSError as exc:
-            raise wrap_os_error(exc, "append to journal", self.path) from exc
+        data = frame(record)
+        with self._lock:
+            if self._broken is not None:
+                raise StoreError(f"cannot append to journal {self.path}: an earlier append "
+                                 f"failed ({self._broken}) and could not be undone", path=self.path)
+            start = -1
+            try:
+                start = os.lseek(self._fd, 0, os.SEEK_END)
+                _write_all(self._fd, data)
+                if sync:
+                    os.fdatasync(self._fd)
+            except OSError as exc:
+                error = wrap_os_error(exc, "append to journal", self.path)
+                try:
+                    if start < 0:
+                        raise
+                    os.ftruncate(self._fd, start)
+                except OSError:
+                    self._broken = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise error from exc
 
     def touch(self) -> None:
         """Move the journal's mtime forward: the lease heartbeat other hosts read."""
