@@ -105,14 +105,21 @@ def _log_line(line: str) -> None:
 # -- libfiu, armed from inside the process (reliability.md §3.1) ------------------------
 
 
-def fiu_fail_nth(point: str, nth: int, err: int) -> None:
-    """The ``nth`` call through ``point`` from now on fails once with ``err``."""
+def fiu_fail_nth(point: str, nth: int, err: int, *, main_only: bool = False) -> None:
+    """The ``nth`` call through ``point`` from now on fails once with ``err``.
+
+    ``main_only``: count only calls of the main thread (a trigger or a delete made there),
+    not those of the background worker finishing an earlier run meanwhile.
+    """
+    main = threading.main_thread()
     global _FIU  # noqa: PLW0603
     if _FIU is None:
         _FIU = ctypes.CDLL("libfiu.so.0")
     calls = {"n": 0}
 
     def cb(_name: bytes, _failnum: Any, failinfo: Any, _flags: Any) -> int:
+        if main_only and threading.current_thread() is not main:
+            return 0
         calls["n"] += 1
         if calls["n"] == nth:
             failinfo[0] = err
@@ -202,7 +209,7 @@ def case_trigger(d: durably.Durably, handle: Any, cmd: dict[str, Any]) -> dict[s
     tag = cmd["tag"]
     if cmd.get("point"):
         ARM.update(point=cmd["point"], nth=cmd["nth"], errno=cmd["errno"], armed=True)
-        fiu_fail_nth(cmd["point"], cmd["nth"], cmd["errno"])
+        fiu_fail_nth(cmd["point"], cmd["nth"], cmd["errno"], main_only=True)
     error = None
     try:
         handle.trigger(Work(tag=tag, steps=2), idempotency_key=tag, concurrency_key=tag)
@@ -229,7 +236,7 @@ def case_delete(d: durably.Durably, handle: Any, cmd: dict[str, Any]) -> dict[st
     _wait_terminal(d, res.id)
     ARM.clear()
     ARM.update(point=cmd["point"], nth=cmd["nth"], errno=cmd["errno"], armed=True)
-    fiu_fail_nth(cmd["point"], cmd["nth"], cmd["errno"])
+    fiu_fail_nth(cmd["point"], cmd["nth"], cmd["errno"], main_only=True)
     error = None
     try:
         d.delete_run(res.id)

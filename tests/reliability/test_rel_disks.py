@@ -46,11 +46,11 @@ class Recorder:
 
 
 def test_disk_full_mid_run_then_recovers(tmp_path: Path) -> None:
-    """F3: a 2 MiB tmpfs fills up during a run of 64 KiB steps. The failure names ENOSPC,
+    """F3: a 4 MiB tmpfs fills up during a run of 64 KiB steps. The failure names ENOSPC,
     acknowledged steps are kept and never run again, readers keep working, and once space
     is freed the same worker finishes the run and serves a new one."""
     need_root("a size-limited tmpfs")
-    with tmpfs(tmp_path / "mnt", "size=2m,mode=0700") as mnt:
+    with tmpfs(tmp_path / "mnt", "size=4m,mode=0700") as mnt:
         root = mnt / "root"
         d = relapp.make(str(root), fsync=True, polling_interval=0.02)
         rec = Recorder(d)
@@ -75,7 +75,7 @@ def test_disk_full_mid_run_then_recovers(tmp_path: Path) -> None:
             ballast.unlink()
             run = poll(lambda: (r := d.get_run(run_id)) is not None
                        and r.status in ("completed", "failed") and r, timeout=60, what="run ended")
-            if run.status == "failed":  # the failure itself could be recorded: retry it
+            if run.status == "failed":  # the failure was recorded (else: resumed): retry it
                 assert os.strerror(errno.ENOSPC) in (run.error or ""), run.error
                 run_id = d.retrigger(run_id).id
                 run = poll(lambda: (r := d.get_run(run_id)) is not None

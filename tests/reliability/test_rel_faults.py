@@ -11,13 +11,19 @@ trigger that failed left no visible run, and triggering it again yields exactly 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from relhelpers import FaultServer, need_root, need_tool, poll
+
+import durably
+import durably._files
 
 W, FSYNC, FDATASYNC, OPEN, RENAME = ("posix/io/rw/write", "posix/io/sync/fsync",
                                      "posix/io/sync/fdatasync", "posix/io/oc/open", "posix/io/dir/rename")
@@ -190,3 +196,71 @@ def test_errno_on_link_mkdir_and_syncs_with_strace(inline_server: FaultServer) -
 def _report_counts(request: pytest.FixtureRequest) -> None:
     request.node.user_properties.append(("fault_cases", dict(FAULT_CASES)))
 
+
+
+class Tag(BaseModel):
+    pass
+
+
+class _Interrupt(BaseException):
+    """Stands for the process going away (the run stays leased, as after SIGKILL)."""
+
+
+@pytest.mark.parametrize("fault", ["short-write-then-enospc", "fdatasync-eio"])
+def test_failed_append_is_undone_so_later_steps_stay_visible(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    """A step commit that fails half-way (the disk fills in the middle of the record, or
+    fdatasync fails after the write) must not leave its bytes in the journal: readers stop
+    at the first bad line, so a job that catches the error and carries on would have its
+    later, acknowledged steps hidden, and run again after a crash. The failed step never
+    reads as completed; the acknowledged one is replayed, not executed again."""
+    executed: list[str] = []
+    crashed: list[bool] = []
+    armed = {"on": False}
+    real_write, real_sync = os.write, os.fdatasync
+
+    def write(fd: int, data: Any) -> int:
+        if armed["on"] and fault.startswith("short"):
+            armed["on"] = False
+            real_write(fd, bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    def fdatasync(fd: int) -> None:
+        if armed["on"] and fault.startswith("fdatasync"):
+            armed["on"] = False
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_sync(fd)
+
+    def body(step: durably.Step, payload: Tag) -> dict[str, int]:
+        step.run("s0", lambda: executed.append("s0") or 0)
+
+        def s1() -> str:
+            executed.append("s1")
+            armed["on"] = True
+            return "x" * 5000
+
+        with contextlib.suppress(durably.StoreError):
+            step.run("s1", s1)
+        step.run("s2", lambda: executed.append("s2") or 2)
+        if not crashed:
+            crashed.append(True)
+            raise _Interrupt
+        return {"ok": 1}
+
+    job = durably.define_job(name="torn", input=Tag, run=body)
+    root = tmp_path / "root"
+    d = durably.Durably(root, jobs=[job], fsync=True)
+    run_id = d.register(job).trigger(Tag()).id
+    monkeypatch.setattr(durably._files.os, "write", write)
+    monkeypatch.setattr(durably._files.os, "fdatasync", fdatasync)
+    with pytest.raises(_Interrupt):
+        d.process_one()
+    monkeypatch.undo()
+    steps = {s.name: s.status for s in d.get_steps(run_id)}
+    assert steps.get("s2") == "completed", steps
+    assert steps.get("s1") != "completed", steps
+    assert durably.Durably(root, jobs=[job], fsync=True).process_one()
+    assert d.get_run(run_id).status == "completed"  # type: ignore[union-attr]
+    assert executed.count("s2") == 1, executed  # acknowledged: replayed, never re-executed
+    assert executed.count("s0") == 1, executed
