@@ -442,13 +442,19 @@ class Store:
         out: list[tuple[int, dict[str, Any]]] = []
         mtime = 0.0
         compacted = os.path.join(state.run_dir, "journal.jsonl")
+        whole = None
         if state.status in TERMINAL_KINDS and os.path.exists(compacted):
-            return self._compacted(compacted)
+            whole = self._compacted(compacted)
         for gen in range(1, state.generation + 1):
             path = os.path.join(state.run_dir, f"j.{gen}")
             recs, mt = self._journal_records(path, cuts.get(str(gen)))
             mtime = max(mtime, mt)
             out.extend((gen, r) for r in recs)
+        if whole is not None:
+            # A copy of the root (rsync --inplace) can hold journal.jsonl half-written
+            # next to the j.<g> it replaces: never show fewer records than they hold.
+            # (Where it was compacted, the j.<g> are gone and journal.jsonl is whole.)
+            return whole if len(whole.records) >= len(out) else JournalView(out, mtime)
         if state.status in TERMINAL_KINDS and os.path.exists(compacted):
             # Compacted while we read: journal.jsonl is renamed in before the j.<g> are
             # removed, so it holds everything, and what we read may be missing parts.
