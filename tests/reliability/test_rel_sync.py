@@ -205,3 +205,38 @@ def test_rsync_of_a_live_root_is_never_shown_wrong(tmp_path: Path, mode: str) ->
         assert (got.status, got.output) == ("completed", want.output)
         assert [s.name for s in final.get_steps(i) if s.status == "completed"] == \
             [f"step-{k}" for k in range(20)]
+
+
+def test_half_copied_compacted_journal_never_hides_steps(tmp_path: Path) -> None:
+    """W5, deterministic: a copy taken while the run was leased holds ``j.1``; then the
+    run's end arrives, and its compacted ``journal.jsonl`` arrives half-written (as
+    ``rsync --inplace`` writes it, the source having removed ``j.1``). The completed
+    steps the reader showed must not disappear meanwhile."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    d = relapp.make(str(src), fsync=False)
+    handle = d.get_job("rel-work")
+    assert handle is not None
+    run_id = handle.trigger(relapp.Work(tag="compact", steps=6, size=2000)).id
+    claim = d._claim_next()
+    assert claim is not None
+    leased_copy = tmp_path / "leased"
+    relapp_run = relapp.expected  # keep the job module's helpers in one place
+    for k in range(6):
+        claim.append({"k": "done", "s": f"step-{k}", "i": k, "t": "2026-11-28T00:00:00.000Z",
+                      "o": relapp.value_of(k, 2000)}, sync=False)
+    shutil.copytree(src, leased_copy)  # the first sync: leased, all steps in j.1
+    claim.release()
+    assert d.process_one()  # replays the six steps, completes, compacts, removes j.1
+    assert relapp_run(6, "compact") == d.get_run(run_id).output  # type: ignore[union-attr]
+    shutil.copytree(leased_copy, dst)
+    reader = relapp.make(str(dst), fsync=False)
+    assert _view(reader, run_id) == (RANK["leased"], 6)
+    run_dir = _run_dir(src, run_id)
+    for name in sorted(os.listdir(run_dir)):
+        if name.startswith("s."):
+            shutil.copy2(run_dir / name, _run_dir(dst, run_id) / name)
+    assert _view(reader, run_id) == (RANK["completed"], 6)
+    data = (run_dir / "journal.jsonl").read_bytes()
+    for cut in (1, len(data) // 3, data.index(b"\n") + 1, len(data) // 2, len(data) - 1, len(data)):
+        (_run_dir(dst, run_id) / "journal.jsonl").write_bytes(data[:cut])
+        assert _view(reader, run_id) == (RANK["completed"], 6), cut
