@@ -220,14 +220,13 @@ def test_half_copied_compacted_journal_never_hides_steps(tmp_path: Path) -> None
     claim = d._claim_next()
     assert claim is not None
     leased_copy = tmp_path / "leased"
-    relapp_run = relapp.expected  # keep the job module's helpers in one place
     for k in range(6):
         claim.append({"k": "done", "s": f"step-{k}", "i": k, "t": "2026-11-28T00:00:00.000Z",
                       "o": relapp.value_of(k, 2000)}, sync=False)
     shutil.copytree(src, leased_copy)  # the first sync: leased, all steps in j.1
     claim.release()
     assert d.process_one()  # replays the six steps, completes, compacts, removes j.1
-    assert relapp_run(6, "compact") == d.get_run(run_id).output  # type: ignore[union-attr]
+    assert relapp.expected(6, "compact") == d.get_run(run_id).output  # type: ignore[union-attr]
     shutil.copytree(leased_copy, dst)
     reader = relapp.make(str(dst), fsync=False)
     assert _view(reader, run_id) == (RANK["leased"], 6)
