@@ -2,8 +2,11 @@
 
 Rules: trigger (with and without idempotency and concurrency keys, some of them hostile
 strings, with and without ``coalesce="skip"``), claim and execute through
-``process_one``, cancel, delete, retrigger, and reopening the root with a new instance.
-After every rule: the runs, their statuses, outputs and keys match the model; every
+``process_one``, a worker dying between two steps (the run stays leased and the next
+``process_one`` resumes it), cancel, delete, retrigger, and reopening the root with a new
+instance.
+After every rule: the runs, their statuses, outputs and keys match the model; a step
+acknowledged before a crash never runs again; every
 non-ended run has its queue marker and no ended run has one; no temp file is left;
 every file is 0600 and every directory 0700; and ``durably doctor`` finds nothing.
 
@@ -16,8 +19,10 @@ import os
 import shutil
 import stat
 import tempfile
+from collections import Counter
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
@@ -35,9 +40,25 @@ class Tagged(BaseModel):
     tag: int
 
 
+RAN: Counter[tuple[str, str]] = Counter()  # (run id, step) -> executions
+CRASH = {"next": False}
+
+
+class Crash(BaseException):
+    """The worker process going away between two steps (the run stays leased)."""
+
+
+def _step(run_id: str, name: str, value: int) -> int:
+    RAN[(run_id, name)] += 1
+    return value
+
+
 def _body(step: Step, payload: Tagged) -> dict[str, int]:
-    a = step.run("first", lambda: payload.tag)
-    b = step.run("second", lambda: a * 2)
+    a = step.run("first", lambda: _step(step.run_id, "first", payload.tag))
+    if CRASH["next"]:
+        CRASH["next"] = False
+        raise Crash
+    b = step.run("second", lambda: _step(step.run_id, "second", a * 2))
     return {"tag": a, "double": b}
 
 
@@ -102,13 +123,34 @@ class StoreMachine(RuleBasedStateMachine):
             self._create(res.id, idem, conc, self.tag)
         return res.id
 
+    def _claimable(self) -> list[str]:
+        # Pending runs, and runs leased by a worker that died (on this host: at once).
+        return sorted(i for i, m in self.model.items() if m["status"] in ("pending", "leased"))
+
     @rule()
     def process_one(self) -> None:
         STATS["rules"] += 1
-        pending = sorted(i for i, m in self.model.items() if m["status"] == "pending")
-        assert self.d.process_one() is bool(pending)
-        if pending:
-            self.model[pending[0]]["status"] = "completed"
+        claimable = self._claimable()
+        assert self.d.process_one() is bool(claimable)
+        if claimable:
+            self.model[claimable[0]]["status"] = "completed"
+
+    @rule()
+    def process_one_and_crash(self) -> None:
+        """The worker dies after the run's first step: the run stays leased."""
+        STATS["rules"] += 1
+        claimable = self._claimable()
+        CRASH["next"] = True
+        try:
+            if claimable:
+                with pytest.raises(Crash):
+                    self.d.process_one()
+            else:
+                assert self.d.process_one() is False
+        finally:
+            CRASH["next"] = False
+        if claimable:
+            self.model[claimable[0]]["status"] = "leased"
 
     @rule(run_id=runs)
     def cancel(self, run_id: str) -> None:
@@ -124,7 +166,7 @@ class StoreMachine(RuleBasedStateMachine):
             assert m["status"] in ("completed", "cancelled")
             return
         assert m is not None
-        assert m["status"] == "pending"
+        assert m["status"] in ("pending", "leased")
         m["status"] = "cancelled"
 
     @rule(run_id=consumes(runs))
@@ -138,7 +180,7 @@ class StoreMachine(RuleBasedStateMachine):
             return
         except durably.ConflictError:
             assert m is not None
-            assert m["status"] == "pending"
+            assert m["status"] in ("pending", "leased")
             return
         assert m is not None
         assert m["status"] in ("completed", "cancelled")
@@ -158,7 +200,7 @@ class StoreMachine(RuleBasedStateMachine):
             return run_id
         except durably.ConflictError:
             assert m is not None
-            assert (m["status"] == "pending" or holder is not None)
+            assert m["status"] in ("pending", "leased") or holder is not None
             return run_id
         assert m is not None
         assert m["status"] in ("completed", "cancelled")
@@ -187,6 +229,9 @@ class StoreMachine(RuleBasedStateMachine):
             assert (run.idempotency_key, run.concurrency_key) == (m["idem"], m["conc"])
             if m["status"] == "completed":
                 assert run.output == {"tag": m["tag"], "double": 2 * m["tag"]}
+                # A step acknowledged before a crash is replayed, never executed again.
+                assert RAN[(run.id, "first")] == 1, (run.id, RAN)
+                assert RAN[(run.id, "second")] == 1, (run.id, RAN)
         for run_id, m in self.model.items():
             if m["status"] == "deleted":
                 assert self.d.get_run(run_id) is None
@@ -196,7 +241,7 @@ class StoreMachine(RuleBasedStateMachine):
         if not os.path.isdir(self.root):
             return
         queued = {n.split(".")[0] for n in os.listdir(os.path.join(self.root, "queue"))}
-        assert queued == {i for i, m in self.model.items() if m["status"] == "pending"}
+        assert queued == {i for i, m in self.model.items() if m["status"] in ("pending", "leased")}
         assert os.listdir(os.path.join(self.root, "tmp")) == []
         for top, dirs, names in os.walk(self.root):
             for name in dirs:
@@ -211,7 +256,7 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 StoreMachine.TestCase.settings = settings(
-    max_examples=int(os.environ.get("REL_HYPOTHESIS_EXAMPLES", "40")), stateful_step_count=25,
+    max_examples=int(os.environ.get("REL_HYPOTHESIS_EXAMPLES", "100")), stateful_step_count=25,
     deadline=None, derandomize=True, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_store_state_machine = StoreMachine.TestCase
