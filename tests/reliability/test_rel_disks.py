@@ -149,6 +149,7 @@ def test_readonly_remount_mid_run(tmp_path: Path, caplog: pytest.LogCaptureFixtu
             assert run.status == "leased"
             assert [s.name for s in d.get_steps(run_id) if s.status == "completed"] == ["step-0"]
             assert [r.id for r in d.get_runs()] == [run_id]
+            assert not [p for p in Doctor(str(root)).check() if p.kind == "corrupt"]
             with pytest.raises(durably.StoreError, match=os.strerror(errno.EROFS)):
                 handle.trigger(relapp.Work(tag="refused"))
             relapp.STEP_LOG = str(log)
