@@ -136,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:  # a long run can be read while it goes on
                 dump(args.json, meta, results, None)
     finally:
-        for cleanup in ctx.cleanups:
-            cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
     meta["seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
     meta["load_after"] = os.getloadavg()
@@ -155,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         print(render_targets(checks))
     if args.json:
         dump(args.json, meta, results, dict(checks))
+    sys.stdout.flush()
+    for cleanup in ctx.cleanups:  # slow housekeeping, after the table is out
+        cleanup()
     return 0
 
 
