@@ -135,12 +135,17 @@ def e2e_processes(root: str, processes: int, runs: int = 500, steps: int = 10,
             d.wait_for_run(run_id, timeout=900)
         elapsed = time.perf_counter() - t0
         cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu0
+        done = [d.get_run(run_id) for run_id in ids]
+        first = min(r.started_at for r in done if r and r.started_at)
+        last = max(r.completed_at for r in done if r and r.completed_at)
+        makespan = (last - first).total_seconds()
     finally:
         worker.stop()
     # cpu_busy: CPU seconds the worker processes got per second of wall time (at most
     # `processes`); well below it means the machine was busy with something else.
     return {"e2e_s": elapsed, "processes": processes, "runs": runs, "steps": steps,
-            "step_work_s": one_step_work, "cpu_busy": cpu / elapsed, "cpu_s": cpu}
+            "step_work_s": one_step_work, "cpu_busy": cpu / elapsed, "cpu_s": cpu,
+            "makespan_s": makespan}
 
 
 def _cpu_seconds(pid: int) -> float:
