@@ -291,18 +291,30 @@ class Store:
                 locks.unlock(path)
 
     def _key_target(self, key_path: str) -> RunState | None:
-        """The published run a key file points to; a stale key file is removed."""
-        rec = files.read_record(key_path)
-        if rec is None:
-            if os.path.exists(key_path) and time.time() - _mtime(key_path) > 60:
-                files.remove_file(key_path)  # torn by a crash before it was published
-            return None
-        state = self.load(rec["run"]) if is_valid_id(rec.get("run")) else None
-        if state is None:
-            files.remove_file(key_path)  # we hold the key lock: its creator died
-        return state
+        """The published run a key file points to; a stale key file is removed.
 
-    def _create_locked(self, record: dict[str, Any], *, coalesce: bool) -> tuple[RunState, str]:
+        A key whose run does not exist was left by a trigger that died between the two
+        (on this host the key lock we hold proves it), or belongs to a trigger on another
+        host that is writing the run right now: that one is waited for, up to 10 s.
+        """
+        deadline = time.monotonic() + 10.0
+        while True:
+            rec = files.read_record(key_path)
+            if rec is None:
+                if os.path.exists(key_path) and time.time() - _mtime(key_path) > 60:
+                    files.remove_file(key_path)  # torn by a crash before it was published
+                return None
+            state = self.load(rec["run"]) if is_valid_id(rec.get("run")) else None
+            if state is not None:
+                return state
+            remote = rec.get("host", HOST) != HOST
+            if not remote or time.monotonic() > deadline or time.time() - _mtime(key_path) > 60:
+                files.remove_file(key_path)
+                return None
+            time.sleep(0.01)  # another host's trigger is between its key and its run.json
+
+    def _create_locked(self, record: dict[str, Any], *, coalesce: bool,
+                       attempt: int = 0) -> tuple[RunState, str]:
         job = record["job_name"]
         idem = record.get("idempotency_key")
         conc = record.get("concurrency_key")
@@ -317,7 +329,15 @@ class Store:
             pending = self._pending_for_key(conc_path, job, conc, coalesce=coalesce)
             if pending is not None:
                 return pending, "coalesced"
-        return self._write_run(record, idem_path, conc_path), "created"
+        try:
+            return self._write_run(record, idem_path, conc_path), "created"
+        except _KeyTaken:
+            # Another host published the key between our check and our publish: look
+            # again, now that its file exists (idempotent, coalesced or a conflict).
+            if attempt >= 5:
+                raise ConflictError(
+                    f"the keys of job {job!r} keep changing under concurrent triggers") from None
+            return self._create_locked(record, coalesce=coalesce, attempt=attempt + 1)
 
     def _pending_for_key(self, conc_path: str, job: str, conc: str, *,
                          coalesce: bool) -> RunState | None:
@@ -342,20 +362,17 @@ class Store:
     def _write_run(self, record: dict[str, Any], idem_path: str | None,
                    conc_path: str | None) -> RunState:
         job = record["job_name"]
-        idem = record.get("idempotency_key")
-        conc = record.get("concurrency_key")
         run_id = record["id"]
         run_dir = self.run_dir(run_id)
-        key_body = files.dumps({"v": files.FORMAT_VERSION, "run": run_id, "job": job})
+        key_body = files.dumps({"v": files.FORMAT_VERSION, "run": run_id, "job": job, "host": HOST})
         marker = os.path.join(self.queue_dir, self._marker_name(record))
         try:
             if idem_path and not files.publish_once(self.tmp_dir, idem_path, key_body, sync=self.sync):
-                raise ConflictError(f"idempotency key {idem!r} of job {job!r} was taken concurrently")
+                raise _KeyTaken
             if conc_path and not files.publish_once(self.tmp_dir, conc_path, key_body, sync=self.sync):
-                raise ConflictError(
-                    f'Conflict after retry for concurrency key "{conc}" in job "{job}". '
-                    "Concurrent modification detected."
-                )
+                if idem_path:
+                    files.remove_file(idem_path)  # ours, published just above
+                raise _KeyTaken
             # All names first, then the fsyncs: on ext4 the first fsync commits the one
             # journal transaction holding every name, and the others cost next to nothing.
             shard = os.path.dirname(run_dir)
@@ -760,6 +777,10 @@ class Store:
                     files.remove_file(path)
                 removed += 1
         return removed
+
+
+class _KeyTaken(Exception):  # noqa: N818 - internal signal, never escapes the store
+    """A key file was published by another trigger between our check and our publish."""
 
 
 def _mtime(path: str) -> float:

