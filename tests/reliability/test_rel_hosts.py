@@ -168,3 +168,36 @@ def test_dead_owner_with_clock_ahead_strands_its_run_for_the_skew(
     assert d.process_one() is False  # this "host" sees a live lease for about an hour
     assert d.get_run(run_id).status == "leased"  # type: ignore[union-attr]
 
+
+
+def test_dead_owner_on_another_host_is_taken_over_after_its_lease(
+        tmp_path: Path, two_views: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """L6/invariant 6 across hosts: host B's worker is SIGKILLed inside step 1. No lock
+    tells host A it died; once B's lease (2 s, no more heartbeats) has expired, A claims
+    the run with the next generation and finishes it without re-running step 0."""
+    _, view_a, view_b = two_views
+    d = relapp.make(str(view_a), fsync=False, lease_duration=2, lease_renew_interval=0.5)
+    handle = d.get_job("rel-work")
+    assert handle is not None
+    run_id = handle.trigger(relapp.Work(tag="dead", steps=4)).id
+    log, gate = tmp_path / "exec.log", tmp_path / "gate"
+    holder = _spawn("hold", str(view_b), "B", str(log), "hostB", "2", str(gate))
+    try:
+        poll(lambda: any(p[:2] == ["B", "blocked"] for p in _lines(log)), what="B inside step 1")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(holder.pid, signal.SIGKILL)
+        _finish(holder)
+    monkeypatch.setattr(relapp, "STEP_LOG", str(log))
+    monkeypatch.setenv("RELAPP_WHO", "A")
+    poll(d.process_one, timeout=60, what="host A takes the run over after B's lease")
+    run = d.get_run(run_id)
+    assert run is not None
+    assert run.status == "completed"
+    assert run.output == relapp.expected(4, "dead")
+    state = d._store.load(run_id)
+    assert state is not None
+    assert state.generation == 2
+    executed = Counter((who, int(k)) for who, rid, k, _ in (p for p in _lines(log) if len(p) == 4
+                                                             and p[2].isdigit()) if rid == run_id)
+    assert executed == Counter({("B", 0): 1, ("B", 1): 1, ("A", 1): 1, ("A", 2): 1, ("A", 3): 1})
