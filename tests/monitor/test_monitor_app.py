@@ -249,7 +249,8 @@ class TestDetail:
             screen.gone = False
             screen._fetching = False
             screen.reload()
-            await wait_for(pilot, lambda: screen.gone)
+            await wait_for(pilot, lambda: screen.gone and "no longer exists" in text_of(
+                screen.query_one("#summary", Static)))
             assert "no longer exists" in text_of(screen.query_one("#summary", Static))
 
 
