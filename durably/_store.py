@@ -416,18 +416,23 @@ class Store:
             return None
         self._refuse_links(run_dir)
         record = files.read_record(os.path.join(run_dir, "run.json"))
+        states = [int(n[2:]) for n in names if n.startswith("s.") and n[2:].isdigit()]
         if record is None or record.get("id") != run_id:
+            if states:  # claimed before, so its run.json was complete: it is damaged now
+                _warn_once(f"run {run_id}: {run_dir}/run.json is damaged or incomplete; "
+                           "the run is skipped until it reads again (durably doctor)")
             return None
-        head_n = 0
-        for name in names:
-            if name.startswith("s.") and name[2:].isdigit():
-                head_n = max(head_n, int(name[2:]))
+        head_n = max(states, default=0)
         head = None
         while head_n > 0:
             head = files.read_record(os.path.join(run_dir, f"s.{head_n}"))
             if head is not None:
                 break
-            head_n -= 1  # a state file still arriving from a sync tool: not there yet
+            # A state file still arriving from a sync tool reads as not there yet; a
+            # damaged one too, but say so: the run shows its previous state meanwhile.
+            _warn_once(f"run {run_id}: {run_dir}/s.{head_n} is incomplete or damaged; "
+                       "showing the state before it (durably doctor)")
+            head_n -= 1
         return RunState(run_id, record, head_n, head, run_dir)
 
     def _refuse_links(self, run_dir: str) -> None:
@@ -777,6 +782,16 @@ class Store:
                     files.remove_file(path)
                 removed += 1
         return removed
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log a warning about a damaged file once per process (readers poll often)."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
 
 
 class _KeyTaken(Exception):  # noqa: N818 - internal signal, never escapes the store

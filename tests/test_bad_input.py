@@ -186,10 +186,6 @@ class TestDamagedFiles:
         assert healthy is not None
         assert healthy.status == "completed"
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "core bug: Store.load reads a damaged run.json as 'not written yet' even when the run "
-        "has state files (it was claimed long ago): the run silently vanishes from get_runs "
-        "and get_run returns None, with no warning on the durably logger"))
     def test_damaged_run_json_of_a_started_run_is_reported(
         self, damaged: tuple[Durably, dict[str, str]], caplog: pytest.LogCaptureFixture
     ) -> None:
@@ -205,11 +201,6 @@ class TestDamagedFiles:
             return
         assert any(ids["completed"] in r.getMessage() for r in caplog.records)
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "core bug: Store.load falls back to the previous state file when the newest one does "
-        "not parse (meant for files still arriving from a sync tool), so a completed run "
-        "whose s.2 is damaged reads as 'leased' with 0 steps forever (its j.1 was compacted "
-        "away; a worker cannot re-claim because s.2 exists), with no warning"))
     def test_damaged_end_state_never_turns_a_completed_run_back_into_a_leased_one(
         self, damaged: tuple[Durably, dict[str, str]], caplog: pytest.LogCaptureFixture
     ) -> None:
