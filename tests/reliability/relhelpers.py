@@ -101,15 +101,20 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def bindfs_view(source: Path, target: Path) -> Iterator[Path]:
-    """A bindfs (FUSE) view of ``source`` at ``target``: a second "host" of one directory."""
+def bindfs_view(source: Path, target: Path, options: str = "") -> Iterator[Path]:
+    """A bindfs (FUSE) view of ``source`` at ``target``: a second "host" of one directory.
+
+    ``options`` are FUSE mount options, e.g. ``negative_timeout=2`` to cache "no such
+    file" answers like an NFS client's lookup cache.
+    """
     need_root("FUSE mounts")
     bindfs = need_tool("bindfs", "bindfs")
     if not Path("/dev/fuse").exists():
         _missing("needs /dev/fuse")
     target.mkdir(parents=True, exist_ok=True)
     try:
-        run_cmd(bindfs, "--no-allow-other", str(source), str(target))
+        run_cmd(bindfs, "--no-allow-other", *(["-o", options] if options else []), str(source),
+                str(target))
     except subprocess.CalledProcessError as exc:
         _missing(f"bindfs failed here: {exc.stderr.decode(errors='replace').strip()}")
     try:

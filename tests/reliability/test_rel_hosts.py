@@ -201,3 +201,46 @@ def test_dead_owner_on_another_host_is_taken_over_after_its_lease(
     executed = Counter((who, int(k)) for who, rid, k, _ in (p for p in _lines(log) if len(p) == 4
                                                              and p[2].isdigit()) if rid == run_id)
     assert executed == Counter({("B", 0): 1, ("B", 1): 1, ("A", 1): 1, ("A", 2): 1, ("A", 3): 1})
+
+
+def test_fence_seen_late_through_a_lookup_cache_is_still_enforced_by_cuts(tmp_path: Path) -> None:
+    """An NFS-like client (bindfs with ``negative_timeout=2``: "no such file" answers are
+    cached) executes a run while another host cancels it. The owner checks for ``s.2``
+    before each step and may keep seeing "missing" for up to the cache time, so it may
+    go on committing steps; the cut in the cancel record keeps every one of them out of
+    the run: the run reads as cancelled with only the steps committed before the cancel."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    with bindfs_view(shared, tmp_path / "A") as view_a, \
+            bindfs_view(shared, tmp_path / "B", "entry_timeout=2,negative_timeout=2,attr_timeout=2") \
+            as view_b:
+        d = relapp.make(str(view_a / "root"), fsync=False)
+        handle = d.get_job("rel-work")
+        assert handle is not None
+        run_id = handle.trigger(relapp.Work(tag="late", steps=200)).id
+        log, stop = tmp_path / "exec.log", tmp_path / "stop"
+        worker = _spawn("work", str(view_b / "root"), "B", str(log), "hostB", "30", str(stop),
+                        env=child_env(RELAPP_STEP_DELAY="0.01"))
+        try:
+            poll(lambda: len(_lines(log)) >= 5, what="B executing steps")
+            d.cancel(run_id)
+            executed_before = len(_lines(log))
+            stop.touch()
+            err = _finish(worker)
+            assert worker.returncode == 0, err
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
+        run = d.get_run(run_id)
+        assert run is not None
+        assert run.status == "cancelled"
+        done = [s.name for s in d.get_steps(run_id) if s.status == "completed"]
+        assert done == [f"step-{k}" for k in range(len(done))]
+        assert len(done) <= executed_before
+        assert len(_lines(log)) < 200  # B stopped once it saw the fence
+        # Whatever B appended after the cut is in its journal but never part of the run.
+        state = d._store.load(run_id)
+        assert state is not None
+        journal = Path(state.run_dir) / "j.1"
+        assert journal.stat().st_size >= int(state.cuts["1"])
