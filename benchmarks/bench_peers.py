@@ -62,7 +62,8 @@ def ensure_node(ctx: Context) -> tuple[list[str] | None, str]:
         return None, "node and npm are not installed"
     version = subprocess.run([node, "--version"], capture_output=True, text=True,
                              check=False).stdout.strip()
-    if not version.startswith("v") or int(version[1:].split(".")[0]) < 20:
+    major = version[1:].split(".")[0]
+    if not version.startswith("v") or not major.isdigit() or int(major) < 20:
         return None, f"node {version}: better-sqlite3 12 needs node 20+"
     home = ctx.peers_dir / "node"
     home.mkdir(parents=True, exist_ok=True)

@@ -74,8 +74,11 @@ def machine(workdir: Path) -> dict:
     node = shutil.which("node")
     node_version = subprocess.run([node, "--version"], capture_output=True, text=True,
                                   check=False).stdout.strip() if node else "none"
-    fs = subprocess.run(["df", "-T", str(workdir)], capture_output=True, text=True,
-                        check=False).stdout.splitlines()
+    try:
+        fs = subprocess.run(["df", "-T", str(workdir)], capture_output=True, text=True,
+                            check=False).stdout.splitlines()
+    except OSError:
+        fs = []
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                 capture_output=True, text=True, check=False).stdout.strip()
