@@ -133,6 +133,9 @@ def codec_for(tp: Any) -> Codec:
 
 def return_type(fn: Callable[..., Any]) -> Any:
     """The return annotation of ``fn``, or None when it has none (lambdas, partials)."""
+    annotations = getattr(fn, "__annotations__", None)
+    if not annotations or "return" not in annotations:
+        return None  # the common case (a lambda): no typing.get_type_hints call
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # noqa: BLE001 - unresolvable annotations mean "no type"

@@ -143,7 +143,11 @@ class Step:
                 run_id=self.run_id, step=name,
             )
         self._names.add(name)
-        self.raise_if_aborted()
+        if name in self._ex.replay:
+            if self.signal.is_set():  # replay costs no system call; the keeper sets it
+                raise self._ex.abort_error()
+        else:
+            self.raise_if_aborted()
 
     def _replay(self, name: str, fn: Callable[[], Any], returns: Any) -> Any:
         rec = self._ex.replay.get(name)

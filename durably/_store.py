@@ -490,11 +490,20 @@ class Store:
         return JournalView(out, _mtime(path))
 
     def _journal_records(self, path: str, cut: int | None) -> tuple[list[dict[str, Any]], float]:
-        """Valid records of one journal up to ``cut``, parsed incrementally (cached)."""
+        """Valid records of one journal up to ``cut``, and its mtime."""
+        recs, _, mtime = self._scan(path, cut)
+        return recs, mtime
+
+    def _scan(self, path: str, cut: int | None) -> tuple[list[dict[str, Any]], int, float]:
+        """Parse a journal incrementally up to ``cut``: (records, valid length, mtime).
+
+        Parsed records are cached by path, inode and offset, so a claim (which needs the
+        valid length), the replay map and later reads parse each byte once.
+        """
         try:
             st = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
-            return [], 0.0
+            return [], 0, 0.0
         limit = st.st_size if cut is None else min(cut, st.st_size)
         with self._jcache_lock:
             cached = self._jcache.get(path)
@@ -513,15 +522,11 @@ class Store:
                 if len(self._jcache) > 512:
                     self._jcache.clear()
                 self._jcache[path] = (ino, offset, recs)
-        return recs, st.st_mtime
+        return recs, offset, st.st_mtime
 
     def valid_length(self, path: str) -> int:
         """Byte length of the valid prefix of a journal (what a claim or end keeps)."""
-        data = files.read_bytes(path) or b""
-        end = 0
-        for _, offset in files.iter_frames(data):
-            end = offset
-        return end
+        return self._scan(path, None)[1]
 
     # -- claiming ---------------------------------------------------------------------
 
