@@ -226,18 +226,28 @@ class Durably:
                    for i, item in enumerate(items)]
         results: list[TriggerResult[O]] = []
         created: list[RunState] = []
+        # A batch of several runs is invisible until committed, so even a crash half-way
+        # leaves none of it (all-or-nothing); an exception undoes it at once.
+        batch_id = new_id() if batch and len(items) > 1 else None
+        self._store.open_batch(batch_id)
         try:
             for item, record in zip(items, records, strict=True):
                 record["id"] = new_id()
                 record["created_at"] = now_iso()
+                if batch_id is not None:
+                    record["batch"] = batch_id
                 state, disposition = self._store.create_run(record, coalesce=item.coalesce == "skip")
                 if disposition == "created":
                     created.append(state)
                 results.append(self._result(state, disposition, handle, record))
+            if batch_id is not None and created:
+                self._store.commit_batch(batch_id)
         except BaseException:
             for state in created:  # all-or-nothing: undo what this batch created
                 self._discard(state)
             raise
+        finally:
+            self._store.open_batch(None)
         for res, record in zip(results, records, strict=True):
             if res.disposition == "created":
                 self._emitter.emit(RunTriggerEvent(run_id=res.id, job_name=res.job_name,

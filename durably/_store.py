@@ -162,6 +162,8 @@ class Store:
         self._feed_last: dict[str, float] = {}
         self._jcache: dict[str, tuple[int, int, list[dict[str, Any]]]] = {}
         self._jcache_lock = threading.Lock()
+        self._committed: set[str] = set()
+        self._local = threading.local()
 
     # -- setup ------------------------------------------------------------------------
 
@@ -422,6 +424,9 @@ class Store:
                 _warn_once(f"run {run_id}: {run_dir}/run.json is damaged or incomplete; "
                            "the run is skipped until it reads again (durably doctor)")
             return None
+        batch = record.get("batch")
+        if batch is not None and not self.batch_committed(str(batch)):
+            return None  # part of a batch_trigger that has not committed (yet, or ever)
         head_n = max(states, default=0)
         head = None
         while head_n > 0:
@@ -434,6 +439,42 @@ class Store:
                        "showing the state before it (durably doctor)")
             head_n -= 1
         return RunState(run_id, record, head_n, head, run_dir)
+
+    # -- batches ------------------------------------------------------------------------
+
+    def batch_committed(self, batch_id: str) -> bool:
+        """True once ``batch_trigger``'s runs are all written and the batch is committed.
+
+        Runs of a batch carry its id and stay invisible (to readers and claimers) until
+        ``batches/<id>`` exists, so a crash mid-batch leaves none of its runs. Runs of the
+        batch being created in this thread are visible to it (for keys within a batch).
+        """
+        if batch_id in self._committed or batch_id == getattr(self._local, "batch", None):
+            return True
+        if not is_valid_id(batch_id):
+            return False
+        if os.path.exists(os.path.join(self.root, "batches", batch_id)):
+            self._committed.add(batch_id)
+            return True
+        return False
+
+    def open_batch(self, batch_id: str | None) -> None:
+        """Make this thread see the runs of ``batch_id`` before it commits (None: stop)."""
+        self._local.batch = batch_id
+
+    def commit_batch(self, batch_id: str) -> None:
+        """Publish ``batches/<id>``: every run of the batch becomes visible at once."""
+        directory = os.path.join(self.root, "batches")
+        try:
+            created = files.ensure_dir(directory, sync=self.sync)
+            files.create_file(os.path.join(directory, batch_id), b"", sync=self.sync)
+            if self.sync:
+                files.fsync_dir(directory)
+                if created:
+                    files.fsync_dir(self.root)
+        except OSError as exc:
+            raise files.wrap_os_error(exc, "commit batch", directory) from exc
+        self._committed.add(batch_id)
 
     def _refuse_links(self, run_dir: str) -> None:
         """Refuse a run reached through a symlink planted in the root (DESIGN.md
@@ -511,7 +552,10 @@ class Store:
             cached = (st.st_ino, 0, [])
         ino, offset, recs = cached
         if offset < limit:
-            data = _read_from(path, offset)[: limit - offset]
+            try:
+                data = _read_from(path, offset, strict=True)[: limit - offset]
+            except OSError as exc:
+                raise files.wrap_os_error(exc, "read", path) from exc
             recs = list(recs)
             consumed = 0
             for rec, end in files.iter_frames(data):
@@ -817,10 +861,19 @@ def _size(path: str) -> int:
         return 0
 
 
-def _read_from(path: str, offset: int) -> bytes:
+def _read_from(path: str, offset: int, *, strict: bool = False) -> bytes:
+    """Bytes of ``path`` from ``offset``; b"" if it is missing.
+
+    With ``strict``, any other failure raises StoreError: a journal's valid length must
+    never be computed from a read that failed (it would cut off committed steps).
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        if strict:
+            raise files.wrap_os_error(exc, "read", path) from exc
         return b""
     try:
         os.lseek(fd, offset, os.SEEK_SET)

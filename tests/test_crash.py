@@ -188,10 +188,6 @@ class TestKillAtEveryFileSystemCall:
 
 
 class TestBatchTriggerCrash:
-    @pytest.mark.xfail(strict=True, reason=(
-        "core bug: Durably._trigger creates a batch's runs one by one and only rolls back on "
-        "an exception in the same process; a crash (SIGKILL) mid-batch leaves the first runs "
-        "created and pending, so batch_trigger is not all-or-nothing across crashes"))
     def test_batch_killed_at_any_call_leaves_all_or_none_of_its_runs(
         self, tmp_path: Path, zygote: Zygote
     ) -> None:
