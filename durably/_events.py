@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
+import typing
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -181,23 +182,7 @@ class WorkerErrorEvent(Event):
     context: str = ""
 
 
-EVENT_TYPES: tuple[str, ...] = (
-    "run:trigger",
-    "run:coalesced",
-    "run:leased",
-    "run:lease-renewed",
-    "run:complete",
-    "run:fail",
-    "run:cancel",
-    "run:delete",
-    "run:progress",
-    "step:start",
-    "step:complete",
-    "step:fail",
-    "step:cancel",
-    "log:write",
-    "worker:error",
-)
+EVENT_TYPES: tuple[str, ...] = typing.get_args(EventType)
 
 Listener = Callable[[Any], object]
 

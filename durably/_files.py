@@ -169,13 +169,30 @@ def read_bytes(path: str) -> bytes | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise StoreError(f"{path} is not a regular file; refusing to read it", path=path)
-        chunks = []
-        while True:
-            chunk = os.read(fd, max(st.st_size, 65536))
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return _read_to_end(fd, max(st.st_size, 65536))
+    finally:
+        os.close(fd)
+
+
+def _read_to_end(fd: int, chunk_size: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, chunk_size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_from(path: str, offset: int) -> bytes:
+    """Bytes of ``path`` from ``offset`` on (journals, the feed); b"" if it is missing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+    except FileNotFoundError:
+        return b""
+    try:
+        os.lseek(fd, offset, os.SEEK_SET)
+        return _read_to_end(fd, 1 << 20)
     finally:
         os.close(fd)
 

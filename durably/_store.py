@@ -250,7 +250,10 @@ class Store:
             if fname and name < fname:
                 continue
             start = offset if name == fname else 0
-            data = _read_from(os.path.join(self.feed_dir, name), start)
+            try:
+                data = files.read_from(os.path.join(self.feed_dir, name), start)
+            except OSError:
+                return None, self.changes(None)[1]  # unreadable feed: reload everything
             complete = data[: data.rfind(b"\n") + 1]
             for line in complete.split(b"\n"):
                 if line:
@@ -552,8 +555,8 @@ class Store:
             cached = (st.st_ino, 0, [])
         ino, offset, recs = cached
         if offset < limit:
-            try:
-                data = _read_from(path, offset, strict=True)[: limit - offset]
+            try:  # a failed read must never shorten a journal's valid length: raise
+                data = files.read_from(path, offset)[: limit - offset]
             except OSError as exc:
                 raise files.wrap_os_error(exc, "read", path) from exc
             recs = list(recs)
@@ -859,33 +862,6 @@ def _size(path: str) -> int:
         return os.stat(path, follow_symlinks=False).st_size
     except OSError:
         return 0
-
-
-def _read_from(path: str, offset: int, *, strict: bool = False) -> bytes:
-    """Bytes of ``path`` from ``offset``; b"" if it is missing.
-
-    With ``strict``, any other failure raises StoreError: a journal's valid length must
-    never be computed from a read that failed (it would cut off committed steps).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return b""
-    except OSError as exc:
-        if strict:
-            raise files.wrap_os_error(exc, "read", path) from exc
-        return b""
-    try:
-        os.lseek(fd, offset, os.SEEK_SET)
-        chunks = []
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def loads(data: bytes) -> Any:
