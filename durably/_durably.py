@@ -480,8 +480,9 @@ class Durably:
               on_progress: Callable[[Progress], object] | None,
               on_log: Callable[[LogEntry], object] | None,
               handle: JobHandle[Any, Any] | None = None) -> Run[Any]:
-        if timeout is not None:
-            _positive("timeout", timeout)
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                    or not 0 <= timeout < float("inf")):
+            raise ValidationError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         tail = RunTail(self, run_id)
         while True:

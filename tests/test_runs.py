@@ -919,3 +919,15 @@ class TestPreserveSteps:
         steps = d.get_steps(result.id)
         assert ("kept", "completed", "checkpoint") in [(s.name, s.status, s.output) for s in steps]
         assert "never" not in [s.name for s in steps]
+
+
+class TestWaitTimeoutZero:
+    def test_a_zero_timeout_checks_once(self, durably_factory: Factory) -> None:
+        """`timeout=0` raises WaitTimeoutError at once for a pending run and returns an ended one."""
+        d = durably_factory(jobs=[GREET])
+        handle = d.register(GREET)
+        pending = handle.trigger(In())
+        with pytest.raises(WaitTimeoutError):
+            d.wait_for_run(pending.id, timeout=0)
+        d.process_until_idle()
+        assert d.wait_for_run(pending.id, timeout=0).status == "completed"
