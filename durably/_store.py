@@ -39,8 +39,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from . import _files as files
 from . import _locks as locks
 from ._errors import ConflictError, NotFoundError
@@ -863,7 +861,3 @@ def _size(path: str) -> int:
     except OSError:
         return 0
 
-
-def loads(data: bytes) -> Any:
-    """Parse JSON bytes (orjson)."""
-    return orjson.loads(data)

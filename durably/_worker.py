@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import threading
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from ._errors import CancelledError, DurablyError, LeaseLostError, ValidationError
 from ._events import (
@@ -21,7 +22,7 @@ from ._events import (
 )
 from ._models import Progress
 from ._step import Step
-from ._store import Claim, now_iso, parse_time
+from ._store import Claim, parse_time
 
 if TYPE_CHECKING:
     from ._durably import Durably
@@ -367,9 +368,5 @@ def _progress_dict(p: Progress | None) -> dict[str, Any] | None:
 
 
 def _fragment(data: bytes) -> Any:
-    import orjson  # noqa: PLC0415
-
     return orjson.Fragment(data)
 
-
-_ = (contextlib, now_iso)
