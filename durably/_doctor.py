@@ -18,8 +18,10 @@ Checks (each problem names its path, relative to the root):
 - ``stuck-lease``: a run leased past its lease by an owner that is gone (same host:
   nobody holds its lock; other hosts: the heartbeat is older than the lease). A worker
   of its job resumes it; ``doctor`` only reports it.
-- ``dangling-key``: a key record in ``keys/i`` or ``keys/p`` that names a missing run
-  (after a minute), or a run whose record does not carry that key.
+- ``dangling-key``: an idempotency key record (``keys/i``) that names a missing run
+  (after a minute), or a key record or concurrency-key slot (``keys/p``, ``keys/x``)
+  naming a run whose record does not carry that key. (A slot naming a deleted or ended
+  run is normal: the key is free.)
 - ``permissions``: a directory not ``0700`` or a file not ``0600``.
 - ``special-file``: a symlink, FIFO, socket or device inside the root.
 - ``unexpected``: a name durably never creates (a sync tool's temp or conflict copy).
@@ -66,6 +68,7 @@ _TOP = {"format.json", "runs", "queue", "keys", "locks", "feed", "tmp", "quarant
 _STATE = re.compile(r"^s\.([1-9][0-9]*)$")
 _JOURNAL = re.compile(r"^j\.([1-9][0-9]*)$")
 _KEY = re.compile(r"^[0-9a-f]{32}\.json$")
+_CHAIN = {"p": re.compile(r"^[0-9a-f]{32}$"), "x": re.compile(r"^[0-9a-f]{16}$")}
 _HASH16 = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -408,34 +411,66 @@ class Doctor:
                  "will resume it")
 
     def _check_keys(self) -> None:
-        for sub, field in (("i", "idempotency_key"), ("p", "concurrency_key")):
-            key_dir = os.path.join(self.store.keys_dir, sub)
-            for name in sorted(files.list_dir(key_dir)):
-                path = os.path.join(key_dir, name)
-                self.counts["keys"] += 1
-                if os.path.islink(path):
-                    continue
-                if not _KEY.match(name):
+        key_dir = os.path.join(self.store.keys_dir, "i")
+        for name in sorted(files.list_dir(key_dir)):
+            path = os.path.join(key_dir, name)
+            if not _KEY.match(name):
+                if not os.path.islink(path):
                     self.add("unexpected", path, "not a key record name", "quarantine")
+                continue
+            self._check_key(path, "idempotency_key", name[:-5], stale_is_dangling=True,
+                            per_job=True)
+        for sub in ("p", "x"):
+            top = os.path.join(self.store.keys_dir, sub)
+            for name in sorted(files.list_dir(top)):
+                key_chain = os.path.join(top, name)
+                if os.path.islink(key_chain):
                     continue
-                rec, _ = self.read(path)
-                if rec is None:
-                    continue
-                run_id = rec.get("run")
-                if not isinstance(run_id, str) or not is_valid_id(run_id):
-                    self.add("corrupt", path, f"key record names an invalid run id {run_id!r}",
-                             "quarantine")
-                    continue
-                state, future = self._load(run_id)
-                if state is None:
-                    if self.age(path) > KEY_GRACE and not future:
-                        self.add("dangling-key", path, f"key record points to missing run {run_id}",
-                                 "quarantine")
-                    continue
-                key = state.record.get(field)
-                if key is None or files.name_hash(state.record["job_name"], key) + ".json" != name:
-                    self.add("dangling-key", path, f"key record points to run {run_id}, which does "
-                             f"not hold this {field.replace('_', ' ')}", "quarantine")
+                if _CHAIN[sub].match(name) and os.path.isdir(key_chain):
+                    self._check_chain(key_chain, name, per_job=sub == "p")
+                else:
+                    self.add("unexpected", key_chain, "not a key chain name", "quarantine")
+
+    def _check_chain(self, key_chain: str, name: str, *, per_job: bool) -> None:
+        for slot in sorted(files.list_dir(key_chain)):
+            path = os.path.join(key_chain, slot)
+            if os.path.islink(path):
+                continue
+            if slot.isdigit() and len(slot) < 19:
+                self._check_key(path, "concurrency_key", name, stale_is_dangling=False,
+                                per_job=per_job)
+            else:
+                self.add("unexpected", path, "not a key slot name", "quarantine")
+
+    def _check_key(self, path: str, field: str, name: str, *, stale_is_dangling: bool,
+                   per_job: bool) -> None:
+        """A key record must name a run holding the key (``field`` hashed to ``name``,
+        with the job name when the key is ``per_job``).
+
+        An idempotency key naming a missing run is dangling; a slot of a concurrency
+        key's chain naming a missing or ended run just says the key is free.
+        """
+        self.counts["keys"] += 1
+        rec, _ = self.read(path)
+        if rec is None:
+            return
+        run_id = rec.get("run")
+        if not isinstance(run_id, str) or not is_valid_id(run_id):
+            self.add("corrupt", path, f"key record names an invalid run id {run_id!r}", "quarantine")
+            return
+        state, future = self._load(run_id)
+        if state is None:
+            if stale_is_dangling and self.age(path) > KEY_GRACE and not future:
+                self.add("dangling-key", path, f"key record points to missing run {run_id}",
+                         "quarantine")
+            return
+        record = state.record
+        key = record.get(field)
+        expected = None if key is None else (
+            files.name_hash(record["job_name"], key) if per_job else files.name_hash(key)[:16])
+        if expected != name:
+            self.add("dangling-key", path, f"key record points to run {run_id}, which does "
+                     f"not hold this {field.replace('_', ' ')}", "quarantine")
 
     # -- repairs ----------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ Layout (docs/architecture.md explains each choice and the invariant it serves)::
         lock                            record lock held by the executing process
       queue/<id>.<job hash>.<key hash>  one marker per run that is not terminal yet
       keys/i/<hash>.json                idempotency key -> run id (published once)
-      keys/p/<hash>.json                concurrency key -> its pending run (published once)
+      keys/p/<hash>/<n>                 concurrency key -> its pending run: a slot chain
+                                        (_chain.py), the highest slot is the binding
+      keys/x/<hash>/<n>                 concurrency key -> the run executing it (slot chain)
       locks/                            lock files for short critical sections
       feed/<YYYYMMDDHH>.log             change feed: one run id per line, for watchers
       tmp/                              temp files for publish-once and replace
@@ -39,6 +41,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from . import _chain as chain
 from . import _files as files
 from . import _locks as locks
 from ._errors import ConflictError, NotFoundError
@@ -89,6 +92,15 @@ class RunState:
     def cuts(self) -> dict[str, int]:
         """Valid lengths of earlier journals, fixed by later claims or by the end."""
         return {} if self.head is None else dict(self.head.get("cut", {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class _ExecKey:
+    """A concurrency key taken for execution: its lock, its chain, the slot to publish."""
+
+    lock: str
+    chain: str
+    slot: int
 
 
 @dataclasses.dataclass
@@ -178,7 +190,7 @@ class Store:
                 existing = files.read_record(fmt)
                 for d in (self.runs_dir, self.queue_dir, self.keys_dir, self.locks_dir,
                           self.tmp_dir, self.feed_dir, os.path.join(self.keys_dir, "i"),
-                          os.path.join(self.keys_dir, "p")):
+                          os.path.join(self.keys_dir, "p"), os.path.join(self.keys_dir, "x")):
                     files.ensure_dir(d, sync=self.sync)
                 if existing is None:
                     files.publish_once(self.tmp_dir, fmt,
@@ -293,18 +305,20 @@ class Store:
             for path in reversed(taken):
                 locks.unlock(path)
 
-    def _key_target(self, key_path: str) -> RunState | None:
-        """The published run a key file points to; a stale key file is removed.
+    def _key_target(self, key_path: str, rec: dict[str, Any] | None, *,
+                    remove_stale: bool) -> RunState | None:
+        """The published run a key record ``rec`` (read from ``key_path``) points to.
 
         A key whose run does not exist was left by a trigger that died between the two
         (on this host the key lock we hold proves it), or belongs to a trigger on another
-        host that is writing the run right now: that one is waited for, up to 10 s.
+        host that is writing the run right now: that one is waited for, up to 10 s. A
+        stale idempotency key file is removed (``remove_stale``); a stale slot of a
+        chain is simply superseded by the next one.
         """
         deadline = time.monotonic() + 10.0
         while True:
-            rec = files.read_record(key_path)
             if rec is None:
-                if os.path.exists(key_path) and time.time() - _mtime(key_path) > 60:
+                if remove_stale and os.path.exists(key_path) and time.time() - _mtime(key_path) > 60:
                     files.remove_file(key_path)  # torn by a crash before it was published
                 return None
             state = self.load(rec["run"]) if is_valid_id(rec.get("run")) else None
@@ -312,28 +326,31 @@ class Store:
                 return state
             remote = rec.get("host", HOST) != HOST
             if not remote or time.monotonic() > deadline or time.time() - _mtime(key_path) > 60:
-                files.remove_file(key_path)
+                if remove_stale:
+                    files.remove_file(key_path)
                 return None
             time.sleep(0.01)  # another host's trigger is between its key and its run.json
+            rec = files.read_record(key_path)
 
     def _create_locked(self, record: dict[str, Any], *, coalesce: bool,
                        attempt: int = 0) -> tuple[RunState, str]:
         job = record["job_name"]
         idem = record.get("idempotency_key")
         conc = record.get("concurrency_key")
-        idem_path = conc_path = None
+        idem_path = conc_slot = None
         if idem is not None:
             idem_path = os.path.join(self.keys_dir, "i", files.name_hash(job, idem) + ".json")
-            existing = self._key_target(idem_path)
+            existing = self._key_target(idem_path, files.read_record(idem_path), remove_stale=True)
             if existing is not None:
                 return existing, "idempotent"
         if conc is not None:
-            conc_path = os.path.join(self.keys_dir, "p", files.name_hash(job, conc) + ".json")
-            pending = self._pending_for_key(conc_path, job, conc, coalesce=coalesce)
+            conc_chain = os.path.join(self.keys_dir, "p", files.name_hash(job, conc))
+            pending, n = self._pending_for_key(conc_chain, job, conc, coalesce=coalesce)
             if pending is not None:
                 return pending, "coalesced"
+            conc_slot = (conc_chain, n + 1)
         try:
-            return self._write_run(record, idem_path, conc_path), "created"
+            return self._write_run(record, idem_path, conc_slot), "created"
         except _KeyTaken:
             # Another host published the key between our check and our publish: look
             # again, now that its file exists (idempotent, coalesced or a conflict).
@@ -342,28 +359,27 @@ class Store:
                     f"the keys of job {job!r} keep changing under concurrent triggers") from None
             return self._create_locked(record, coalesce=coalesce, attempt=attempt + 1)
 
-    def _pending_for_key(self, conc_path: str, job: str, conc: str, *,
-                         coalesce: bool) -> RunState | None:
-        """The pending run holding a concurrency key (to coalesce onto), or None if free.
+    def _pending_for_key(self, conc_chain: str, job: str, conc: str, *,
+                         coalesce: bool) -> tuple[RunState | None, int]:
+        """The pending run bound to a concurrency key (to coalesce onto), or None if the
+        key is free; and the head slot of the key's chain that was read.
 
         Raises:
             ConflictError: the key is held and ``coalesce`` is not set.
         """
-        pending = self._key_target(conc_path)
-        if pending is None:
-            return None
-        if pending.status != "pending":
-            files.remove_file(conc_path)  # its run left pending: the key is free again
-            return None
+        n, rec = chain.head(conc_chain)
+        bound = self._key_target(os.path.join(conc_chain, str(n)), rec, remove_stale=False)
+        if bound is None or bound.status != "pending":
+            return None, n  # the key's run left pending (or never appeared): it is free
         if coalesce:
-            return pending
+            return bound, n
         raise ConflictError(
             f'A pending run already exists for concurrency key "{conc}" in job '
             f'"{job}". Use coalesce="skip" to return the existing run instead.'
         )
 
     def _write_run(self, record: dict[str, Any], idem_path: str | None,
-                   conc_path: str | None) -> RunState:
+                   conc_slot: tuple[str, int] | None) -> RunState:
         job = record["job_name"]
         run_id = record["id"]
         run_dir = self.run_dir(run_id)
@@ -372,7 +388,7 @@ class Store:
         try:
             if idem_path and not files.publish_once(self.tmp_dir, idem_path, key_body, sync=self.sync):
                 raise _KeyTaken
-            if conc_path and not files.publish_once(self.tmp_dir, conc_path, key_body, sync=self.sync):
+            if conc_slot and not chain.publish(self.tmp_dir, *conc_slot, key_body, sync=self.sync):
                 if idem_path:
                     files.remove_file(idem_path)  # ours, published just above
                 raise _KeyTaken
@@ -612,9 +628,9 @@ class Store:
         Claimable: pending, or leased by an owner that is gone. The claim is the publish
         of ``s.<g+1>`` (first writer wins), carrying the valid length of every earlier
         journal; the new journal and the claim name are made durable by one fsync of the
-        run directory. Keyed runs also take the key's execution lock, so at most one run
-        per concurrency key executes at a time on this host; across hosts, a live lease
-        on another run with the key blocks the claim.
+        run directory. A keyed run is claimed only while the key is free: on this host
+        the key's execution lock serialises claimers, and across hosts the key's slot
+        chain ``keys/x/<key>`` (one ``link()`` decides) names the run executing it.
         """
         state = self.load(run_id)
         if state is None:
@@ -629,15 +645,18 @@ class Store:
             return None
         if key_hash in blocked_keys:
             return None
-        key_lock = self._take_key(run_id, key_hash, blocked_keys)
-        if key_lock == "":
-            return None
+        key = None
+        if key_hash != "-":
+            key = self._take_key(key_hash)
+            if key is None:
+                blocked_keys.add(key_hash)
+                return None
         run_lock = os.path.join(state.run_dir, "lock")
-        taken = [p for p in (key_lock, run_lock) if p]
+        taken = [p for p in (key and key.lock, run_lock) if p]
         claim = None
         try:
             if locks.try_lock(run_lock):
-                claim = self._claim_locked(run_id, owner, lease_duration, key_lock)
+                claim = self._claim_locked(run_id, owner, lease_duration, key)
             else:
                 taken.remove(run_lock)
         finally:
@@ -646,19 +665,41 @@ class Store:
                     locks.unlock(path)
         return claim
 
-    def _take_key(self, run_id: str, key_hash: str, blocked_keys: set[str]) -> str | None:
-        """Take a concurrency key's execution lock: its path, None if keyless, "" if busy."""
-        if key_hash == "-":
-            return None
+    def _take_key(self, key_hash: str) -> _ExecKey | None:
+        """Take a concurrency key for execution (its lock, and the next slot of its
+        chain to publish with the claim); None if the key is busy."""
         key_lock = os.path.join(self.locks_dir, "x-" + key_hash)
         if not locks.try_lock(key_lock):
-            blocked_keys.add(key_hash)
-            return ""
-        if self._key_busy_elsewhere(run_id, key_hash):
+            return None
+        n = self._key_free(key_hash)
+        if n is None:
             locks.unlock(key_lock)
-            blocked_keys.add(key_hash)
-            return ""
-        return key_lock
+            return None
+        return _ExecKey(key_lock, os.path.join(self.keys_dir, "x", key_hash), n + 1)
+
+    def _key_free(self, key_hash: str) -> int | None:
+        """The head slot of a key's execution chain if the key is free, else None.
+
+        Busy: the run named by the head slot is leased by a live owner, or its claim is
+        still being published (the slot is newer than its claim: on this host the key
+        lock we hold proves the claimer gave up; on another host it may be in flight,
+        for up to the lease it asked for).
+        """
+        key_chain = os.path.join(self.keys_dir, "x", key_hash)
+        n, rec = chain.head(key_chain)
+        if rec is None or not is_valid_id(rec.get("run")):
+            return n
+        state = self.load(rec["run"])
+        if state is None or state.status in TERMINAL_KINDS:
+            return n
+        if state.generation < int(rec.get("gen", 0)):  # its claim is not published (yet)
+            if rec.get("host") == HOST:
+                return n
+            alive = time.time() < chain.slot_mtime(key_chain, n) + float(rec.get("lease", 30.0))
+            return None if alive else n
+        if state.status == "leased" and self.owner_alive(state):
+            return None
+        return n
 
     def _drop_stale_marker(self, run_id: str) -> None:
         """Remove the marker of a trigger that died before writing run.json (after 10 min)."""
@@ -668,18 +709,8 @@ class Store:
                 if time.time() - _mtime(path) > 600 and self.load(run_id) is None:
                     files.remove_file(path)
 
-    def _key_busy_elsewhere(self, run_id: str, key_hash: str) -> bool:
-        for other, _, kh in self.queued():
-            if kh != key_hash or other == run_id:
-                continue
-            st = self.load(other)
-            if st is not None and st.status == "leased" and (st.head or {}).get("host") != HOST \
-                    and time.time() < self.lease_expiry(st):
-                return True
-        return False
-
     def _claim_locked(self, run_id: str, owner: str, lease_duration: float,
-                      key_lock: str | None) -> Claim | None:
+                      key: _ExecKey | None) -> Claim | None:
         state = self.load(run_id)
         if state is None or state.status in TERMINAL_KINDS:
             return None
@@ -699,17 +730,26 @@ class Store:
             "pid": os.getpid(), "lease": lease_duration, "cut": cuts,
         }
         path = os.path.join(state.run_dir, f"s.{gen}")
+        journal = None
         try:
+            if key is not None:
+                slot = files.dumps({"v": files.FORMAT_VERSION, "run": run_id, "gen": gen,
+                                    "host": HOST, "lease": lease_duration})
+                if not chain.publish(self.tmp_dir, key.chain, key.slot, slot, sync=self.sync):
+                    return None  # another host took the key first
             journal = files.Journal(os.path.join(state.run_dir, f"j.{gen}"))
             won = files.publish_once(self.tmp_dir, path, files.dumps(claim_rec), sync=self.sync)
         except OSError as exc:
+            if journal is not None:
+                journal.close()
             raise files.wrap_os_error(exc, "claim run", state.run_dir) from exc
         if not won:
             journal.close()
             return None
         self.notify(run_id)
         new_state = RunState(run_id, state.record, gen, claim_rec, state.run_dir)
-        return Claim(self, new_state, gen, journal, owner, lease_duration, key_lock)
+        return Claim(self, new_state, gen, journal, owner, lease_duration,
+                     key.lock if key else None)
 
     # -- ending -----------------------------------------------------------------------
 
@@ -798,14 +838,14 @@ class Store:
             return
         except OSError as exc:
             raise files.wrap_os_error(exc, "delete run", state.run_dir) from exc
-        for sub, key in (("i", record.get("idempotency_key")), ("p", record.get("concurrency_key"))):
-            if key is None:
-                continue
+        key = record.get("idempotency_key")
+        if key is not None:
             key_hash = files.name_hash(record["job_name"], key)
-            path = os.path.join(self.keys_dir, sub, key_hash + ".json")
+            path = os.path.join(self.keys_dir, "i", key_hash + ".json")
             # Under the key's trigger lock: a trigger that saw this run gone may already
-            # have bound the key to a new run; never free that run's key.
-            lock_path = os.path.join(self.locks_dir, f"{sub}-{key_hash}")
+            # have bound the key to a new run; never free that run's key. (A concurrency
+            # key bound to a terminal or missing run is free already: its chain stays.)
+            lock_path = os.path.join(self.locks_dir, f"i-{key_hash}")
             locks.lock(lock_path)
             try:
                 rec = files.read_record(path)

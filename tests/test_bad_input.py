@@ -277,14 +277,16 @@ def _planted(root: Path, run_id: str, where: str) -> Path:
 PLANTED_WHILE_RUNNING = pytest.mark.xfail(strict=True, reason=(
     "core bug: Store.ensure_ready checks that queue/, locks/, keys/, tmp/ are real "
     "directories once per instance; replaced by a symlink while the process runs, new lock "
-    "files (locks/) and queue markers (queue/) are created outside the root (files open "
+    "files (locks/), queue markers (queue/) and key chains (keys/p/<hash>/) are created "
+    "outside the root (files open "
     "with O_NOFOLLOW, which guards only the last path component)"))
 
 
 class TestPlantedSymlinks:
     @pytest.mark.parametrize(("started_after", "where"), [
         pytest.param(after, where, id=f"{'new-process' if after else 'running'}-{where}",
-                     marks=[PLANTED_WHILE_RUNNING] if not after and where in ("locks", "queue")
+                     marks=[PLANTED_WHILE_RUNNING]
+                     if not after and where in ("locks", "queue", "keys")
                      else [])
         for after in (True, False)
         for where in ("key", "run.json", "lock", "next-journal", "next-state", "format.json",

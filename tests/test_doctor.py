@@ -292,28 +292,43 @@ def test_stuck_lease_of_another_host(root: Path) -> None:
 
 
 def test_dangling_keys(root: Path, d: durably.Durably) -> None:
+    """An idempotency key naming a missing run, and any key record or concurrency-key slot
+    naming a run without that key, are dangling; a concurrency-key slot naming a missing
+    run is not (the key is simply free) and is left alone."""
     h = d.get_job("doc-job")
     assert h is not None
     gone = h.trigger(In(), idempotency_key="gone", concurrency_key="gone")
-    kept = h.trigger(In(), idempotency_key="kept")
+    kept = h.trigger(In(), idempotency_key="kept", concurrency_key="kept")
     shutil.rmtree(_run_dir(root, gone.id))  # e.g. removed by hand
     for name in os.listdir(root / "queue"):
         if name.startswith(gone.id):
             os.unlink(root / "queue" / name)
-    keys = [*(root / "keys" / "i").iterdir(), *(root / "keys" / "p").iterdir()]
-    kept_key = next(p for p in keys if json.loads(p.read_bytes())["run"] == kept.id)
+    idem = list((root / "keys" / "i").iterdir())
+    slots = list((root / "keys" / "p").glob("*/*"))
+    assert len(idem) == len(slots) == 2
+    kept_key = next(p for p in idem if json.loads(p.read_bytes())["run"] == kept.id)
+    kept_slot = next(p for p in slots if json.loads(p.read_bytes())["run"] == kept.id)
+    gone_slot = next(p for p in slots if p != kept_slot)
     wrong = root / "keys" / "i" / ("0" * 32 + ".json")  # names a run that lacks this key
     wrong.write_bytes(kept_key.read_bytes())
-    os.chmod(wrong, 0o600)
-    for p in (*keys, wrong):
+    wrong_slot = root / "keys" / "p" / ("0" * 32) / "0"  # the same, in a slot chain
+    wrong_slot.parent.mkdir(mode=0o700)
+    wrong_slot.write_bytes(kept_slot.read_bytes())
+    for p in (wrong, wrong_slot):
+        os.chmod(p, 0o600)
+    for p in (*idem, *slots, wrong, wrong_slot):
         _age(p, 120)
     code, report = _report(root)
     assert code == 1
     dangling = {path for kind, path in _kinds(report) if kind == "dangling-key"}
-    assert dangling == {_rel(root, p) for p in keys if p != kept_key} | {_rel(root, wrong)}
+    assert dangling == {_rel(root, p) for p in idem if p != kept_key} | {
+        _rel(root, wrong), _rel(root, wrong_slot)}
     assert _report(root, fix=True)[0] == 0
+    assert gone_slot.exists()
+    assert kept_slot.exists()
     assert h.trigger(In(), idempotency_key="gone", concurrency_key="gone").disposition == "created"
-    assert h.trigger(In(), idempotency_key="kept").disposition == "idempotent"
+    with pytest.raises(durably.ConflictError):
+        h.trigger(In(), concurrency_key="kept")
 
 
 def test_permissions(root: Path, d: durably.Durably) -> None:

@@ -70,15 +70,8 @@ class TestIdempotencyRace:
             assert {o["tag"] for o in outcomes} == {runs[0].input["tag"]}, f"round {r}"
 
 
-CROSS_HOST_CONC = pytest.mark.skip(reason=(
-    "known limitation: across hosts, freeing a concurrency key whose run left pending is a "
-    "remove-then-publish, which two hosts can interleave (a second pending run); on one host "
-    "the key lock serialises it. Fix: a first-writer-wins chain of slot files per key"))
-
-
 class TestConcurrencyKeyRace:
-    @pytest.mark.parametrize("hosts", [False, pytest.param(True, marks=CROSS_HOST_CONC)],
-                             ids=["one-host", "eight-hosts"])
+    @pytest.mark.parametrize("hosts", [False, True], ids=["one-host", "eight-hosts"])
     @pytest.mark.parametrize("coalesce", [None, "skip"])
     def test_eight_processes_triggering_one_concurrency_key_create_one_pending_run(
         self, tmp_path: Path, zygote: Zygote, hosts: bool, coalesce: str | None
@@ -148,13 +141,6 @@ class TestCancelRacesClaim:
         assert "cancelled" in ended
 
 
-CROSS_HOST_KEY_LEASE = pytest.mark.xfail(strict=True, reason=(
-    "core bug: across hosts, Store.try_claim checks _key_busy_elsewhere (no live lease on "
-    "another run of the key) and then publishes its claim; two hosts claiming two runs of one "
-    "concurrency key at once both pass the check, and the runs overlap (the x-<key> lock "
-    "excludes only on one host)"))
-
-
 class TestDeleteRacesTrigger:
     def test_a_delete_never_frees_the_key_of_the_run_that_replaced_it(
         self, tmp_path: Path, zygote: Zygote
@@ -183,8 +169,7 @@ class TestDeleteRacesTrigger:
 
 
 class TestSameKeyNeverOverlaps:
-    @pytest.mark.parametrize("hosts", [False, pytest.param(True, marks=CROSS_HOST_KEY_LEASE)],
-                             ids=["one-host", "two-hosts"])
+    @pytest.mark.parametrize("hosts", [False, True], ids=["one-host", "two-hosts"])
     def test_two_worker_processes_never_run_two_runs_of_one_key_at_once(
         self, tmp_path: Path, zygote: Zygote, hosts: bool
     ) -> None:

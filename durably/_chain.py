@@ -1,0 +1,59 @@
+"""Slot chains: a compare-and-set register made of publish-once files, exact across hosts.
+
+A concurrency key is bound to one run at a time, and rebinding it must be decided by one
+writer even when record locks do not reach the other writers (hosts sharing a root). A
+chain is a directory of slot files ``0``, ``1``, ``2`` …; the highest slot is the current
+binding. To rebind, a writer that read slot ``n`` publishes slot ``n + 1`` with ``link()``:
+of all writers that read ``n``, exactly one wins. Nothing ever removes the highest slot, so
+the head never goes backwards. Old slots are pruned (all but the two below the new one);
+a writer so slow that it read a head which has been pruned since can still publish a
+pruned number, so after publishing, a writer that finds a higher slot withdraws its own.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import _files as files
+
+
+def _slots(chain: str) -> list[int]:
+    return sorted(int(name) for name in files.list_dir(chain) if name.isdigit() and len(name) < 19)
+
+
+def head(chain: str) -> tuple[int, dict[str, Any] | None]:
+    """The highest slot number (-1 if none) and its record (None if missing or unreadable)."""
+    slots = _slots(chain)
+    if not slots:
+        return -1, None
+    n = slots[-1]
+    return n, files.read_record(os.path.join(chain, str(n)))
+
+
+def publish(tmp_dir: str, chain: str, n: int, body: bytes, *, sync: bool) -> bool:
+    """Publish slot ``n`` (the head read was ``n - 1``); False if another writer won.
+
+    The caller must hold nothing it cannot give back: a False return means the binding
+    changed since it was read.
+    """
+    files.ensure_dir(chain, sync=sync)
+    path = os.path.join(chain, str(n))
+    if not files.publish_once(tmp_dir, path, body, sync=sync):
+        return False
+    slots = _slots(chain)
+    if slots and slots[-1] > n:  # we read a head that was pruned since: withdraw
+        files.remove_file(path)
+        return False
+    for old in slots:
+        if old < n - 1:
+            files.remove_file(os.path.join(chain, str(old)))
+    return True
+
+
+def slot_mtime(chain: str, n: int) -> float:
+    """When slot ``n`` was published (0.0 if it is gone)."""
+    try:
+        return os.stat(os.path.join(chain, str(n))).st_mtime
+    except OSError:
+        return 0.0
