@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,3 +91,20 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
 def d(durably_factory: Callable[..., durably.Durably]) -> durably.Durably:
     """One default instance on the test's root."""
     return durably_factory()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print what the crash, race, fault and hostile-input suites exercised: each test
+    module may count its cases in a module-level ``STATS`` (or ``FAULT_CASES``) dict."""
+    figures = {}
+    for name, module in sorted(sys.modules.items()):
+        if not name.rpartition(".")[2].startswith("test_"):
+            continue
+        for attr in ("FAULT_CASES", "STATS"):
+            value = getattr(module, attr, None)
+            if isinstance(value, dict) and any(value.values()):
+                figures[f"{name}.{attr}"] = value
+    if figures:
+        terminalreporter.write_sep("-", "reliability figures")
+        for key, value in figures.items():
+            terminalreporter.write_line(f"{key}: {value}")

@@ -39,12 +39,30 @@ HOSTILE = {
     "percent": "%2e%2e%2f",
     "fullwidth": "\uff0e\uff0e\uff0f",
     "windows": "CON",
+    "windows-nul": "NUL",
+    "windows-com": "COM1",
+    "windows-ext": "aux.txt",
     "unicode": "日本語 ジョブ 🚀 é\u0301",
     "controls": "tab\there\nnew\rline\x01\x1f\x7f",
     "spaces": "  lead and trail  ",
     "long300": "é" * 300,
     "long10000": "x/" * 5000,
 }
+
+
+STATS: dict[str, int] = {}
+_KINDS = {"test_names_keys": "hostile_names", "test_damaged": "damaged_files",
+          "test_newer_format": "future_format_files", "test_a_symlink": "planted_symlinks",
+          "test_unstorable": "unstorable_values", "test_directories_are": "umasks"}
+
+
+@pytest.fixture(autouse=True)
+def _count_cases(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Count the hostile inputs tried, for the figures printed after the run."""
+    yield
+    kind = next((k for prefix, k in _KINDS.items() if request.node.name.startswith(prefix)), None)
+    if kind is not None:
+        STATS[kind] = STATS.get(kind, 0) + 1
 
 
 def _tree(path: Path) -> dict[str, tuple[int, float]]:

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 
 SEED = 20261128
 STEPS = 20
+STATS = {"seeded_kills": 0, "kill_points": 0, "batch_kill_points": 0}
 
 
 @pytest.fixture
@@ -94,6 +95,7 @@ class TestSeededKills:
                 break
             assert code == -9, f"{where}: exit {code}\n{zygote.stderr()}"
             killed += 1
+            STATS["seeded_kills"] += 1
             # every step whose body finished before the one in flight is acknowledged
             assert set(ran[:-1]) <= done, f"{where}: ran {ran} but only {sorted(done)} committed"
             done_before = done
@@ -144,6 +146,7 @@ def _sweep(zygote: Zygote, tmp_path: Path, scenario: str) -> tuple[int, list[str
     total = int(counted["count"])  # type: ignore[call-overload]
     trace = list(counted["trace"])  # type: ignore[call-overload]
     assert total > 0
+    STATS["kill_points"] += total
     outcomes: list[str] = []
     batch = 6  # cases run side by side: the children mostly wait on fsync
     for first in range(1, total + 1, batch):
@@ -201,6 +204,7 @@ class TestBatchTriggerCrash:
         code, counted = _op(zygote, probe, "batch", 0)
         assert code == 0, zygote.stderr()
         total = int(counted["count"])  # type: ignore[call-overload]
+        STATS["batch_kill_points"] += total
         partial = []
         for n in range(1, total + 1):
             case = tmp_path / f"case-{n}"

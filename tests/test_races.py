@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 
 RACERS = 8
 ROUNDS = 10
+STATS = {"race_rounds": 0, "racing_processes": 0}
 WINDOW = 0.02  # each racer pauses this long between publishing a key file and its run
 
 
@@ -42,6 +43,8 @@ def _race(zygote: Zygote, tmp_path: Path, group: str, hosts: bool,
                          window=WINDOW if hosts else WINDOW / 4, **kwargs)
             for i, out in enumerate(outs)]
     zygote.release(group)
+    STATS["race_rounds"] += 1
+    STATS["racing_processes"] += RACERS
     for pid in pids:
         assert zygote.wait(pid) == 0, zygote.stderr()
     return [json.loads(out.read_text()) for out in outs]
@@ -123,6 +126,8 @@ class TestCancelRacesClaim:
                                  role="cancel" if i % 2 else "work")
                     for i, o in enumerate(outs)]
             zygote.release(f"end-{r}")
+            STATS["race_rounds"] += 1
+            STATS["racing_processes"] += RACERS
             for pid in pids:
                 assert zygote.wait(pid) == 0, zygote.stderr()
             outcomes = [json.loads(o.read_text()) for o in outs]

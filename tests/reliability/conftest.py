@@ -6,10 +6,8 @@ tools, mounts and child processes, and docs/reliability.md for what each test en
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from relhelpers import HERE, FaultServer, need_libfiu
@@ -37,18 +35,3 @@ def inline_server(tmp_path: Path) -> Iterator[FaultServer]:
     server = FaultServer(tmp_path / "root", tmp_path / "server.log", worker=False)
     yield server
     server.close()
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print what the reliability suite exercised (fault cases, states, examples)."""
-    figures = {}
-    for name in ("test_rel_faults", "test_rel_model", "test_rel_sync"):
-        module = sys.modules.get(name)
-        for attr in ("FAULT_CASES", "STATS"):
-            value = getattr(module, attr, None)
-            if value:
-                figures[f"{name}.{attr}"] = value
-    if figures:
-        terminalreporter.write_sep("-", "reliability figures")
-        for key, value in figures.items():
-            terminalreporter.write_line(f"{key}: {value}")
