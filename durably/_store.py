@@ -570,8 +570,20 @@ class Store:
         return recs, offset, st.st_mtime
 
     def valid_length(self, path: str) -> int:
-        """Byte length of the valid prefix of a journal (what a claim or end keeps)."""
-        return self._scan(path, None)[1]
+        """Byte length of the valid prefix of a journal (what a claim or end keeps).
+
+        With fsync, the journal is then fdatasynced, before the caller publishes this
+        length as a cut: records appended without a sync (a step's start, logs,
+        progress) are inside the cut, and a power loss must not leave the journal
+        shorter than its cut (the doctor reads that as committed records lost).
+        """
+        length = self._scan(path, None)[1]
+        if self.sync and length:
+            try:
+                files.sync_file(path)
+            except OSError as exc:
+                raise files.wrap_os_error(exc, "sync journal", path) from exc
+        return length
 
     # -- claiming ---------------------------------------------------------------------
 
