@@ -794,11 +794,14 @@ class Store:
     def delete(self, state: RunState) -> None:
         """Remove every file of a terminal run and free its keys.
 
-        The run directory is first renamed into ``tmp/`` so it disappears atomically;
-        only then are its keys freed. A crash in between leaves keys pointing at a run
+        The run directory is first renamed into ``tmp/`` so it disappears atomically,
+        and the rename is made durable (fsync of the shard); only then are its keys
+        freed and its files removed. A crash in between leaves keys pointing at a run
         that no longer exists, which the next trigger of the key treats as stale; the
         reverse order could leave the run alive with its key free, and a second run
-        could then be created under the same idempotency key.
+        could then be created under the same idempotency key. (Without the fsync first,
+        a file system that does not commit directory changes in order could keep the
+        key's removal, or the removal of the run's files, and lose the rename.)
         """
         self.ensure_ready()  # refuses a root whose queue/, locks/ or tmp/ is a planted symlink
         record = state.record
@@ -810,6 +813,9 @@ class Store:
             return
         except OSError as exc:
             raise files.wrap_os_error(exc, "delete run", state.run_dir) from exc
+        if self.sync:
+            with contextlib.suppress(OSError):
+                files.fsync_dir(os.path.dirname(state.run_dir))
         for sub, key in (("i", record.get("idempotency_key")), ("p", record.get("concurrency_key"))):
             if key is None:
                 continue
@@ -826,9 +832,6 @@ class Store:
             finally:
                 locks.unlock(lock_path)
         shutil.rmtree(trash, ignore_errors=True)
-        if self.sync:
-            with contextlib.suppress(OSError):
-                files.fsync_dir(os.path.dirname(state.run_dir))
         self.notify(state.run_id)
 
     def sweep_tmp(self, older_than: float = 3600.0) -> int:
