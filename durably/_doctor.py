@@ -64,7 +64,7 @@ TRIGGER_GRACE = 600.0
 KEY_GRACE = 60.0
 """Seconds a key record may point at a run that is not written yet."""
 
-_TOP = {"format.json", "runs", "queue", "keys", "locks", "feed", "tmp", "quarantine"}
+_TOP = {"format.json", "runs", "queue", "keys", "locks", "feed", "tmp", "batches", "quarantine"}
 _STATE = re.compile(r"^s\.([1-9][0-9]*)$")
 _JOURNAL = re.compile(r"^j\.([1-9][0-9]*)$")
 _KEY = re.compile(r"^[0-9a-f]{32}\.json$")

@@ -65,6 +65,22 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def sync_file(path: str) -> None:
+    """Make the data of ``path`` durable (fdatasync); nothing if it is missing.
+
+    Any descriptor flushes the file, so this also syncs a journal another process
+    appends to.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
 def ensure_dir(path: str, *, sync: bool) -> bool:
     """Create directory ``path`` (0700) if missing; return True if it was created.
 

@@ -586,8 +586,20 @@ class Store:
         return recs, offset, st.st_mtime
 
     def valid_length(self, path: str) -> int:
-        """Byte length of the valid prefix of a journal (what a claim or end keeps)."""
-        return self._scan(path, None)[1]
+        """Byte length of the valid prefix of a journal (what a claim or end keeps).
+
+        With fsync, the journal is then fdatasynced, before the caller publishes this
+        length as a cut: records appended without a sync (a step's start, logs,
+        progress) are inside the cut, and a power loss must not leave the journal
+        shorter than its cut (the doctor reads that as committed records lost).
+        """
+        length = self._scan(path, None)[1]
+        if self.sync and length:
+            try:
+                files.sync_file(path)
+            except OSError as exc:
+                raise files.wrap_os_error(exc, "sync journal", path) from exc
+        return length
 
     # -- claiming ---------------------------------------------------------------------
 
@@ -822,11 +834,14 @@ class Store:
     def delete(self, state: RunState) -> None:
         """Remove every file of a terminal run and free its keys.
 
-        The run directory is first renamed into ``tmp/`` so it disappears atomically;
-        only then are its keys freed. A crash in between leaves keys pointing at a run
+        The run directory is first renamed into ``tmp/`` so it disappears atomically,
+        and the rename is made durable (fsync of the shard); only then are its keys
+        freed and its files removed. A crash in between leaves keys pointing at a run
         that no longer exists, which the next trigger of the key treats as stale; the
         reverse order could leave the run alive with its key free, and a second run
-        could then be created under the same idempotency key.
+        could then be created under the same idempotency key. (Without the fsync first,
+        a file system that does not commit directory changes in order could keep the
+        key's removal, or the removal of the run's files, and lose the rename.)
         """
         self.ensure_ready()  # refuses a root whose queue/, locks/ or tmp/ is a planted symlink
         record = state.record
@@ -838,6 +853,9 @@ class Store:
             return
         except OSError as exc:
             raise files.wrap_os_error(exc, "delete run", state.run_dir) from exc
+        if self.sync:
+            with contextlib.suppress(OSError):
+                files.fsync_dir(os.path.dirname(state.run_dir))
         key = record.get("idempotency_key")
         if key is not None:
             key_hash = files.name_hash(record["job_name"], key)
@@ -854,9 +872,6 @@ class Store:
             finally:
                 locks.unlock(lock_path)
         shutil.rmtree(trash, ignore_errors=True)
-        if self.sync:
-            with contextlib.suppress(OSError):
-                files.fsync_dir(os.path.dirname(state.run_dir))
         self.notify(state.run_id)
 
     def sweep_tmp(self, older_than: float = 3600.0) -> int:

@@ -364,6 +364,14 @@ def test_symlinks_and_fifos_are_quarantined(root: Path, d: durably.Durably, tmp_
     assert d.get_run(res.id).status == "completed"
 
 
+def test_batch_commit_records_are_expected(root: Path, d: durably.Durably) -> None:
+    """``batches/`` makes a batch's runs visible: quarantining it would hide them all."""
+    results = d.get_job("doc-job").batch_trigger([In(), In()])  # type: ignore[union-attr]
+    assert _report(root) == (0, _report(root)[1])
+    assert _report(root, fix=True)[1]["fixed"] == []
+    assert [r.id for r in reversed(d.get_runs())] == [r.id for r in results]
+
+
 def test_unexpected_names(root: Path, d: durably.Durably) -> None:
     res = d.get_job("doc-job").trigger(In())  # type: ignore[union-attr]
     d.process_one()

@@ -1,0 +1,1124 @@
+"""Power loss, simulated: every on-disk state a crash could leave, ALICE-style (plan C3, C4).
+
+There is no device-mapper here (no dm-log-writes, no CrashMonkey), and a SIGKILL never
+loses what the kernel accepted, so power loss is modelled above the file system:
+
+1. **Record.** Scenarios run in this process through the public API with ``fsync=True``
+   while a recorder wraps every ``os`` call durably changes the root with (``open``,
+   ``write``, ``fsync``, ``fdatasync``, ``ftruncate``, ``link``, ``rename``, ``unlink``,
+   ``mkdir``, ``rmdir``, ``close``, ``lseek``) and ``shutil.rmtree`` (recorded as the
+   unlinks and rmdirs it makes). Every call is performed for real; the log holds inodes
+   (descriptors are mapped to them), directory entries added and removed, and the bytes
+   and offset of every write; at the end the model must equal the real root.
+   Acknowledgements are logged in between: a trigger returned, a ``step.run`` returned
+   (the job logs it right after), a run completed (``run:complete``), a cancel or a
+   delete returned. Scenarios: trigger, claim, steps, completion and compaction; keyed
+   triggers (created, idempotent, coalesced, a freed concurrency key); cancel of a
+   pending and of a running run; ``delete_run`` then the same key again; a batch.
+2. **Crash states.** At every boundary between two logged calls, the states a
+   conservative kernel may leave are generated. Kept for sure: a file's writes up to its
+   last ``fsync``/``fdatasync`` (data and size), and a directory's entry changes up to
+   its last ``fsync``. Everything else may or may not have reached the disk:
+
+   - each pending write is kept, dropped, torn (its first half), or, when it extended
+     the file, zero-filled or torn with a NUL tail of the same length (the size reached
+     the disk, the data did not: the delayed-allocation artefact SQLite warns about);
+     the writes of one file are chosen independently, so a later record can survive
+     behind a lost earlier one;
+   - pending directory-entry changes survive as a prefix. ``ordered`` (the model of
+     record: a journalling file system such as ext4 or xfs commits metadata in order)
+     takes one prefix of all of them in call order; ``per-dir`` takes an independent
+     prefix in each directory (no order across directories; a rename is an unlink in
+     one directory and a link in the other, so it can land half-way). ``per-dir``
+     holds every ``ordered`` state and more.
+
+   ``tmp/``, ``feed/`` and ``locks/`` (never fsynced by design: temp names, a hint, empty
+   lock files) and their files vary together: all lost, all kept, or kept with the last
+   write of each file torn. A crash point with at most ``EXHAUSTIVE`` states is
+   enumerated whole; a larger one is sampled (``SAMPLES`` states seeded by scenario and
+   crash point, plus three corners: nothing pending kept, everything kept, everything
+   kept but each pending write torn). Each state is built into a fresh directory from
+   the snapshot taken before the scenario plus the chosen effects; identical states
+   under the same acknowledgements are checked once.
+3. **Check.** A fresh ``Durably`` on the state, with the same jobs:
+
+   - ``get_runs``, ``get_run``, ``get_steps``, ``get_logs`` and ``changes`` raise nothing
+     (not even a ``DurablyError``);
+   - every acknowledged effect is there: a run whose trigger returned exists and its
+     idempotency key finds it (a new trigger with the key returns it) and, while it is
+     pending, its concurrency key coalesces onto it; a step whose ``step.run`` returned
+     reads completed with its value; an ended run reads ended with its output; a
+     cancelled run reads cancelled; a deleted run is gone and its key does not find it;
+   - ``process_until_idle`` raises nothing and ends every run: completed with the
+     output the job computes, or cancelled if a cancel was under way; never failed; no
+     acknowledged step's body runs again, no step's body twice; acknowledged steps
+     read the same after recovery (and compaction); one run per idempotency key;
+   - ``durably doctor`` (``Doctor.check`` aged a day, so every grace period is over)
+     finds only what docs/reliability.md calls the leftovers of a crash in the middle
+     of an operation that was not acknowledged, which readers ignore and
+     ``doctor --fix`` removes or quarantines: ``orphan-temp`` (a temp file of a publish
+     that died), ``incomplete-run`` (a run directory without ``run.json``: its trigger
+     died), ``stale-marker`` and ``dangling-key`` for a run that does not exist (a
+     trigger that died before ``run.json``, or a delete between removing the run and
+     freeing its keys), and ``corrupt`` only for the ``run.json`` of a run never
+     claimed whose trigger was not acknowledged (created under its final name, it can
+     be empty or torn if the trigger died before its fsync: ``Store.load`` reads it as
+     "not written yet", ``--fix`` quarantines the run). A torn journal tail is normal
+     and the doctor does not report it. Anything else is a violation.
+4. **Meta-test.** Each fsync/fdatasync call site of durably is removed in turn (the
+   recorder turns the calls made there into no-ops and does not count them as
+   barriers; the library runs normally otherwise): the same checker must then find a
+   violating state. The two sites whose removal the model cannot catch are pinned in
+   ``UNNEEDED_SITES``.
+
+Known limit, in ``per-dir`` only (``test_power_loss_states_without_metadata_order``): a
+trigger that was not acknowledged can leave its run visible and pending without its
+queue marker, so no worker claims it (``doctor`` reports ``unqueued-run``; ``--fix``
+requeues it). The marker's and ``run.json``'s names are made durable by one batch of
+directory fsyncs, one journal commit on ext4; ordering them would cost a second one.
+
+Limits of the model: a model of the kernel, not the kernel; a write tears once, in the
+middle, not at every sector; sizes and bytes are the only file metadata (modes, mtimes
+and lease heartbeats are not modelled: every state has fresh mtimes, and leases of this
+host are judged by their locks, free after a reboot); within one directory, changes
+survive in call order (never an arbitrary subset); ``tmp/``, ``feed/`` and ``locks/``
+vary only together; an ``fsync`` of a file is not taken to make its name durable (ext4
+does it; POSIX does not promise it); one process, one host (no stale owner).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import durably
+from durably import BatchItem, Step, define_job
+from durably._doctor import Doctor
+
+EXHAUSTIVE = 96
+SAMPLES = 24
+MINOR_DIRS = ("tmp", "feed", "locks")
+STATS: dict[str, Any] = {}
+_REAL: dict[str, Callable[..., Any]] = {
+    name: getattr(os, name) for name in ("open", "write", "fsync", "fdatasync", "ftruncate", "close",
+                                         "lseek", "link", "rename", "replace", "unlink", "mkdir",
+                                         "rmdir")}
+_REAL_RMTREE = shutil.rmtree
+
+
+# -- jobs -------------------------------------------------------------------------------
+
+
+class Work(BaseModel):
+    tag: str
+    steps: int = 3
+    cancel_at: int = -1  # while recording: this step's body cancels its own run
+    chatty: bool = False  # a log line and progress before step 1 (appends without sync)
+
+
+EXEC: Counter[tuple[str, str]] = Counter()  # (run id, step) -> executions of its body
+LIVE: dict[str, Any] = {"rec": None, "d": None}  # the recorder and instance, while recording
+
+
+def value_of(tag: str, k: int) -> dict[str, Any]:
+    return {"k": k, "sq": k * k, "tag": tag}
+
+
+def output_of(work: dict[str, Any]) -> dict[str, Any]:
+    return {"tag": work["tag"], "total": sum(k * k for k in range(work.get("steps", 3)))}
+
+
+def _body(run_id: str, work: Work, k: int) -> dict[str, Any]:
+    EXEC[(run_id, f"s{k}")] += 1
+    rec = LIVE["rec"]
+    if rec is not None and k == work.cancel_at:
+        rec.note("may-cancel", run=run_id)
+        LIVE["d"].cancel(run_id)
+        rec.ack("cancel", run=run_id)
+    return value_of(work.tag, k)
+
+
+def _work(step: Step, work: Work) -> dict[str, Any]:
+    total = 0
+    for k in range(work.steps):
+        if work.chatty and k == 1:
+            step.log.info("half way", data={"k": k})
+            step.progress(k, work.steps)
+        value = step.run(f"s{k}", lambda k=k: _body(step.run_id, work, k))
+        if value != value_of(work.tag, k):
+            raise AssertionError(f"step s{k} returned {value!r}")
+        if LIVE["rec"] is not None and not step.is_aborted():
+            LIVE["rec"].ack("step", run=step.run_id, step=f"s{k}", value=value)
+        total += value["sq"]
+    return {"tag": work.tag, "total": total}
+
+
+WORK = define_job(name="pl-work", input=Work, run=_work)
+
+
+def make(root: Path, **options: Any) -> durably.Durably:
+    options.setdefault("preserve_steps", True)
+    return durably.Durably(root, jobs=[WORK], lease_duration=3600.0, lease_renew_interval=3000.0,
+                           **options)
+
+
+# -- recording --------------------------------------------------------------------------
+
+
+SyncMatcher = Callable[[str, list[str], str], bool]
+"""(``fsync``/``fdatasync``, durably functions on the stack innermost first, path) -> remove it?"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prim:
+    """One effect of a call: ``add``/``del`` an entry of directory ``ino``, ``write`` or
+    ``trunc`` file ``ino``, ``sync`` inode ``ino``, or an ``ack``/``note`` (``info``)."""
+
+    kind: str
+    ino: int = 0
+    name: str = ""
+    target: int = 0
+    offset: int = 0
+    data: bytes = b""
+    extends: bool = False
+    info: tuple[str, dict[str, Any]] | None = None
+
+
+@dataclasses.dataclass
+class Call:
+    what: str
+    prims: list[Prim]
+
+
+class Recorder:
+    """Performs durably's calls for real and logs their effects on inodes of the root."""
+
+    def __init__(self, root: Path, skip_sync: SyncMatcher | None = None) -> None:
+        self.root = os.path.realpath(root)
+        self.kind: dict[int, str] = {}
+        self.initial_entries: dict[int, dict[str, int]] = {}
+        self.initial_data: dict[int, bytes] = {}
+        self.names: dict[str, int] = {}
+        self.size: dict[int, int] = {}
+        self.history: dict[int, set[str]] = {}
+        self.fds: dict[int, list[Any]] = {}  # fd -> [inode, position, append]
+        self.log: list[Call] = []
+        self.lock = threading.RLock()
+        self.depth = 0
+        self.skip_sync = skip_sync
+        self.skipped: list[tuple[int, str]] = []  # (log position, call) of removed syncs
+        self.errors: list[str] = []
+        self._next = 1
+        self._snapshot()
+
+    # -- model --
+
+    def _new(self, kind: str, rel: str) -> int:
+        ino = self._next
+        self._next += 1
+        self.kind[ino] = kind
+        self.size[ino] = 0
+        self.history[ino] = {rel}
+        self.names[rel] = ino
+        return ino
+
+    def _snapshot(self) -> None:
+        root = self._new("dir", ".")
+        self.initial_entries[root] = {}
+        for top, dirs, files in os.walk(self.root):
+            rel_top = os.path.relpath(top, self.root)
+            parent = self.names[rel_top]
+            for name in sorted(dirs) + sorted(files):
+                rel = os.path.normpath(os.path.join(rel_top, name))
+                ino = self._new("dir" if name in dirs else "file", rel)
+                self.initial_entries[parent][name] = ino
+                if name in dirs:
+                    self.initial_entries[ino] = {}
+                else:
+                    data = Path(self.root, rel).read_bytes()
+                    self.initial_data[ino] = data
+                    self.size[ino] = len(data)
+
+    def rel(self, path: Any) -> str | None:
+        if not isinstance(path, str):
+            return None
+        p = os.path.abspath(path)
+        if p == self.root:
+            return "."
+        if p.startswith(self.root + os.sep):
+            return p[len(self.root) + 1:]
+        return None
+
+    def _parent(self, rel: str) -> tuple[int, str]:
+        return self.names[os.path.dirname(rel) or "."], os.path.basename(rel)
+
+    def _call(self, what: str, *prims: Prim) -> None:
+        self.log.append(Call(what, list(prims)))
+
+    def ack(self, kind: str, **info: Any) -> None:
+        with self.lock:
+            self._call(f"ack {kind}", Prim("ack", info=(kind, info)))
+
+    def note(self, kind: str, **info: Any) -> None:
+        with self.lock:
+            self._call(f"note {kind}", Prim("note", info=(kind, info)))
+
+    def path_of(self, ino: int) -> str:
+        live = [r for r, i in self.names.items() if i == ino]
+        return min(live) if live else f"<inode {ino}>"
+
+    # -- wrappers --
+
+    def open(self, path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        rel = None if dir_fd is not None or self.depth else self.rel(path)
+        if rel is None:
+            return _REAL["open"](path, flags, mode, dir_fd=dir_fd)
+        with self.lock:
+            existed = rel in self.names
+            fd = _REAL["open"](path, flags, mode)
+            if not existed:
+                if not flags & os.O_CREAT:
+                    self.errors.append(f"opened {rel}, which the recorder never saw created")
+                    return fd
+                parent, name = self._parent(rel)
+                ino = self._new("file", rel)
+                self._call(f"open({rel}, O_CREAT)", Prim("add", parent, name, target=ino))
+            ino = self.names[rel]
+            if flags & os.O_TRUNC and self.size[ino]:
+                self.size[ino] = 0
+                self._call(f"open({rel}, O_TRUNC)", Prim("trunc", ino, offset=0))
+            self.fds[fd] = [ino, 0, bool(flags & os.O_APPEND)]
+            return fd
+
+    def write(self, fd: int, data: Any) -> int:
+        entry = None if self.depth else self.fds.get(fd)
+        if entry is None:
+            return _REAL["write"](fd, data)
+        with self.lock:
+            ino, pos, append = entry
+            offset = self.size[ino] if append else pos
+            n = _REAL["write"](fd, data)
+            chunk = bytes(data[:n])
+            self._call(f"write({self.path_of(ino)}, {n} bytes at {offset})",
+                       Prim("write", ino, offset=offset, data=chunk,
+                            extends=offset + n > self.size[ino]))
+            self.size[ino] = max(self.size[ino], offset + n)
+            entry[1] = offset + n
+            return n
+
+    def _sync(self, name: str) -> Callable[[int], None]:
+        def sync(fd: int) -> None:
+            entry = None if self.depth else self.fds.get(fd)
+            if entry is None:
+                return _REAL[name](fd)
+            with self.lock:
+                ino = entry[0]
+                path = self.path_of(ino)
+                if self.skip_sync is not None and self.skip_sync(name, _durably_frames(), path):
+                    self.skipped.append((len(self.log), f"{name}({path})"))
+                    return None  # the call site made a no-op: no barrier
+                _REAL[name](fd)
+                self._call(f"{name}({path})", Prim("sync", ino))
+                return None
+
+        return sync
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        entry = None if self.depth else self.fds.get(fd)
+        if entry is None:
+            return _REAL["ftruncate"](fd, length)
+        with self.lock:
+            _REAL["ftruncate"](fd, length)
+            self.size[entry[0]] = length
+            self._call(f"ftruncate({self.path_of(entry[0])}, {length})",
+                       Prim("trunc", entry[0], offset=length))
+            return None
+
+    def lseek(self, fd: int, pos: int, how: int) -> int:
+        result = _REAL["lseek"](fd, pos, how)
+        entry = self.fds.get(fd)
+        if entry is not None:
+            entry[1] = result
+        return result
+
+    def close(self, fd: int) -> None:
+        with self.lock:
+            _REAL["close"](fd)
+            self.fds.pop(fd, None)
+
+    def link(self, src: Any, dst: Any, **kw: Any) -> None:
+        rs, rd = self.rel(src), self.rel(dst)
+        if rs is None or rd is None or kw or self.depth:
+            return _REAL["link"](src, dst, **kw)
+        with self.lock:
+            _REAL["link"](src, dst)
+            ino = self.names[rs]
+            parent, name = self._parent(rd)
+            self.names[rd] = ino
+            self.history[ino].add(rd)
+            self._call(f"link({rs}, {rd})", Prim("add", parent, name, target=ino))
+            return None
+
+    def rename(self, src: Any, dst: Any, **kw: Any) -> None:
+        rs, rd = self.rel(src), self.rel(dst)
+        if rs is None or rd is None or kw or self.depth:
+            return _REAL["rename"](src, dst, **kw)
+        with self.lock:
+            _REAL["rename"](src, dst)
+            ino = self.names[rs]
+            sp, sn = self._parent(rs)
+            dp, dn = self._parent(rd)
+            for rel in [r for r in self.names if r == rs or r.startswith(rs + "/")]:
+                moved = rd + rel[len(rs):]
+                self.names[moved] = self.names.pop(rel)
+                self.history[self.names[moved]].add(moved)
+            self._call(f"rename({rs}, {rd})", Prim("del", sp, sn), Prim("add", dp, dn, target=ino))
+            return None
+
+    def unlink(self, path: Any, **kw: Any) -> None:
+        rel = self.rel(path)
+        if rel is None or kw or self.depth:
+            return _REAL["unlink"](path, **kw)
+        with self.lock:
+            _REAL["unlink"](path)
+            parent, name = self._parent(rel)
+            self.names.pop(rel)
+            self._call(f"unlink({rel})", Prim("del", parent, name))
+            return None
+
+    def rmdir(self, path: Any, **kw: Any) -> None:
+        rel = self.rel(path)
+        if rel is None or kw or self.depth:
+            return _REAL["rmdir"](path, **kw)
+        with self.lock:
+            _REAL["rmdir"](path)
+            parent, name = self._parent(rel)
+            self.names.pop(rel)
+            self._call(f"rmdir({rel})", Prim("del", parent, name))
+            return None
+
+    def mkdir(self, path: Any, mode: int = 0o777, **kw: Any) -> None:
+        rel = self.rel(path)
+        if rel is None or kw or self.depth:
+            return _REAL["mkdir"](path, mode, **kw)
+        with self.lock:
+            _REAL["mkdir"](path, mode)
+            parent, name = self._parent(rel)
+            ino = self._new("dir", rel)
+            self._call(f"mkdir({rel})", Prim("add", parent, name, target=ino))
+            return None
+
+    def rmtree(self, path: Any, *args: Any, **kw: Any) -> None:
+        rel = self.rel(path)
+        if rel is None or self.depth:
+            return _REAL_RMTREE(path, *args, **kw)
+        with self.lock:
+            # What rmtree does, call by call: the deepest names first, then the directory.
+            for sub in sorted((r for r in self.names if r == rel or r.startswith(rel + "/")),
+                              key=lambda r: (-r.count("/"), r)):
+                parent, name = self._parent(sub)
+                verb = "rmdir" if self.kind[self.names[sub]] == "dir" else "unlink"
+                self._call(f"{verb}({sub}) in rmtree", Prim("del", parent, name))
+                self.names.pop(sub)
+            self.depth += 1
+            try:
+                _REAL_RMTREE(path, *args, **kw)
+            finally:
+                self.depth -= 1
+            return None
+
+    def install(self) -> None:
+        for name in ("open", "write", "ftruncate", "lseek", "close", "link", "rename", "unlink",
+                     "rmdir", "mkdir"):
+            setattr(os, name, getattr(self, name))
+        os.replace = self.rename  # type: ignore[assignment]
+        os.fsync = self._sync("fsync")
+        os.fdatasync = self._sync("fdatasync")
+        shutil.rmtree = self.rmtree  # type: ignore[assignment]
+
+    @staticmethod
+    def uninstall() -> None:
+        for name, real in _REAL.items():
+            setattr(os, name, real)
+        shutil.rmtree = _REAL_RMTREE
+
+
+def _durably_frames() -> list[str]:
+    """Names of the durably functions on the stack, innermost first (the call site)."""
+    out = []
+    frame = sys._getframe(2)
+    marker = os.sep + "durably" + os.sep
+    while frame is not None:
+        if marker in frame.f_code.co_filename:
+            out.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return out
+
+
+# -- crash states -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class CrashPoint:
+    """What is durable and what is pending after the first ``k`` calls of a log."""
+
+    k: int
+    acks: list[tuple[str, dict[str, Any]]]
+    forced_meta: list[tuple[int, Prim]]
+    pending_meta: dict[int, list[tuple[int, Prim]]]
+    forced_data: dict[int, list[Prim]]
+    pending_data: dict[int, list[Prim]]
+
+
+def crash_point(log: list[Call], k: int, kind: dict[int, str]) -> CrashPoint:
+    dir_ops: dict[int, list[tuple[int, Prim]]] = {}
+    dir_synced: dict[int, int] = {}
+    file_ops: dict[int, list[Prim]] = {}
+    file_synced: dict[int, int] = {}
+    acks = []
+    order = 0
+    for call in log[:k]:
+        for p in call.prims:
+            order += 1
+            if p.kind in ("add", "del"):
+                dir_ops.setdefault(p.ino, []).append((order, p))
+            elif p.kind in ("write", "trunc"):
+                file_ops.setdefault(p.ino, []).append(p)
+            elif p.kind == "sync":
+                if kind[p.ino] == "dir":
+                    dir_synced[p.ino] = len(dir_ops.get(p.ino, []))
+                else:
+                    file_synced[p.ino] = len(file_ops.get(p.ino, []))
+            elif p.info is not None:
+                acks.append(p.info)
+    forced_meta = [op for d, ops in dir_ops.items() for op in ops[:dir_synced.get(d, 0)]]
+    pending_meta = {d: ops[dir_synced.get(d, 0):] for d, ops in dir_ops.items()
+                    if len(ops) > dir_synced.get(d, 0)}
+    forced_data = {f: ops[:file_synced.get(f, 0)] for f, ops in file_ops.items()}
+    pending_data = {f: ops[file_synced.get(f, 0):] for f, ops in file_ops.items()
+                    if len(ops) > file_synced.get(f, 0)}
+    return CrashPoint(k, acks, forced_meta, pending_meta, forced_data, pending_data)
+
+
+def _data_options(p: Prim) -> list[str]:
+    """How one pending write may have reached the disk; first nothing, last everything."""
+    if p.kind == "trunc":
+        return ["drop", "keep"]
+    options = ["drop"]
+    if p.extends:
+        options.append("zero")
+    if len(p.data) >= 2:
+        options.append("torn")
+        if p.extends:
+            options.append("torn-nul")
+    return [*options, "keep"]
+
+
+class Enumerator:
+    """The crash states of one recorded log, as trees: relative path -> bytes (None: dir)."""
+
+    def __init__(self, rec: Recorder, metadata: str) -> None:
+        self.rec = rec
+        self.metadata = metadata
+        minor_dirs = {rec.names.get(d) for d in MINOR_DIRS} | {
+            ino for ino, h in rec.history.items() if any(r in MINOR_DIRS for r in h)}
+        self.minor_dirs = {i for i in minor_dirs if i is not None}
+        self.minor_files = {
+            ino for ino, h in rec.history.items() if rec.kind[ino] == "file" and all(
+                r.split("/")[0] in MINOR_DIRS or os.path.basename(r) == "lock" for r in h)}
+
+    def states(self, point: CrashPoint, seed: str) -> tuple[bool, Iterator[dict[str, bytes | None]]]:
+        """(whether the states are all of them, the states): each a tree of the root."""
+        dims: list[tuple[Any, list[Any]]] = []
+        major = {d: ops for d, ops in point.pending_meta.items() if d not in self.minor_dirs}
+        if self.metadata == "ordered":
+            merged = sorted(op for ops in major.values() for op in ops)
+            if merged:
+                dims.append((("meta", tuple(merged)), list(range(len(merged) + 1))))
+        else:
+            for d, ops in sorted(major.items()):
+                dims.append((("dir", d), list(range(len(ops) + 1))))
+        for f, ops in sorted(point.pending_data.items()):
+            if f in self.minor_files:
+                continue
+            for i, p in enumerate(ops):
+                dims.append((("data", f, i), _data_options(p)))
+        minor = any(d in self.minor_dirs for d in point.pending_meta) or any(
+            f in self.minor_files for f in point.pending_data)
+        if minor:
+            dims.append((("minor",), ["min", "torn", "max"]))
+        options = [o for _, o in dims]
+        total = 1
+        for o in options:
+            total *= len(o)
+        if total <= EXHAUSTIVE:
+            combos: Iterator[tuple[Any, ...]] = itertools.product(*options)
+        else:
+            rng = random.Random(seed)
+            corners = [tuple(o[0] for o in options), tuple(o[-1] for o in options),
+                       tuple(o[-1] if k[0] != "data" else o[-2] for k, o in dims)]
+            combos = iter(corners + [tuple(rng.choice(o) for o in options) for _ in range(SAMPLES)])
+        keys = [k for k, _ in dims]
+        return total <= EXHAUSTIVE, (self.build(point, dict(zip(keys, c, strict=True))) for c in combos)
+
+    def build(self, point: CrashPoint, choice: dict[Any, Any]) -> dict[str, bytes | None]:
+        minor = choice.get(("minor",), "max")
+        chosen = list(point.forced_meta)
+        if self.metadata == "ordered":
+            for key, n in choice.items():
+                if key[0] == "meta":
+                    chosen.extend(key[1][:n])
+        for d, ops in point.pending_meta.items():
+            if d in self.minor_dirs:
+                chosen.extend(ops if minor != "min" else [])
+            elif self.metadata != "ordered":
+                chosen.extend(ops[:choice[("dir", d)]])
+        entries = {d: dict(e) for d, e in self.rec.initial_entries.items()}
+        for _, p in sorted(chosen, key=lambda op: op[0]):
+            names = entries.setdefault(p.ino, {})
+            if p.kind == "add":
+                names[p.name] = p.target
+            else:
+                names.pop(p.name, None)
+        contents: dict[int, bytes] = {}
+
+        def content(ino: int) -> bytes:
+            if ino not in contents:
+                buf = bytearray(self.rec.initial_data.get(ino, b""))
+                for p in point.forced_data.get(ino, []):
+                    _apply(buf, p, "keep")
+                pending = point.pending_data.get(ino, [])
+                for i, p in enumerate(pending):
+                    if ino in self.minor_files:
+                        how = {"min": "drop", "max": "keep"}.get(
+                            minor, "torn" if i == len(pending) - 1 else "keep")
+                    else:
+                        how = choice[("data", ino, i)]
+                    _apply(buf, p, how)
+                contents[ino] = bytes(buf)
+            return contents[ino]
+
+        tree: dict[str, bytes | None] = {}
+
+        def walk(d: int, prefix: str, depth: int) -> None:
+            for name, ino in sorted(entries.get(d, {}).items()):
+                path = prefix + name
+                if self.rec.kind[ino] == "dir":
+                    tree[path] = None
+                    if depth < 16:
+                        walk(ino, path + "/", depth + 1)
+                else:
+                    tree[path] = content(ino)
+
+        walk(1, "", 0)
+        return tree
+
+
+def _apply(buf: bytearray, p: Prim, how: str) -> None:
+    if how == "drop":
+        return
+    if p.kind == "trunc":
+        del buf[p.offset:]
+        return
+    half = len(p.data) // 2
+    data = {"keep": p.data, "torn": p.data[:half], "torn-nul": p.data[:half] + b"\0" * (len(p.data) - half),
+            "zero": b"\0" * len(p.data)}[how]
+    if len(buf) < p.offset:
+        buf.extend(b"\0" * (p.offset - len(buf)))
+    buf[p.offset:p.offset + len(data)] = data
+
+
+def write_tree(base: Path, tree: dict[str, bytes | None]) -> None:
+    os.mkdir(base, 0o700)
+    for path, data in sorted(tree.items()):
+        target = os.path.join(base, path)
+        if data is None:
+            os.mkdir(target, 0o700)
+            continue
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            if data:
+                os.write(fd, data)
+        finally:
+            os.close(fd)
+
+
+def read_tree(base: str) -> dict[str, bytes | None]:
+    tree: dict[str, bytes | None] = {}
+    for top, dirs, files in os.walk(base):
+        for name in dirs:
+            tree[os.path.relpath(os.path.join(top, name), base)] = None
+        for name in files:
+            tree[os.path.relpath(os.path.join(top, name), base)] = Path(top, name).read_bytes()
+    return tree
+
+
+# -- scenarios ----------------------------------------------------------------------------
+
+
+def _ack_trigger(rec: Recorder, res: Any, keys: tuple[str | None, str | None] = (None, None)) -> None:
+    rec.ack("trigger", run=res.id, input=dict(res.input), idem=keys[0], conc=keys[1],
+            disposition=res.disposition)
+
+
+def scenario_steps(d: durably.Durably, rec: Recorder) -> None:
+    """From an empty root: a trigger, a claim, three steps (one with a log line and
+    progress), the completion and the journal's compaction."""
+    h = d.get_job("pl-work")
+    assert h is not None
+    _ack_trigger(rec, h.trigger(Work(tag="plain", chatty=True)))
+    assert d.process_one()
+
+
+def scenario_keys(d: durably.Durably, rec: Recorder) -> None:
+    """From an empty root: keyed triggers, created, idempotent and coalesced; the run
+    executes; a new trigger takes the freed concurrency key and stays pending."""
+    h = d.get_job("pl-work")
+    assert h is not None
+    keys = ("order-1", "account-7")
+    first = h.trigger(Work(tag="k1", steps=2), idempotency_key=keys[0], concurrency_key=keys[1])
+    _ack_trigger(rec, first, keys)
+    again = h.trigger(Work(tag="k1", steps=2), idempotency_key=keys[0], concurrency_key=keys[1])
+    assert (again.id, again.disposition) == (first.id, "idempotent")
+    _ack_trigger(rec, again, keys)
+    onto = h.trigger(Work(tag="k2", steps=2), concurrency_key=keys[1], coalesce="skip")
+    assert (onto.id, onto.disposition) == (first.id, "coalesced")
+    assert d.process_one()
+    later = h.trigger(Work(tag="k3", steps=1), concurrency_key=keys[1])
+    assert later.disposition == "created"
+    _ack_trigger(rec, later, (None, keys[1]))
+
+
+def scenario_cancel(d: durably.Durably, rec: Recorder) -> None:
+    """A pending run cancelled; a running run cancelled from inside its second step."""
+    h = d.get_job("pl-work")
+    assert h is not None
+    pending = h.trigger(Work(tag="c1", steps=2))
+    _ack_trigger(rec, pending)
+    rec.note("may-cancel", run=pending.id)
+    d.cancel(pending.id)
+    rec.ack("cancel", run=pending.id)
+    running = h.trigger(Work(tag="c2", steps=3, cancel_at=1))
+    _ack_trigger(rec, running)
+    assert d.process_one()
+    run = d.get_run(running.id)
+    assert run is not None
+    assert run.status == "cancelled"
+
+
+def scenario_delete(d: durably.Durably, rec: Recorder) -> None:
+    """A keyed run executes and is deleted; the same key then makes a new run."""
+    h = d.get_job("pl-work")
+    assert h is not None
+    first = h.trigger(Work(tag="d1", steps=1), idempotency_key="del-me")
+    _ack_trigger(rec, first, ("del-me", None))
+    assert d.process_one()
+    rec.note("may-delete", run=first.id)
+    d.delete_run(first.id)
+    rec.ack("delete", run=first.id)
+    second = h.trigger(Work(tag="d2", steps=1), idempotency_key="del-me")
+    assert second.id != first.id
+    _ack_trigger(rec, second, ("del-me", None))
+
+
+def scenario_batch(d: durably.Durably, rec: Recorder) -> None:
+    """A batch of three runs (one keyed) committed at once; one of them executes."""
+    h = d.get_job("pl-work")
+    assert h is not None
+    results = h.batch_trigger([Work(tag="b0", steps=1),
+                               BatchItem(Work(tag="b1", steps=1), idempotency_key="batch-1"),
+                               Work(tag="b2", steps=2)])
+    for res, idem in zip(results, (None, "batch-1", None), strict=True):
+        _ack_trigger(rec, res, (idem, None))
+    assert d.process_one()
+
+
+SCENARIOS: dict[str, tuple[Callable[[durably.Durably, Recorder], None], bool]] = {
+    # name: (scenario, start from an initialised root)
+    "steps": (scenario_steps, False),
+    "keys": (scenario_keys, False),
+    "cancel": (scenario_cancel, True),
+    "delete": (scenario_delete, True),
+    "batch": (scenario_batch, True),
+}
+
+
+def record(root: Path, scenario: str, skip_sync: SyncMatcher | None = None) -> Recorder:
+    fn, initialised = SCENARIOS[scenario]
+    root.mkdir(mode=0o700)
+    d = make(root, fsync=True)
+    if initialised:
+        d._store.ensure_ready()
+    rec = Recorder(root, skip_sync)
+    d.on("run:complete", lambda e: rec.ack("end", run=e.run_id, status="completed", output=e.output))
+    LIVE.update(rec=rec, d=d)
+    rec.install()
+    try:
+        fn(d, rec)
+    finally:
+        Recorder.uninstall()
+        LIVE.update(rec=None, d=None)
+    assert rec.errors == []
+    # The model must match the real root, or the states built from it mean nothing.
+    last = crash_point(rec.log, len(rec.log), rec.kind)
+    everything = Enumerator(rec, "per-dir").build(last, _all_kept(last))
+    assert everything == read_tree(str(root))
+    return rec
+
+
+def _all_kept(point: CrashPoint) -> dict[Any, Any]:
+    choice: dict[Any, Any] = {("dir", d): len(ops) for d, ops in point.pending_meta.items()}
+    for f, ops in point.pending_data.items():
+        for i in range(len(ops)):
+            choice[("data", f, i)] = "keep"
+    return choice
+
+
+# -- the checker ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Expect:
+    """What the acknowledgements before a crash point promise."""
+
+    runs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    steps: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict)
+    ended: dict[str, tuple[str, Any]] = dataclasses.field(default_factory=dict)
+    cancelled: set[str] = dataclasses.field(default_factory=set)
+    deleted: set[str] = dataclasses.field(default_factory=set)
+    idem: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    conc: dict[str, str] = dataclasses.field(default_factory=dict)
+    may_cancel: set[str] = dataclasses.field(default_factory=set)
+    may_delete: set[str] = dataclasses.field(default_factory=set)
+
+    @classmethod
+    def of(cls, acks: list[tuple[str, dict[str, Any]]]) -> Expect:
+        e = cls()
+        for kind, info in acks:
+            run = info.get("run", "")
+            if kind == "trigger":
+                e.runs.setdefault(run, info)
+                if info["idem"] is not None:
+                    e.idem[info["idem"]] = run
+                if info["conc"] is not None and info["disposition"] == "created":
+                    e.conc[info["conc"]] = run
+            elif kind == "step":
+                e.steps[(run, info["step"])] = info["value"]
+            elif kind == "end":
+                e.ended[run] = (info["status"], info["output"])
+            elif kind == "cancel":
+                e.cancelled.add(run)
+            elif kind == "delete":
+                e.deleted.add(run)
+                e.idem.update({k: None for k, r in e.idem.items() if r == run})
+            elif kind == "may-cancel":
+                e.may_cancel.add(run)
+            elif kind == "may-delete":
+                e.may_delete.add(run)
+        return e
+
+
+ALLOWED_DOCTOR = {
+    "orphan-temp": "",
+    "incomplete-run": "",
+    "stale-marker": "does not exist",
+    "dangling-key": "missing run",
+}
+
+
+def check_state(base: Path, exp: Expect, *, unordered: bool = False) -> list[str]:
+    """Everything wrong with the root at ``base`` (a crash state), recovery included.
+
+    ``unordered``: the state comes from the ``per-dir`` model, under which a trigger
+    that was not acknowledged may leave its run visible without its queue marker (the
+    known limit in the module docstring); such a run is not held against recovery.
+    """
+    out: list[str] = []
+    queue = base / "queue"
+    markers = {n.split(".")[0] for n in os.listdir(queue)} if queue.is_dir() else set()
+
+    def unqueued(run_id: str) -> bool:
+        return unordered and run_id not in exp.runs and run_id not in markers
+
+    EXEC.clear()
+    d = make(base, fsync=False)
+    h = d.get_job("pl-work")
+    assert h is not None
+
+    def guard(what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - every exception is a finding here
+            out.append(f"{what} raised {type(exc).__name__}: {exc}")
+            return None
+
+    guard("get_runs()", d.get_runs)
+    feed = sorted(os.listdir(base / "feed")) if (base / "feed").is_dir() else []
+    if feed:
+        guard("changes()", lambda: d.changes(f"{feed[0]}:0"))
+    before: dict[str, Any] = {}
+    for rid in sorted(set(exp.runs) | exp.deleted):
+        run = before[rid] = guard(f"get_run({rid})", lambda rid=rid: d.get_run(rid))
+        if run is not None:
+            guard(f"get_steps({rid})", lambda rid=rid: d.get_steps(rid))
+            guard(f"get_logs({rid})", lambda rid=rid: d.get_logs(rid))
+    if out:
+        return out
+    out.extend(_acknowledged(d, exp, "before recovery"))
+    # Keys: a trigger with an acknowledged key finds its run; after a delete, a new one.
+    for key, rid in sorted(exp.idem.items()):
+        info = next(i for r, i in exp.runs.items() if i["idem"] == key)
+        res = guard(f"trigger(idempotency_key={key!r})",
+                    lambda key=key, info=info: h.trigger(info["input"], idempotency_key=key))
+        if res is not None and rid is not None and res.id != rid and not (
+                rid in exp.may_delete and before.get(rid) is None):  # a delete under way
+            out.append(f"idempotency key {key!r} of acknowledged run {rid} made another run {res.id}")
+        if res is not None and rid is None and res.id in exp.deleted:
+            out.append(f"idempotency key {key!r} of a deleted run still finds it ({res.id})")
+    for key, rid in sorted(exp.conc.items()):
+        run = guard(f"get_run({rid})", lambda rid=rid: d.get_run(rid))
+        if run is not None and run.status == "pending":
+            res = guard(f"trigger(concurrency_key={key!r})", lambda key=key: h.trigger(
+                {"tag": "probe", "steps": 1}, concurrency_key=key, coalesce="skip"))
+            if res is not None and (res.id, res.disposition) != (rid, "coalesced"):
+                out.append(f"concurrency key {key!r} of pending run {rid} gave {res.disposition} "
+                           f"run {res.id}")
+    if guard("process_until_idle()", d.process_until_idle) is None:
+        return out
+    for (rid, step), n in sorted(EXEC.items()):
+        if (rid, step) in exp.steps and n:
+            out.append(f"acknowledged step {step} of run {rid} ran again ({n}x) in recovery")
+        elif n > 1:
+            out.append(f"step {step} of run {rid} ran {n} times in one recovery")
+    out.extend(_acknowledged(d, exp, "after recovery"))
+    idem_runs: Counter[str] = Counter()
+    for run in d.get_runs():
+        if run.idempotency_key is not None:
+            idem_runs[run.idempotency_key] += 1
+        if run.status == "cancelled" and run.id in exp.may_cancel:
+            continue
+        if run.status == "pending" and unqueued(run.id):
+            continue
+        if run.status != "completed" or run.output != output_of(run.input):
+            out.append(f"run {run.id} ({run.input.get('tag')}) ended {run.status} "
+                       f"with {run.output!r} {run.error or ''} after recovery")
+    out.extend(f"{n} runs hold idempotency key {k!r}" for k, n in idem_runs.items() if n > 1)
+    for p in Doctor(str(base), now=time.time() + 86400).check():
+        allowed = ALLOWED_DOCTOR.get(p.kind)
+        if allowed is not None and allowed in p.message:
+            continue
+        if p.kind == "corrupt" and _unborn_run_json(base, p.path, exp):
+            continue
+        if p.kind == "unqueued-run" and unqueued(os.path.basename(p.path)):
+            continue
+        out.append(f"doctor: {p.kind} {p.path}: {p.message}")
+    return out
+
+
+def _unborn_run_json(base: Path, path: str, exp: Expect) -> bool:
+    """A damaged ``run.json`` of a run never claimed whose trigger was not acknowledged:
+    the trigger died between creating the file and its fsync (the run never appeared)."""
+    run_dir = base / os.path.dirname(path)
+    return os.path.basename(path) == "run.json" and run_dir.name not in exp.runs and not any(
+        n.startswith("s.") for n in os.listdir(run_dir))
+
+
+def _acknowledged(d: durably.Durably, exp: Expect, when: str) -> list[str]:
+    out = []
+    for rid, info in sorted(exp.runs.items()):
+        run = d.get_run(rid)
+        tag = info["input"]["tag"]
+        if rid in exp.deleted:
+            if run is not None:
+                out.append(f"{when}: deleted run {rid} ({tag}) is back, {run.status}")
+            continue
+        if run is None:
+            if rid not in exp.may_delete:
+                out.append(f"{when}: run {rid} ({tag}) was triggered (acknowledged) but is gone")
+            continue
+        if rid in exp.cancelled and run.status != "cancelled":
+            out.append(f"{when}: run {rid} ({tag}) was cancelled (acknowledged) but reads {run.status}")
+        if rid in exp.ended and (run.status, run.output) != exp.ended[rid]:
+            out.append(f"{when}: run {rid} ({tag}) ended {exp.ended[rid]} (acknowledged) but reads "
+                       f"{run.status} {run.output!r}")
+        done = {s.name: s.output for s in d.get_steps(rid) if s.status == "completed"}
+        for (r, step), value in sorted(exp.steps.items()):
+            if r == rid and done.get(step, "missing") != value:
+                out.append(f"{when}: step {step} of run {rid} ({tag}) returned (acknowledged) but "
+                           f"reads {done.get(step, 'missing')!r}")
+    return out
+
+
+# -- driving --------------------------------------------------------------------------------
+
+
+def explore(rec: Recorder, work: Path, scenario: str, *, stop_at_first: bool = False,
+            metadata: str = "ordered", start: int = 0) -> dict[str, Any]:
+    """Check every crash state of ``rec``'s log from crash point ``start`` on; returns
+    figures and violations."""
+    en = Enumerator(rec, metadata)
+    seen: set[tuple[int, int]] = set()
+    figures: dict[str, Any] = {"calls": len(rec.log), "crash_points": len(rec.log) + 1,
+                               "sampled_points": 0, "states": 0, "checked": 0, "violations": []}
+    n = 0
+    for k in range(start, len(rec.log) + 1):
+        point = crash_point(rec.log, k, rec.kind)
+        exp = Expect.of(point.acks)
+        acks = len(point.acks)
+        exhaustive, trees = en.states(point, f"{scenario}:{k}")
+        figures["sampled_points"] += not exhaustive
+        for tree in trees:
+            figures["states"] += 1
+            key = (acks, hash(tuple(sorted(tree.items()))))
+            if key in seen:
+                continue
+            seen.add(key)
+            n += 1
+            base = work / f"s{n}"
+            write_tree(base, tree)
+            found = check_state(base, exp, unordered=metadata != "ordered")
+            figures["checked"] += 1
+            shutil.rmtree(base)
+            if found:
+                after = rec.log[k - 1].what if k else "nothing"
+                figures["violations"].append((k, after, found))
+                if stop_at_first:
+                    return figures
+    return figures
+
+
+def _describe(figures: dict[str, Any], limit: int = 5) -> str:
+    lines = []
+    for k, after, found in figures["violations"][:limit]:
+        lines.append(f"crash after call #{k} ({after}):")
+        lines.extend(f"    {v}" for v in found[:6])
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Iterator[Path]:
+    """Where crash states are built: a tmpfs when there is one (removing thousands of
+    small directories costs a millisecond each on this ext4), else ``tmp_path``."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        area = Path(tempfile.mkdtemp(prefix="durably-powerloss-", dir=shm))
+        yield area
+        shutil.rmtree(area, ignore_errors=True)
+    else:
+        area = tmp_path / "states"
+        area.mkdir()
+        yield area
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_power_loss_states(tmp_path: Path, work: Path, scenario: str) -> None:
+    """C3: no crash state of the scenario (metadata committed in order, as ext4 and xfs
+    journal it) loses an acknowledged effect, breaks a reader, or leaves recovery or
+    the doctor with anything but the normal leftovers."""
+    rec = record(tmp_path / "root", scenario)
+    figures = explore(rec, work, scenario)
+    STATS[f"ordered:{scenario}"] = {k: v for k, v in figures.items() if k != "violations"}
+    assert figures["checked"] > 0
+    assert figures["violations"] == [], _describe(figures)
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_power_loss_states_without_metadata_order(tmp_path: Path, work: Path, scenario: str) -> None:
+    """C3 on a file system that commits each directory's changes in order but not
+    changes across directories (the ``per-dir`` model, a superset of the states above).
+    Same checks, with one known limit: a trigger that was not acknowledged can leave
+    its run visible and pending without its queue marker (the marker's name is made
+    durable by the same batch of directory fsyncs as ``run.json``'s, to keep the
+    trigger at one journal commit on ext4); ``durably doctor --fix`` requeues it."""
+    rec = record(tmp_path / "root", scenario)
+    figures = explore(rec, work, scenario, metadata="per-dir")
+    STATS[f"per-dir:{scenario}"] = {k: v for k, v in figures.items() if k != "violations"}
+    assert figures["violations"] == [], _describe(figures)
+
+
+# -- the meta-test: remove one fsync, and the checker must notice ---------------------------
+
+
+def _site(syscall: str, *chain: str, path: Callable[[str], bool] = lambda _: True) -> SyncMatcher:
+    def match(call: str, frames: list[str], target: str) -> bool:
+        return call == syscall and frames[:len(chain)] == list(chain) and path(target)
+
+    return match
+
+
+def _depth(n: int) -> Callable[[str], bool]:
+    return lambda p: p.startswith("runs/") and p.count("/") == n
+
+
+SYNC_SITES: dict[str, tuple[str, SyncMatcher]] = {
+    # call site removed: (scenario, matcher of the fsync/fdatasync calls it makes)
+    "step-commit-fdatasync": ("steps", _site("fdatasync", "append")),
+    "claim-dir-fsync": ("steps", _site("fsync", "fsync_dir", "publish_once", "_claim_locked")),
+    "claim-state-file-fsync": ("steps", _site("fsync", "create_file", "publish_once", "_claim_locked")),
+    "end-dir-fsync": ("steps", _site("fsync", "fsync_dir", "publish_once", "end")),
+    "end-state-file-fsync": ("steps", _site("fsync", "create_file", "publish_once", "end")),
+    "trigger-queue-fsync": ("steps", _site("fsync", "fsync_dir", "_write_run", path=lambda p: p == "queue")),
+    "trigger-run-dir-fsync": ("steps", _site("fsync", "fsync_dir", "_write_run", path=_depth(3))),
+    "trigger-shard-fsync": ("steps", _site("fsync", "fsync_dir", "_write_run", path=_depth(2))),
+    "trigger-new-shard-fsyncs": ("steps", _site("fsync", "fsync_dir", "_write_run",
+                                                path=lambda p: p == "runs" or p.count("/") == 1)),
+    "run-json-fsync": ("steps", _site("fsync", "create_file", "_write_run")),
+    "root-dirs-fsync": ("keys", _site("fsync", "fsync_dir", "ensure_dir", "ensure_ready")),
+    "format-json-fsync": ("steps", _site("fsync", "create_file", "publish_once", "ensure_ready")),
+    "compaction-file-fsync": ("steps", _site("fsync", "create_file", "replace_file", "compact")),
+    "key-file-fsync": ("keys", _site("fsync", "create_file", "publish_once", "_write_run")),
+    "key-dir-fsync": ("keys", _site("fsync", "fsync_dir", "publish_once", "_write_run")),
+    "cancel-dir-fsync": ("cancel", _site("fsync", "fsync_dir", "publish_once", "end")),
+    "cut-fdatasync": ("cancel", _site("fdatasync", "sync_file", "valid_length")),
+    "delete-dir-fsync": ("delete", _site("fsync", "fsync_dir", "delete")),
+    "batch-commit-dir-fsync": ("batch", _site("fsync", "fsync_dir", "commit_batch")),
+}
+UNNEEDED_SITES: dict[str, tuple[str, SyncMatcher]] = {
+    # Removing one of these loses nothing in the model (the reasons are in the report
+    # lines of docs/reliability.md); pinned so that a change in that is noticed.
+    "compaction-dir-fsync": ("steps", _site("fsync", "fsync_dir", "replace_file", "compact")),
+    "batch-commit-file-fsync": ("batch", _site("fsync", "create_file", "commit_batch")),
+}
+
+
+@pytest.mark.parametrize("site", list(SYNC_SITES))
+def test_power_loss_checker_catches_a_removed_fsync(tmp_path: Path, work: Path, site: str) -> None:
+    """C4: with one fsync call site of durably made a no-op (and not counted as a
+    barrier), the same enumeration finds a state that loses an acknowledged effect.
+    Crash points before the first removed call are those of the intact log (checked by
+    ``test_power_loss_states``), so the search starts there."""
+    scenario, match = SYNC_SITES[site]
+    rec = record(tmp_path / "root", scenario, skip_sync=match)
+    assert rec.skipped, f"the call site {site} was never reached"
+    figures = explore(rec, work, scenario, stop_at_first=True, start=rec.skipped[0][0])
+    STATS.setdefault("meta", {})[site] = {
+        "removed": len(rec.skipped), "checked": figures["checked"],
+        "found": figures["violations"][0][2][0] if figures["violations"] else None}
+    assert figures["violations"], f"removing {site} ({rec.skipped}) went unnoticed"
+
+
+@pytest.mark.parametrize("site", list(UNNEEDED_SITES))
+def test_power_loss_fsyncs_the_model_cannot_miss(tmp_path: Path, work: Path, site: str) -> None:
+    """The fsync call sites whose removal loses nothing in the model: what each one
+    still buys is beyond it (see docs/reliability.md)."""
+    scenario, match = UNNEEDED_SITES[site]
+    rec = record(tmp_path / "root", scenario, skip_sync=match)
+    assert rec.skipped, f"the call site {site} was never reached"
+    figures = explore(rec, work, scenario, start=rec.skipped[0][0])
+    STATS.setdefault("meta", {})[site] = {"removed": len(rec.skipped), "checked": figures["checked"],
+                                          "found": None}
+    assert figures["violations"] == [], _describe(figures)
