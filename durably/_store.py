@@ -342,12 +342,12 @@ class Store:
             idem_path = os.path.join(self.keys_dir, "i", files.name_hash(job, idem) + ".json")
             existing = self._key_target(idem_path, files.read_record(idem_path), remove_stale=True)
             if existing is not None:
-                return existing, "idempotent"
+                return self._requeued(existing), "idempotent"
         if conc is not None:
             conc_chain = os.path.join(self.keys_dir, "p", files.name_hash(job, conc))
             pending, n = self._pending_for_key(conc_chain, job, conc, coalesce=coalesce)
             if pending is not None:
-                return pending, "coalesced"
+                return self._requeued(pending), "coalesced"
             conc_slot = (conc_chain, n + 1)
         try:
             return self._write_run(record, idem_path, conc_slot), "created"
@@ -358,6 +358,23 @@ class Store:
                 raise ConflictError(
                     f"the keys of job {job!r} keep changing under concurrent triggers") from None
             return self._create_locked(record, coalesce=coalesce, attempt=attempt + 1)
+
+    def _requeued(self, state: RunState) -> RunState:
+        """Recreate the queue marker of a run that is not ended, if a power loss took it.
+
+        ``run.json`` and the marker are made durable by one batch of directory fsyncs, so
+        a file system that orders metadata per directory may keep the run and lose its
+        marker (a trigger that was never acknowledged); the retry of that trigger, which
+        finds the run through its key, queues it again. One ``open(O_EXCL)`` that fails.
+        """
+        if state.status not in TERMINAL_KINDS:
+            marker = os.path.join(self.queue_dir, self._marker_name(state.record))
+            try:
+                if files.create_file(marker, b"", sync=False) and self.sync:
+                    files.fsync_dir(self.queue_dir)
+            except OSError as exc:
+                raise files.wrap_os_error(exc, "queue run", marker) from exc
+        return state
 
     def _pending_for_key(self, conc_chain: str, job: str, conc: str, *,
                          coalesce: bool) -> tuple[RunState | None, int]:

@@ -224,6 +224,30 @@ class TestNothingStranded:
         finally:
             os.kill(grandchild, signal.SIGKILL)
 
+    @pytest.mark.parametrize("key", ["idempotency", "concurrency"])
+    def test_retried_trigger_requeues_a_run_whose_marker_a_power_loss_took(
+        self, tmp_path: Path, key: str
+    ) -> None:
+        """Invariant 6: a power loss on a file system that orders metadata per directory can
+        keep a trigger's run.json and lose its queue marker (see test_rel_powerloss.py,
+        per-dir); the retried trigger finds the run through its key and queues it again, so
+        a worker runs it."""
+        d = jobs.make(str(tmp_path / "root"))
+        steps = d.get_job("steps")
+        assert steps is not None
+        keys = ({"idempotency_key": "k"} if key == "idempotency"
+                else {"concurrency_key": "k", "coalesce": "skip"})
+        run_id = steps.trigger(jobs.Tag(steps=1), **keys).id  # type: ignore[arg-type]
+        for marker in (tmp_path / "root" / "queue").iterdir():
+            marker.unlink()
+        again = steps.trigger(jobs.Tag(steps=1), **keys)  # type: ignore[arg-type]
+        assert again.id == run_id
+        assert again.disposition in ("idempotent", "coalesced")
+        d.process_until_idle()
+        run = d.get_run(run_id)
+        assert run is not None
+        assert run.status == "completed"
+
 
 class TestReadersNeverBlockWriters:
     def test_a_reader_stopped_anywhere_never_blocks_a_worker_and_writes_nothing(
