@@ -14,7 +14,8 @@ Checks (each problem names its path, relative to the root):
   its last valid record or short of the length a later state fixed for it (a torn
   tail after the last record is what a crash leaves, and is normal).
 - ``future-format``: a record written by a newer durably. Reported, never touched.
-- ``incomplete-run``: a run directory without ``run.json`` older than ten minutes.
+- ``incomplete-run``: a run directory without ``run.json``, or a run of a
+  ``batch_trigger`` that never committed, older than ten minutes.
 - ``stuck-lease``: a run leased past its lease by an owner that is gone (same host:
   nobody holds its lock; other hosts: the heartbeat is older than the lease). A worker
   of its job resumes it; ``doctor`` only reports it.
@@ -294,6 +295,13 @@ class Doctor:
         if record.get("id") != run_id:
             self.add("corrupt", record_path, f"run.json names run {record.get('id')!r}, "
                      f"not {run_id}", "quarantine-run")
+            return
+        batch = record.get("batch")
+        if batch is not None and not self.store.batch_committed(str(batch)):
+            if self.age(record_path) > TRIGGER_GRACE:
+                self.add("incomplete-run", run_dir, f"run of batch {batch} that was never "
+                         "committed (its batch_trigger died): invisible to every reader",
+                         "quarantine")
             return
         states, journals = self._check_names(run_dir, names)
         head_n, head = self._check_states(run_dir, states)

@@ -372,6 +372,31 @@ def test_batch_commit_records_are_expected(root: Path, d: durably.Durably) -> No
     assert [r.id for r in reversed(d.get_runs())] == [r.id for r in results]
 
 
+def test_runs_of_a_batch_that_never_committed(root: Path, tmp_path: Path) -> None:
+    """A batch_trigger that died before its commit leaves invisible runs: reported as
+    incomplete (after the trigger grace, not while the batch may still be in flight) and
+    quarantined with their keys; nothing of another batch is touched."""
+    d = _make(root)
+    kept = d.get_job("doc-job").batch_trigger([In()])  # type: ignore[union-attr]
+    dead = d.get_job("doc-job").batch_trigger(  # type: ignore[union-attr]
+        [durably.BatchItem(In(), idempotency_key=f"b{i}") for i in range(2)])
+    batch = json.loads((_run_dir(root, dead[0].id) / "run.json").read_bytes())["batch"]
+    os.unlink(root / "batches" / batch)  # as if its process died before committing
+    fresh = _make(root)
+    assert [r.id for r in fresh.get_runs()] == [kept[0].id]
+    assert _report(root)[0] == 0  # young: the batch may still be committing
+    for r in dead:
+        _age(_run_dir(root, r.id) / "run.json", 3600)
+    code, report = _report(root)
+    assert code == 1
+    assert _kinds(report) == {("incomplete-run", _rel(root, _run_dir(root, r.id))) for r in dead}
+    assert _report(root, fix=True)[0] == 0
+    assert not any(_run_dir(root, r.id).exists() for r in dead)
+    assert _run_dir(root, kept[0].id).exists()
+    again = fresh.get_job("doc-job").trigger(In(), idempotency_key="b0")  # type: ignore[union-attr]
+    assert again.disposition == "created"
+
+
 def test_unexpected_names(root: Path, d: durably.Durably) -> None:
     res = d.get_job("doc-job").trigger(In())  # type: ignore[union-attr]
     d.process_one()
