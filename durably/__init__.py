@@ -45,11 +45,12 @@ from ._models import (
     TriggerAndWaitResult,
     TriggerResult,
 )
-from ._step import Step
+from ._step import AsyncStep, Step
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncStep",
     "BatchItem",
     "CancelledError",
     "ConflictError",

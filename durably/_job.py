@@ -14,12 +14,12 @@ if TYPE_CHECKING:
     from ._durably import Durably
     from ._events import Event
     from ._models import LogEntry, Progress, RunStatus
-    from ._step import Step
+    from ._step import AsyncStep
 
 I = TypeVar("I")  # noqa: E741 - input type, named as in the original
 O = TypeVar("O")  # noqa: E741 - output type
 
-RunFn = Callable[["Step", I], "O | Awaitable[O]"]
+RunFn = Callable[["AsyncStep", I], "O | Awaitable[O]"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -33,26 +33,26 @@ class JobDefinition(Generic[I, O]):
     name: str
     input: Any
     output: Any
-    run: Callable[[Step, I], O | Awaitable[O]]
+    run: Callable[[AsyncStep, I], O | Awaitable[O]]
 
 
 @overload
 def define_job(
-    *, name: str, input: type[I], output: type[O], run: Callable[[Step, I], O | Awaitable[O]]
+    *, name: str, input: type[I], output: type[O], run: Callable[[AsyncStep, I], O | Awaitable[O]]
 ) -> JobDefinition[I, O]: ...
 @overload
 def define_job(
     *, name: str, input: type[I], output: None = None,
-    run: Callable[[Step, I], object],
+    run: Callable[[AsyncStep, I], object],
 ) -> JobDefinition[I, None]: ...
 @overload
 def define_job(
     *, name: str, input: type[I], output: type[O], run: None = None
-) -> Callable[[Callable[[Step, I], O | Awaitable[O]]], JobDefinition[I, O]]: ...
+) -> Callable[[Callable[[AsyncStep, I], O | Awaitable[O]]], JobDefinition[I, O]]: ...
 @overload
 def define_job(
     *, name: str, input: type[I], output: None = None, run: None = None
-) -> Callable[[Callable[[Step, I], object]], JobDefinition[I, None]]: ...
+) -> Callable[[Callable[[AsyncStep, I], object]], JobDefinition[I, None]]: ...
 def define_job(
     *, name: str, input: Any, output: Any = None, run: Any = None
 ) -> Any:

@@ -6,8 +6,8 @@ import inspect
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import orjson
 
@@ -249,4 +249,22 @@ def _iso(ts: float) -> str:
     from datetime import UTC, datetime  # noqa: PLC0415
 
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class AsyncStep(Step):
+    """The first argument of an ``async def`` job: a :class:`Step` whose ``run`` is awaited.
+
+    At run time an async job receives an ``AsyncStep``; annotate it so, and type checkers
+    accept ``await step.run(name, fn)`` whether ``fn`` is sync or async (with ``Step``,
+    only an async ``fn`` type-checks there).
+    """
+
+    if TYPE_CHECKING:
+        @overload  # type: ignore[override]
+        def run(self, name: str, fn: Callable[[], Awaitable[T]], *,
+                returns: Any = None) -> Awaitable[T]: ...
+        @overload
+        def run(self, name: str, fn: Callable[[], T], *, returns: Any = None) -> Awaitable[T]: ...
+        def run(self, name: str, fn: Callable[[], Any], *, returns: Any = None) -> Any:
+            """Like :meth:`Step.run`; ``await`` the result."""
 

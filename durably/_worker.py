@@ -21,7 +21,7 @@ from ._events import (
     WorkerErrorEvent,
 )
 from ._models import Progress
-from ._step import Step
+from ._step import AsyncStep, Step
 from ._store import Claim, parse_time
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ class Execution:
                       expires.timestamp() + self.claim.lease_duration, expires.tzinfo),
                   lease_generation=self.claim.gen)
         started = time.time()
-        step = Step(self)
+        step: Any = AsyncStep(self) if self.is_async else Step(self)  # the job's annotation
         try:
             payload = self.handle._input_codec.decode(state.record.get("input"), "input")
             if self.is_async:

@@ -14,7 +14,7 @@ import pytest
 from helpers import finish, start_python, wait_until
 from pydantic import BaseModel
 
-from durably import Durably, Step, ValidationError, define_job
+from durably import AsyncStep, Durably, Step, ValidationError, define_job
 
 Factory = Callable[..., Durably]
 
@@ -42,6 +42,21 @@ def run_job(d: Durably, run: Callable[..., Any], *, name: str = "job", **trigger
 
 
 class TestStepRun:
+    def test_an_async_job_receives_an_async_step_and_a_sync_job_a_step(self, d: Durably) -> None:
+        """An ``async def`` job gets an ``AsyncStep`` (so ``step: AsyncStep`` is honest and
+        type-checks ``await step.run(name, sync_fn)``); a sync job gets a plain ``Step``."""
+        seen: list[tuple[str, int]] = []
+
+        async def async_job(step: AsyncStep, payload: In) -> None:
+            seen.append((type(step).__name__, await step.run("sync-fn", lambda: 1)))
+
+        def sync_job(step: Step, payload: In) -> None:
+            seen.append((type(step).__name__, step.run("sync-fn", lambda: 2)))
+
+        assert run_job(d, async_job, name="a").status == "completed"
+        assert run_job(d, sync_job, name="s").status == "completed"
+        assert seen == [("AsyncStep", 1), ("Step", 2)]
+
     def test_calls_fn_without_arguments_and_returns_its_value(self, d: Durably) -> None:
         """`step.run(name, fn)` calls `fn()` once, with no arguments, and returns its value."""
         seen: list[Any] = []

@@ -81,11 +81,6 @@ class TestTyping:
         assert errors == {}
         assert code == 0
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="core bug: Step.run is typed to return T for a sync fn, so "
-        "`await step.run(name, sync_fn)` in an async job (SPEC §2) fails mypy",
-    )
     def test_async_job_usage_type_checks(self, mypy_cache: Path) -> None:
         """An async job awaiting `step.run` with sync and async `fn` passes `mypy --strict`."""
         code, errors = run_mypy(TYPING_DIR / "check_async_steps.py", mypy_cache)

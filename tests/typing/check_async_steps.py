@@ -1,4 +1,5 @@
-"""An `async def` job as SPEC §2 writes it: `await step.run(...)` with async and sync `fn`.
+"""An `async def` job as SPEC §2 writes it: `await step.run(...)` with async and sync `fn`,
+its step annotated `AsyncStep` (what an async job receives).
 
 Checked by tests/test_typing.py. Never executed.
 """
@@ -9,7 +10,7 @@ from typing import assert_type
 
 from pydantic import BaseModel
 
-from durably import JobDefinition, Step, define_job
+from durably import AsyncStep, JobDefinition, define_job
 
 
 class SyncIn(BaseModel):
@@ -24,7 +25,7 @@ async def fetch_count(org_id: str) -> int:
     return len(org_id)
 
 
-async def async_job(step: Step, payload: SyncIn) -> SyncOut:
+async def async_job(step: AsyncStep, payload: SyncIn) -> SyncOut:
     from_async = await step.run("async-fn", lambda: fetch_count(payload.org_id))
     assert_type(from_async, int)
     from_sync = await step.run("sync-fn", lambda: len(payload.org_id))
