@@ -31,7 +31,8 @@ FORMAT_VERSION = 1
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_FLAGS_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_FLAGS_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK
 
 
 class StoreError(DurablyError):
@@ -185,12 +186,18 @@ def _read_to_end(fd: int, chunk_size: int) -> bytes:
 
 
 def read_from(path: str, offset: int) -> bytes:
-    """Bytes of ``path`` from ``offset`` on (journals, the feed); b"" if it is missing."""
+    """Bytes of ``path`` from ``offset`` on (journals, the feed); b"" if it is missing.
+
+    Raises:
+        StoreError: ``path`` is not a regular file (a FIFO would block the open).
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        fd = os.open(path, _FLAGS_READ)
     except FileNotFoundError:
         return b""
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"{path} is not a regular file; refusing to read it", path=path)
         os.lseek(fd, offset, os.SEEK_SET)
         return _read_to_end(fd, 1 << 20)
     finally:
@@ -297,8 +304,14 @@ class Journal:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC
+        # O_NONBLOCK: a FIFO planted at ``path`` fails (ENXIO) instead of blocking the
+        # open until a reader appears; regular files ignore the flag.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK
         self._fd = os.open(path, flags, 0o600)
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            os.close(self._fd)
+            self._fd = -1
+            raise StoreError(f"{path} is not a regular file; refusing to write to it", path=path)
         self._lock = threading.Lock()
         self._broken: str | None = None
 

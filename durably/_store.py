@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -217,7 +218,8 @@ class Store:
         if len(self._feed_last) > 10000:
             self._feed_last.clear()
         name = datetime.now(UTC).strftime("%Y%m%d%H") + ".log"
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        # O_NONBLOCK: a FIFO planted in feed/ fails (ENXIO) instead of blocking every writer.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
             fd = os.open(os.path.join(self.feed_dir, name), flags, 0o600)
             try:
@@ -250,7 +252,7 @@ class Store:
             start = offset if name == fname else 0
             try:
                 data = files.read_from(os.path.join(self.feed_dir, name), start)
-            except OSError:
+            except (OSError, files.StoreError):
                 return None, self.changes(None)[1]  # unreadable feed: reload everything
             complete = data[: data.rfind(b"\n") + 1]
             for line in complete.split(b"\n"):
@@ -546,6 +548,8 @@ class Store:
             st = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
             return [], 0, 0.0
+        if not stat.S_ISREG(st.st_mode):  # a FIFO, directory or link planted in its place
+            raise files.StoreError(f"{path} is not a regular file; refusing to read it", path=path)
         limit = st.st_size if cut is None else min(cut, st.st_size)
         with self._jcache_lock:
             cached = self._jcache.get(path)
@@ -738,8 +742,17 @@ class Store:
         return ended
 
     def unqueue(self, state: RunState) -> None:
-        """Drop a terminal run's queue marker (idempotent; claimers also do it lazily)."""
-        files.remove_file(os.path.join(self.queue_dir, self._marker_name(state.record)))
+        """Drop a terminal run's queue marker (idempotent; claimers also do it lazily).
+
+        A marker that cannot be removed (a directory planted in its place, a read-only
+        root) is reported, never raised: the run has ended whatever happens to it.
+        """
+        path = os.path.join(self.queue_dir, self._marker_name(state.record))
+        try:
+            files.remove_file(path)
+        except OSError as exc:
+            _warn_once(f"cannot remove the queue marker {path} of ended run {state.run_id}: "
+                       f"{os.strerror(exc.errno or 0)} (durably doctor)")
 
     def compact(self, state: RunState, *, keep_outputs: bool) -> None:
         """Merge a terminal run's journals into ``journal.jsonl``; drop outputs if asked."""
