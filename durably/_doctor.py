@@ -62,7 +62,8 @@ TRIGGER_GRACE = 600.0
 KEY_GRACE = 60.0
 """Seconds a key record may point at a run that is not written yet."""
 
-_TOP = {"format.json", "runs", "queue", "keys", "locks", "feed", "tmp", "quarantine"}
+_TOP = {"format.json", "runs", "queue", "keys", "locks", "feed", "tmp", "quarantine", "batches"}
+_TOP_DIRS = _TOP - {"format.json", "quarantine"}
 _STATE = re.compile(r"^s\.([1-9][0-9]*)$")
 _JOURNAL = re.compile(r"^j\.([1-9][0-9]*)$")
 _KEY = re.compile(r"^[0-9a-f]{32}\.json$")
@@ -195,6 +196,9 @@ class Doctor:
                 if mode != 0o700:
                     self.add("permissions", path, f"directory mode is {mode:04o}, expected 0700",
                              "chmod")
+                if not _dir_expected(self.rel(path).split(os.sep)):
+                    self.add("special-file", path, "a directory where durably keeps a file",
+                             "quarantine")
             elif stat.S_ISREG(st.st_mode):
                 self.counts["files"] += 1
                 if mode != 0o600:
@@ -311,8 +315,8 @@ class Doctor:
         journals: dict[int, str] = {}
         for name in names:
             path = os.path.join(run_dir, name)
-            if os.path.islink(path):
-                continue
+            if os.path.islink(path) or os.path.isdir(path):
+                continue  # reported by the tree walk
             m = _STATE.match(name)
             j = _JOURNAL.match(name)
             if m:
@@ -516,6 +520,24 @@ def _chmod(path: str) -> str | None:
         return None
     finally:
         os.close(fd)
+
+
+def _dir_expected(parts: list[str]) -> bool:
+    """Whether durably may keep a directory at this path (relative to the root, split).
+
+    Unknown names at the top and in the shards of ``runs/`` are reported as unexpected
+    by their own checks, so they count as expected here.
+    """
+    top = parts[0]
+    if len(parts) == 1:
+        return top != "format.json"
+    if top == "tmp":
+        return True  # deleted runs wait there
+    if top == "keys":
+        return len(parts) == 2 and parts[1] in ("i", "p")
+    if top == "runs":
+        return len(parts) <= 4
+    return top not in _TOP_DIRS
 
 
 def _parses(data: bytes) -> bool:
