@@ -57,6 +57,29 @@ def wrap_os_error(exc: OSError, what: str, path: str) -> StoreError:
     return StoreError(f"cannot {what} {path}: {reason}", path=path)
 
 
+def own_only(fd: int, mode: int) -> None:
+    """Give a file or directory durably created exactly ``mode`` (0600 or 0700).
+
+    ``open`` and ``mkdir`` apply the process umask, which may take bits the owner needs
+    (umask 0277 leaves 0500 directories nobody but root can write into) or, for files
+    created by another tool, leave others some. Set through the descriptor, so a path
+    swapped meanwhile is never changed. A file system without modes (vfat) refuses:
+    nothing more can be done there.
+    """
+    with contextlib.suppress(OSError):
+        if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+            os.fchmod(fd, mode)
+
+
+def own_dir(path: str) -> None:
+    """:func:`own_only` for a directory this process just created."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
+    try:
+        own_only(fd, 0o700)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: str) -> None:
     """Make the names created or renamed in directory ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
@@ -85,6 +108,7 @@ def ensure_dir(path: str, *, sync: bool) -> bool:
     except FileNotFoundError:
         ensure_dir(os.path.dirname(path), sync=sync)
         return ensure_dir(path, sync=sync)
+    own_dir(path)
     if sync:
         fsync_dir(os.path.dirname(path))
     return True
@@ -115,6 +139,7 @@ def create_file(path: str, data: bytes, *, sync: bool) -> bool:
     except FileExistsError:
         return False
     try:
+        own_only(fd, 0o600)
         _write_all(fd, data)
         if sync:
             os.fsync(fd)
@@ -312,6 +337,7 @@ class Journal:
             os.close(self._fd)
             self._fd = -1
             raise StoreError(f"{path} is not a regular file; refusing to write to it", path=path)
+        own_only(self._fd, 0o600)
         self._lock = threading.Lock()
         self._broken: str | None = None
 

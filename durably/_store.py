@@ -223,6 +223,7 @@ class Store:
         try:
             fd = os.open(os.path.join(self.feed_dir, name), flags, 0o600)
             try:
+                files.own_only(fd, 0o600)
                 os.write(fd, run_id.encode() + b"\n")
             finally:
                 os.close(fd)
@@ -384,6 +385,7 @@ class Store:
             new_shard = False
             try:
                 os.mkdir(run_dir, 0o700)  # the shard usually exists: one system call
+                files.own_dir(run_dir)
             except FileNotFoundError:
                 new_shard = files.ensure_dir(shard, sync=False)
                 files.ensure_dir(run_dir, sync=False)
