@@ -26,6 +26,8 @@ MAX_VALUE_BYTES = 64 * 1024 * 1024
 """Largest value (serialised) a step, input or output may hold."""
 
 _PLAIN = object()
+_MAX_DEPTH = 254
+"""Deepest nesting orjson writes; deeper values are refused (and not walked further)."""
 
 
 def safe_detail(exc: BaseException) -> str:
@@ -46,7 +48,7 @@ def safe_detail(exc: BaseException) -> str:
     return str(exc)
 
 
-def _describe(value: object, path: str = "value") -> str | None:
+def _describe(value: object, path: str = "value", depth: int = 0) -> str | None:
     """Name the first part of ``value`` that is not plain JSON data, or None."""
     if value is None or isinstance(value, bool | str):
         return None
@@ -56,21 +58,22 @@ def _describe(value: object, path: str = "value") -> str | None:
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{path} is the float {value!r}"
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _describe(item, f"{path}[{i}]")
-            if found:
-                return found
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path} has a key of type {type(key).__name__}"
-            found = _describe(item, f"{path}[{key!r}]")
-            if found:
-                return found
-        return None
+    if isinstance(value, list | dict):
+        if depth >= _MAX_DEPTH:
+            return f"{path} is nested more than {_MAX_DEPTH} levels deep"
+        return _describe_items(value, path, depth + 1)
     return f"{path} is of type {type(value).__name__}"
+
+
+def _describe_items(value: list[Any] | dict[Any, Any], path: str, depth: int) -> str | None:
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(value, dict) and not isinstance(key, str):
+            return f"{path} has a key of type {type(key).__name__}"
+        found = _describe(item, f"{path}[{key!r}]", depth)
+        if found:
+            return found
+    return None
 
 
 class Codec:
