@@ -113,10 +113,15 @@ class Doctor:
     def read(self, path: str) -> tuple[dict[str, Any] | None, str | None]:
         """(record, None), or (None, kind of problem, with the message in the problem)."""
         try:
-            if not stat.S_ISREG(os.lstat(path).st_mode):
-                return None, "special"  # reported by the tree walk
+            st = os.lstat(path)
         except FileNotFoundError:
             return None, "missing"
+        if not stat.S_ISREG(st.st_mode):
+            return None, "special"  # reported by the tree walk
+        if st.st_size > files.MAX_RECORD_BYTES:
+            self.add("corrupt", path, f"{st.st_size} bytes, more than any record durably writes "
+                     "(not read)", "quarantine")
+            return None, "corrupt"
         try:
             data = files.read_bytes(path)
         except DurablyError:
@@ -370,7 +375,11 @@ class Doctor:
 
     def _check_journal(self, path: str, cut: int | None, *, whole: bool) -> None:
         try:
-            data = files.read_bytes(path)
+            size = os.lstat(path).st_size
+            # A huge journal (a sparse file of gigabytes) is read up to its first NUL.
+            data = files.read_bytes(path) if size <= files.MAX_RECORD_BYTES else files.read_from(path, 0)
+        except FileNotFoundError:
+            return
         except DurablyError as exc:
             self.add("special-file", path, str(exc), "quarantine")
             return

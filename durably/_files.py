@@ -29,6 +29,11 @@ from ._errors import DurablyError
 FORMAT_VERSION = 1
 """Version of every record durably writes; newer records are refused, never rewritten."""
 
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+"""Largest record file read whole (values are capped at 64 MiB; a record holds one or
+two, plus errors and tracebacks). A larger one, such as a truncated or sparse file of
+gigabytes, is refused without reading it."""
+
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -183,8 +188,9 @@ def replace_file(tmp_dir: str, path: str, data: bytes, *, sync: bool) -> None:
         fsync_dir(os.path.dirname(path))
 
 
-def read_bytes(path: str) -> bytes | None:
-    """Read a regular file; None if it is missing. Symlinks and FIFOs are refused."""
+def read_bytes(path: str, limit: int | None = None) -> bytes | None:
+    """Read a regular file; None if it is missing. Symlinks and FIFOs are refused, and
+    so is a file larger than ``limit`` bytes (before reading any of it)."""
     try:
         fd = os.open(path, _FLAGS_READ)
     except FileNotFoundError:
@@ -195,6 +201,9 @@ def read_bytes(path: str) -> bytes | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise StoreError(f"{path} is not a regular file; refusing to read it", path=path)
+        if limit is not None and st.st_size > limit:
+            raise StoreError(f"{path} is {st.st_size} bytes, more than any record durably "
+                             f"writes ({limit}); refusing to read it", path=path)
         return _read_to_end(fd, max(st.st_size, 65536))
     finally:
         os.close(fd)
@@ -213,6 +222,10 @@ def _read_to_end(fd: int, chunk_size: int) -> bytes:
 def read_from(path: str, offset: int) -> bytes:
     """Bytes of ``path`` from ``offset`` on (journals, the feed); b"" if it is missing.
 
+    Reading stops at the first NUL byte: journal lines and feed lines never hold one
+    (JSON escapes it), so what follows is damage; a sparse file of gigabytes (a
+    truncate, a power loss) costs one chunk, not its size in memory.
+
     Raises:
         StoreError: ``path`` is not a regular file (a FIFO would block the open).
     """
@@ -224,7 +237,17 @@ def read_from(path: str, offset: int) -> bytes:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise StoreError(f"{path} is not a regular file; refusing to read it", path=path)
         os.lseek(fd, offset, os.SEEK_SET)
-        return _read_to_end(fd, 1 << 20)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                chunks.append(chunk[:nul])
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
     finally:
         os.close(fd)
 
@@ -255,7 +278,7 @@ def parse_record(data: bytes, path: str) -> dict[str, Any] | None:
 
 def read_record(path: str) -> dict[str, Any] | None:
     """Read and parse a JSON record file; None when missing or incomplete."""
-    data = read_bytes(path)
+    data = read_bytes(path, MAX_RECORD_BYTES)
     return None if data is None else parse_record(data, path)
 
 

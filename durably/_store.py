@@ -531,7 +531,7 @@ class Store:
 
     def _compacted(self, path: str) -> JournalView:
         out = []
-        for rec, _ in files.iter_frames(files.read_bytes(path) or b""):
+        for rec, _ in files.iter_frames(files.read_from(path, 0)):
             out.append((int(rec.pop("g", 0)), rec))
         return JournalView(out, _mtime(path))
 
