@@ -329,11 +329,13 @@ class Store:
             idem_path = os.path.join(self.keys_dir, "i", files.name_hash(job, idem) + ".json")
             existing = self._key_target(idem_path)
             if existing is not None:
+                _check_key_owner(existing, "idempotency_key", job, idem, idem_path)
                 return existing, "idempotent"
         if conc is not None:
             conc_path = os.path.join(self.keys_dir, "p", files.name_hash(job, conc) + ".json")
             pending = self._pending_for_key(conc_path, job, conc, coalesce=coalesce)
             if pending is not None:
+                _check_key_owner(pending, "concurrency_key", job, conc, conc_path)
                 return pending, "coalesced"
         try:
             return self._write_run(record, idem_path, conc_path), "created"
@@ -857,6 +859,22 @@ def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         log.warning("%s", message)
+
+
+def _check_key_owner(state: RunState, field: str, job: str, key: str, path: str) -> None:
+    """Refuse a key file whose run holds another key: key files are named by a hash, and
+    the original key kept in the run is what tells a collision (or a file copied by
+    hand) from the run the key belongs to (DESIGN.md invariant 9).
+
+    Raises:
+        ConflictError: the run does not hold this key; the two are never merged.
+    """
+    rec = state.record
+    if rec.get("job_name") != job or rec.get(field) != key:
+        raise ConflictError(
+            f"key file {path} names run {state.run_id}, which holds another "
+            f"{field.replace('_', ' ')}: a hash collision or a copied file; refusing to "
+            "merge the two (durably doctor reports it)", run_id=state.run_id, path=path)
 
 
 class _KeyTaken(Exception):  # noqa: N818 - internal signal, never escapes the store
