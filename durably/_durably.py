@@ -694,12 +694,15 @@ class Durably:
         return count
 
     def _idle_maintenance(self) -> None:
-        if self._retain_runs is None or (time.monotonic() - self._last_purge < 60 and self._last_purge):
+        """At most once a minute when idle: sweep temp files a crash left in ``tmp/``
+        (whatever ``retain_runs`` says), then purge old runs if ``retain_runs`` is set."""
+        if self._last_purge and time.monotonic() - self._last_purge < 60:
             return
         self._last_purge = time.monotonic()
         try:
-            self.purge_runs(older_than=self._retain_runs, limit=100)
             self._store.sweep_tmp()
+            if self._retain_runs is not None:
+                self.purge_runs(older_than=self._retain_runs, limit=100)
         except DurablyError as exc:
             from ._events import WorkerErrorEvent  # noqa: PLC0415
 

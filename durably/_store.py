@@ -846,7 +846,11 @@ class Store:
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path, ignore_errors=True)
                 else:
-                    files.remove_file(path)
+                    try:
+                        files.remove_file(path)
+                    except OSError as exc:  # a read-only root: nothing to do until it is not
+                        log.debug("temp file %s not removed: %s", path, exc)
+                        continue
                 removed += 1
         return removed
 
