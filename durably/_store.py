@@ -515,9 +515,15 @@ class Store:
         whole = None
         if state.status in TERMINAL_KINDS and os.path.exists(compacted):
             whole = self._compacted(compacted)
+        short = []
         for gen in range(1, state.generation + 1):
             path = os.path.join(state.run_dir, f"j.{gen}")
-            recs, mt = self._journal_records(path, cuts.get(str(gen)))
+            cut = cuts.get(str(gen))
+            recs, valid, mt = self._scan(path, cut)
+            if cut is not None and mt and valid < int(cut):
+                short.append(f"run {state.run_id}: {path} holds {valid} valid bytes of the {cut} "
+                             "committed when the run moved on: incomplete (a copy still arriving) "
+                             "or damaged (durably doctor)")
             mtime = max(mtime, mt)
             out.extend((gen, r) for r in recs)
         if whole is not None:
@@ -529,6 +535,8 @@ class Store:
             # Compacted while we read: journal.jsonl is renamed in before the j.<g> are
             # removed, so it holds everything, and what we read may be missing parts.
             return self._compacted(compacted)
+        for message in short:  # committed steps that do not read: say so, once
+            _warn_once(message)
         return JournalView(out, mtime)
 
     def _compacted(self, path: str) -> JournalView:
@@ -536,11 +544,6 @@ class Store:
         for rec, _ in files.iter_frames(files.read_from(path, 0)):
             out.append((int(rec.pop("g", 0)), rec))
         return JournalView(out, _mtime(path))
-
-    def _journal_records(self, path: str, cut: int | None) -> tuple[list[dict[str, Any]], float]:
-        """Valid records of one journal up to ``cut``, and its mtime."""
-        recs, _, mtime = self._scan(path, cut)
-        return recs, mtime
 
     def _scan(self, path: str, cut: int | None) -> tuple[list[dict[str, Any]], int, float]:
         """Parse a journal incrementally up to ``cut``: (records, valid length, mtime).
