@@ -59,7 +59,22 @@ def wrap_os_error(exc: OSError, what: str, path: str) -> StoreError:
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
     if exc.errno == errno.ELOOP:
         reason = "it is a symbolic link, which durably never follows"
+    elif exc.errno == errno.ENOSPC and _no_free_inodes(path):
+        reason += " (the file system has no free inodes left)"
     return StoreError(f"cannot {what} {path}: {reason}", path=path)
+
+
+def _no_free_inodes(path: str) -> bool:
+    """True if the file system holding ``path`` (or its nearest existing parent) has run
+    out of inodes: ENOSPC then means "no more files", not "no more bytes"."""
+    while path and path != os.path.dirname(path):
+        try:
+            st = os.statvfs(path)
+        except OSError:
+            path = os.path.dirname(path)
+            continue
+        return st.f_files > 0 and st.f_favail == 0
+    return False
 
 
 def own_only(fd: int, mode: int) -> None:
