@@ -413,8 +413,15 @@ class Journal:
                 raise error from exc
 
     def touch(self) -> None:
-        """Move the journal's mtime forward: the lease heartbeat other hosts read."""
-        os.utime(self._fd)
+        """Move the journal's mtime forward: the lease heartbeat other hosts read.
+
+        Raises:
+            StoreError: the heartbeat could not be written; names the journal and the cause.
+        """
+        try:
+            os.utime(self._fd)
+        except OSError as exc:
+            raise wrap_os_error(exc, "renew the lease (heartbeat) of journal", self.path) from exc
 
     def close(self) -> None:
         """Close the journal (idempotent)."""
