@@ -424,10 +424,11 @@ class Journal:
             raise wrap_os_error(exc, "renew the lease (heartbeat) of journal", self.path) from exc
 
     def close(self) -> None:
-        """Close the journal (idempotent)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Close the journal (idempotent; the descriptor is gone even if close reports an
+        error, so it is never closed twice: the number may already name another file)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def loads(data: bytes) -> Any:

@@ -134,10 +134,14 @@ class Claim:
         if self.released:
             return
         self.released = True
-        self.journal.close()
-        if self.key_lock:
-            locks.unlock(self.key_lock)
-        locks.unlock(self.run_lock)
+        try:
+            self.journal.close()
+        except OSError as exc:  # NFS reports deferred write errors here; every append was synced
+            log.warning("closing journal %s failed: %s", self.journal.path, os.strerror(exc.errno or 0))
+        finally:  # the locks go whatever close said: a kept lock would strand the run
+            if self.key_lock:
+                locks.unlock(self.key_lock)
+            locks.unlock(self.run_lock)
 
 
 class Store:
