@@ -42,7 +42,8 @@ def inline_server(tmp_path: Path) -> Iterator[FaultServer]:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print what the reliability suite exercised (fault cases, states, examples)."""
     figures = {}
-    for name in ("test_rel_faults", "test_rel_model", "test_rel_sync"):
+    for name in ("test_rel_faults", "test_rel_model", "test_rel_sync", "test_rel_gaps_input",
+                 "test_rel_gaps_faults", "test_rel_gaps_locks"):
         module = sys.modules.get(name)
         for attr in ("FAULT_CASES", "STATS"):
             value = getattr(module, attr, None)
