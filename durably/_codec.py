@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 import pydantic
+import pydantic_core
 
 from ._errors import ValidationError
 
@@ -25,9 +26,29 @@ MAX_VALUE_BYTES = 64 * 1024 * 1024
 """Largest value (serialised) a step, input or output may hold."""
 
 _PLAIN = object()
+_MAX_DEPTH = 254
+"""Deepest nesting orjson writes; deeper values are refused (and not walked further)."""
 
 
-def _describe(value: object, path: str = "value") -> str | None:
+def safe_detail(exc: BaseException) -> str:
+    """Why a value was refused, naming fields and types but never quoting the value.
+
+    pydantic's own messages include ``input_value=...``: the value, which may be a
+    secret (a token a step returned); error messages, tracebacks and logs must not
+    carry it. orjson's messages name types only.
+    """
+    if isinstance(exc, pydantic.ValidationError):
+        parts = []
+        for err in exc.errors(include_url=False, include_context=False, include_input=False):
+            loc = ".".join(str(p) for p in err["loc"])
+            parts.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
+        return "; ".join(parts)
+    if isinstance(exc, pydantic_core.PydanticSerializationError):
+        return "it does not serialise as its declared type"
+    return str(exc)
+
+
+def _describe(value: object, path: str = "value", depth: int = 0) -> str | None:
     """Name the first part of ``value`` that is not plain JSON data, or None."""
     if value is None or isinstance(value, bool | str):
         return None
@@ -37,21 +58,22 @@ def _describe(value: object, path: str = "value") -> str | None:
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{path} is the float {value!r}"
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _describe(item, f"{path}[{i}]")
-            if found:
-                return found
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path} has a key of type {type(key).__name__}"
-            found = _describe(item, f"{path}[{key!r}]")
-            if found:
-                return found
-        return None
+    if isinstance(value, list | dict):
+        if depth >= _MAX_DEPTH:
+            return f"{path} is nested more than {_MAX_DEPTH} levels deep"
+        return _describe_items(value, path, depth + 1)
     return f"{path} is of type {type(value).__name__}"
+
+
+def _describe_items(value: list[Any] | dict[Any, Any], path: str, depth: int) -> str | None:
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        if isinstance(value, dict) and not isinstance(key, str):
+            return f"{path} has a key of type {type(key).__name__}"
+        found = _describe(item, f"{path}[{key!r}]", depth)
+        if found:
+            return found
+    return None
 
 
 class Codec:
@@ -86,7 +108,8 @@ class Codec:
                     self.adapter.dump_python(value, mode="json", warnings="error")
                 )
         except (TypeError, ValueError, orjson.JSONEncodeError, pydantic.PydanticUserError) as exc:
-            raise ValidationError(self._refusal(value, what, exc)) from exc
+            # No chained cause: pydantic's would print the value in every traceback.
+            raise ValidationError(self._refusal(value, what, exc)) from None
         if len(data) > MAX_VALUE_BYTES:
             raise ValidationError(
                 f"{what}: value of type {type(value).__name__} is {len(data)} bytes "
@@ -104,7 +127,8 @@ class Codec:
         try:
             return self.adapter.validate_python(data)
         except pydantic.ValidationError as exc:
-            raise ValidationError(f"{what}: stored value no longer matches {self.type_name}: {exc}") from exc
+            raise ValidationError(f"{what}: stored value no longer matches {self.type_name}: "
+                                  f"{safe_detail(exc)}") from None
 
     def _refusal(self, value: Any, what: str, exc: BaseException | None) -> str:
         kind = type(value).__name__
@@ -112,7 +136,7 @@ class Codec:
             detail = _describe(value) or "it does not survive a JSON round trip"
             hint = " (declare its type with returns=... or a return annotation)"
             return f"{what}: cannot store a value of type {kind}: {detail}{hint}"
-        reason = f": {exc}" if exc is not None else ": it does not survive a JSON round trip"
+        reason = f": {safe_detail(exc)}" if exc is not None else ": it does not survive a JSON round trip"
         return f"{what}: cannot store a value of type {kind} as {self.type_name}{reason}"
 
 

@@ -65,7 +65,8 @@ TRIGGER_GRACE = 600.0
 KEY_GRACE = 60.0
 """Seconds a key record may point at a run that is not written yet."""
 
-_TOP = {"format.json", "runs", "queue", "keys", "locks", "feed", "tmp", "batches", "quarantine"}
+_TOP = {"format.json", "runs", "queue", "keys", "locks", "feed", "tmp", "quarantine", "batches"}
+_TOP_DIRS = _TOP - {"format.json", "quarantine"}
 _STATE = re.compile(r"^s\.([1-9][0-9]*)$")
 _JOURNAL = re.compile(r"^j\.([1-9][0-9]*)$")
 _KEY = re.compile(r"^[0-9a-f]{32}\.json$")
@@ -116,10 +117,15 @@ class Doctor:
     def read(self, path: str) -> tuple[dict[str, Any] | None, str | None]:
         """(record, None), or (None, kind of problem, with the message in the problem)."""
         try:
-            if not stat.S_ISREG(os.lstat(path).st_mode):
-                return None, "special"  # reported by the tree walk
+            st = os.lstat(path)
         except FileNotFoundError:
             return None, "missing"
+        if not stat.S_ISREG(st.st_mode):
+            return None, "special"  # reported by the tree walk
+        if st.st_size > files.MAX_RECORD_BYTES:
+            self.add("corrupt", path, f"{st.st_size} bytes, more than any record durably writes "
+                     "(not read)", "quarantine")
+            return None, "corrupt"
         try:
             data = files.read_bytes(path)
         except DurablyError:
@@ -199,6 +205,9 @@ class Doctor:
                 if mode != 0o700:
                     self.add("permissions", path, f"directory mode is {mode:04o}, expected 0700",
                              "chmod")
+                if not _dir_expected(self.rel(path).split(os.sep)):
+                    self.add("special-file", path, "a directory where durably keeps a file",
+                             "quarantine")
             elif stat.S_ISREG(st.st_mode):
                 self.counts["files"] += 1
                 if mode != 0o600:
@@ -322,8 +331,8 @@ class Doctor:
         journals: dict[int, str] = {}
         for name in names:
             path = os.path.join(run_dir, name)
-            if os.path.islink(path):
-                continue
+            if os.path.islink(path) or os.path.isdir(path):
+                continue  # reported by the tree walk
             m = _STATE.match(name)
             j = _JOURNAL.match(name)
             if m:
@@ -377,7 +386,11 @@ class Doctor:
 
     def _check_journal(self, path: str, cut: int | None, *, whole: bool) -> None:
         try:
-            data = files.read_bytes(path)
+            size = os.lstat(path).st_size
+            # A huge journal (a sparse file of gigabytes) is read up to its first NUL.
+            data = files.read_bytes(path) if size <= files.MAX_RECORD_BYTES else files.read_from(path, 0)
+        except FileNotFoundError:
+            return
         except DurablyError as exc:
             self.add("special-file", path, str(exc), "quarantine")
             return
@@ -559,6 +572,25 @@ def _chmod(path: str) -> str | None:
         return None
     finally:
         os.close(fd)
+
+
+def _dir_expected(parts: list[str]) -> bool:
+    """Whether durably may keep a directory at this path (relative to the root, split).
+
+    Unknown names at the top and in the shards of ``runs/`` are reported as unexpected
+    by their own checks, so they count as expected here.
+    """
+    top = parts[0]
+    if len(parts) == 1:
+        return top != "format.json"
+    if top == "tmp":
+        return True  # deleted runs wait there
+    if top == "keys":  # keys/i, keys/p, keys/x, and the slot chains in keys/p and keys/x
+        return (len(parts) == 2 and parts[1] in ("i", "p", "x")) or (
+            len(parts) == 3 and parts[1] in ("p", "x"))
+    if top == "runs":
+        return len(parts) <= 4
+    return top not in _TOP_DIRS
 
 
 def _parses(data: bytes) -> bool:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pydantic
 
 from . import _files as files
+from ._codec import safe_detail
 from ._errors import (
     CancelledError,
     ConflictError,
@@ -186,12 +187,7 @@ class Durably:
         if isinstance(raw, pydantic.BaseModel) and codec.adapter is not None \
                 and isinstance(codec.tp, type) and not isinstance(raw, codec.tp):
             raw = raw.model_dump()
-        try:
-            data, _ = codec.encode(raw, "input")
-        except ValidationError as exc:
-            cause = exc.__cause__
-            detail = str(cause) if isinstance(cause, pydantic.ValidationError) else str(exc)
-            raise ValidationError(f"Invalid input{where}: {detail}") from exc
+        data, _ = codec.encode(raw, f"Invalid input{where}")  # messages never quote values
         labels = self._validate_labels(item.labels, where)
         return {
             "v": files.FORMAT_VERSION, "id": "", "job_name": handle.name,
@@ -206,7 +202,7 @@ class Durably:
             try:
                 model = self._labels_schema.model_validate(given)
             except pydantic.ValidationError as exc:
-                raise ValidationError(f"labels{where}: Invalid input: {exc}") from exc
+                raise ValidationError(f"labels{where}: Invalid input: {safe_detail(exc)}") from None
             given = {k: v for k, v in model.model_dump(mode="json").items() if v is not None}
         for key, value in given.items():
             if not isinstance(key, str) or not _LABEL_KEY.match(key):
@@ -698,12 +694,15 @@ class Durably:
         return count
 
     def _idle_maintenance(self) -> None:
-        if self._retain_runs is None or (time.monotonic() - self._last_purge < 60 and self._last_purge):
+        """At most once a minute when idle: sweep temp files a crash left in ``tmp/``
+        (whatever ``retain_runs`` says), then purge old runs if ``retain_runs`` is set."""
+        if self._last_purge and time.monotonic() - self._last_purge < 60:
             return
         self._last_purge = time.monotonic()
         try:
-            self.purge_runs(older_than=self._retain_runs, limit=100)
             self._store.sweep_tmp()
+            if self._retain_runs is not None:
+                self.purge_runs(older_than=self._retain_runs, limit=100)
         except DurablyError as exc:
             from ._events import WorkerErrorEvent  # noqa: PLC0415
 

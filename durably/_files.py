@@ -29,9 +29,15 @@ from ._errors import DurablyError
 FORMAT_VERSION = 1
 """Version of every record durably writes; newer records are refused, never rewritten."""
 
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+"""Largest record file read whole (values are capped at 64 MiB; a record holds one or
+two, plus errors and tracebacks). A larger one, such as a truncated or sparse file of
+gigabytes, is refused without reading it."""
+
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_FLAGS_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_FLAGS_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK
 
 
 class StoreError(DurablyError):
@@ -53,7 +59,45 @@ def wrap_os_error(exc: OSError, what: str, path: str) -> StoreError:
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
     if exc.errno == errno.ELOOP:
         reason = "it is a symbolic link, which durably never follows"
+    elif exc.errno == errno.ENOSPC and _no_free_inodes(path):
+        reason += " (the file system has no free inodes left)"
     return StoreError(f"cannot {what} {path}: {reason}", path=path)
+
+
+def _no_free_inodes(path: str) -> bool:
+    """True if the file system holding ``path`` (or its nearest existing parent) has run
+    out of inodes: ENOSPC then means "no more files", not "no more bytes"."""
+    while path and path != os.path.dirname(path):
+        try:
+            st = os.statvfs(path)
+        except OSError:
+            path = os.path.dirname(path)
+            continue
+        return st.f_files > 0 and st.f_favail == 0
+    return False
+
+
+def own_only(fd: int, mode: int) -> None:
+    """Give a file or directory durably created exactly ``mode`` (0600 or 0700).
+
+    ``open`` and ``mkdir`` apply the process umask, which may take bits the owner needs
+    (umask 0277 leaves 0500 directories nobody but root can write into) or, for files
+    created by another tool, leave others some. Set through the descriptor, so a path
+    swapped meanwhile is never changed. A file system without modes (vfat) refuses:
+    nothing more can be done there.
+    """
+    with contextlib.suppress(OSError):
+        if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
+            os.fchmod(fd, mode)
+
+
+def own_dir(path: str) -> None:
+    """:func:`own_only` for a directory this process just created."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
+    try:
+        own_only(fd, 0o700)
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(path: str) -> None:
@@ -100,6 +144,7 @@ def ensure_dir(path: str, *, sync: bool) -> bool:
     except FileNotFoundError:
         ensure_dir(os.path.dirname(path), sync=sync)
         return ensure_dir(path, sync=sync)
+    own_dir(path)
     if sync:
         fsync_dir(os.path.dirname(path))
     return True
@@ -130,6 +175,7 @@ def create_file(path: str, data: bytes, *, sync: bool) -> bool:
     except FileExistsError:
         return False
     try:
+        own_only(fd, 0o600)
         _write_all(fd, data)
         if sync:
             os.fsync(fd)
@@ -173,8 +219,9 @@ def replace_file(tmp_dir: str, path: str, data: bytes, *, sync: bool) -> None:
         fsync_dir(os.path.dirname(path))
 
 
-def read_bytes(path: str) -> bytes | None:
-    """Read a regular file; None if it is missing. Symlinks and FIFOs are refused."""
+def read_bytes(path: str, limit: int | None = None) -> bytes | None:
+    """Read a regular file; None if it is missing. Symlinks and FIFOs are refused, and
+    so is a file larger than ``limit`` bytes (before reading any of it)."""
     try:
         fd = os.open(path, _FLAGS_READ)
     except FileNotFoundError:
@@ -185,6 +232,9 @@ def read_bytes(path: str) -> bytes | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise StoreError(f"{path} is not a regular file; refusing to read it", path=path)
+        if limit is not None and st.st_size > limit:
+            raise StoreError(f"{path} is {st.st_size} bytes, more than any record durably "
+                             f"writes ({limit}); refusing to read it", path=path)
         return _read_to_end(fd, max(st.st_size, 65536))
     finally:
         os.close(fd)
@@ -201,14 +251,34 @@ def _read_to_end(fd: int, chunk_size: int) -> bytes:
 
 
 def read_from(path: str, offset: int) -> bytes:
-    """Bytes of ``path`` from ``offset`` on (journals, the feed); b"" if it is missing."""
+    """Bytes of ``path`` from ``offset`` on (journals, the feed); b"" if it is missing.
+
+    Reading stops at the first NUL byte: journal lines and feed lines never hold one
+    (JSON escapes it), so what follows is damage; a sparse file of gigabytes (a
+    truncate, a power loss) costs one chunk, not its size in memory.
+
+    Raises:
+        StoreError: ``path`` is not a regular file (a FIFO would block the open).
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        fd = os.open(path, _FLAGS_READ)
     except FileNotFoundError:
         return b""
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"{path} is not a regular file; refusing to read it", path=path)
         os.lseek(fd, offset, os.SEEK_SET)
-        return _read_to_end(fd, 1 << 20)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                chunks.append(chunk[:nul])
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
     finally:
         os.close(fd)
 
@@ -239,7 +309,7 @@ def parse_record(data: bytes, path: str) -> dict[str, Any] | None:
 
 def read_record(path: str) -> dict[str, Any] | None:
     """Read and parse a JSON record file; None when missing or incomplete."""
-    data = read_bytes(path)
+    data = read_bytes(path, MAX_RECORD_BYTES)
     return None if data is None else parse_record(data, path)
 
 
@@ -313,8 +383,15 @@ class Journal:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC
+        # O_NONBLOCK: a FIFO planted at ``path`` fails (ENXIO) instead of blocking the
+        # open until a reader appears; regular files ignore the flag.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK
         self._fd = os.open(path, flags, 0o600)
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            os.close(self._fd)
+            self._fd = -1
+            raise StoreError(f"{path} is not a regular file; refusing to write to it", path=path)
+        own_only(self._fd, 0o600)
         self._lock = threading.Lock()
         self._broken: str | None = None
 
@@ -352,14 +429,22 @@ class Journal:
                 raise error from exc
 
     def touch(self) -> None:
-        """Move the journal's mtime forward: the lease heartbeat other hosts read."""
-        os.utime(self._fd)
+        """Move the journal's mtime forward: the lease heartbeat other hosts read.
+
+        Raises:
+            StoreError: the heartbeat could not be written; names the journal and the cause.
+        """
+        try:
+            os.utime(self._fd)
+        except OSError as exc:
+            raise wrap_os_error(exc, "renew the lease (heartbeat) of journal", self.path) from exc
 
     def close(self) -> None:
-        """Close the journal (idempotent)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Close the journal (idempotent; the descriptor is gone even if close reports an
+        error, so it is never closed twice: the number may already name another file)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def loads(data: bytes) -> Any:

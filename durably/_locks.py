@@ -18,7 +18,7 @@ import os
 import threading
 import time
 
-from ._files import StoreError
+from ._files import StoreError, own_only
 
 _O_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -36,6 +36,7 @@ def try_lock(path: str) -> bool:
         except OSError as exc:
             reason = os.strerror(exc.errno or 0)
             raise StoreError(f"cannot open lock file {path}: {reason}", path=path) from exc
+        own_only(fd, 0o600)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -35,6 +35,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -145,10 +146,14 @@ class Claim:
         if self.released:
             return
         self.released = True
-        self.journal.close()
-        if self.key_lock:
-            locks.unlock(self.key_lock)
-        locks.unlock(self.run_lock)
+        try:
+            self.journal.close()
+        except OSError as exc:  # NFS reports deferred write errors here; every append was synced
+            log.warning("closing journal %s failed: %s", self.journal.path, os.strerror(exc.errno or 0))
+        finally:  # the locks go whatever close said: a kept lock would strand the run
+            if self.key_lock:
+                locks.unlock(self.key_lock)
+            locks.unlock(self.run_lock)
 
 
 class Store:
@@ -229,10 +234,12 @@ class Store:
         if len(self._feed_last) > 10000:
             self._feed_last.clear()
         name = datetime.now(UTC).strftime("%Y%m%d%H") + ".log"
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        # O_NONBLOCK: a FIFO planted in feed/ fails (ENXIO) instead of blocking every writer.
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
             fd = os.open(os.path.join(self.feed_dir, name), flags, 0o600)
             try:
+                files.own_only(fd, 0o600)
                 os.write(fd, run_id.encode() + b"\n")
             finally:
                 os.close(fd)
@@ -262,7 +269,7 @@ class Store:
             start = offset if name == fname else 0
             try:
                 data = files.read_from(os.path.join(self.feed_dir, name), start)
-            except OSError:
+            except (OSError, files.StoreError):
                 return None, self.changes(None)[1]  # unreadable feed: reload everything
             complete = data[: data.rfind(b"\n") + 1]
             for line in complete.split(b"\n"):
@@ -342,6 +349,7 @@ class Store:
             idem_path = os.path.join(self.keys_dir, "i", files.name_hash(job, idem) + ".json")
             existing = self._key_target(idem_path, files.read_record(idem_path), remove_stale=True)
             if existing is not None:
+                _check_key_owner(existing, "idempotency_key", job, idem, idem_path)
                 return self._requeued(existing), "idempotent"
         if conc is not None:
             conc_chain = os.path.join(self.keys_dir, "p", files.name_hash(job, conc))
@@ -388,6 +396,7 @@ class Store:
         bound = self._key_target(os.path.join(conc_chain, str(n)), rec, remove_stale=False)
         if bound is None or bound.status != "pending":
             return None, n  # the key's run left pending (or never appeared): it is free
+        _check_key_owner(bound, "concurrency_key", job, conc, os.path.join(conc_chain, str(n)))
         if coalesce:
             return bound, n
         raise ConflictError(
@@ -415,6 +424,7 @@ class Store:
             new_shard = False
             try:
                 os.mkdir(run_dir, 0o700)  # the shard usually exists: one system call
+                files.own_dir(run_dir)
             except FileNotFoundError:
                 new_shard = files.ensure_dir(shard, sync=False)
                 files.ensure_dir(run_dir, sync=False)
@@ -542,9 +552,15 @@ class Store:
         whole = None
         if state.status in TERMINAL_KINDS and os.path.exists(compacted):
             whole = self._compacted(compacted)
+        short = []
         for gen in range(1, state.generation + 1):
             path = os.path.join(state.run_dir, f"j.{gen}")
-            recs, mt = self._journal_records(path, cuts.get(str(gen)))
+            cut = cuts.get(str(gen))
+            recs, valid, mt = self._scan(path, cut)
+            if cut is not None and mt and valid < int(cut):
+                short.append(f"run {state.run_id}: {path} holds {valid} valid bytes of the {cut} "
+                             "committed when the run moved on: incomplete (a copy still arriving) "
+                             "or damaged (durably doctor)")
             mtime = max(mtime, mt)
             out.extend((gen, r) for r in recs)
         if whole is not None:
@@ -556,18 +572,15 @@ class Store:
             # Compacted while we read: journal.jsonl is renamed in before the j.<g> are
             # removed, so it holds everything, and what we read may be missing parts.
             return self._compacted(compacted)
+        for message in short:  # committed steps that do not read: say so, once
+            _warn_once(message)
         return JournalView(out, mtime)
 
     def _compacted(self, path: str) -> JournalView:
         out = []
-        for rec, _ in files.iter_frames(files.read_bytes(path) or b""):
+        for rec, _ in files.iter_frames(files.read_from(path, 0)):
             out.append((int(rec.pop("g", 0)), rec))
         return JournalView(out, _mtime(path))
-
-    def _journal_records(self, path: str, cut: int | None) -> tuple[list[dict[str, Any]], float]:
-        """Valid records of one journal up to ``cut``, and its mtime."""
-        recs, _, mtime = self._scan(path, cut)
-        return recs, mtime
 
     def _scan(self, path: str, cut: int | None) -> tuple[list[dict[str, Any]], int, float]:
         """Parse a journal incrementally up to ``cut``: (records, valid length, mtime).
@@ -579,6 +592,8 @@ class Store:
             st = os.stat(path, follow_symlinks=False)
         except FileNotFoundError:
             return [], 0, 0.0
+        if not stat.S_ISREG(st.st_mode):  # a FIFO, directory or link planted in its place
+            raise files.StoreError(f"{path} is not a regular file; refusing to read it", path=path)
         limit = st.st_size if cut is None else min(cut, st.st_size)
         with self._jcache_lock:
             cached = self._jcache.get(path)
@@ -608,14 +623,20 @@ class Store:
         With fsync, the journal is then fdatasynced, before the caller publishes this
         length as a cut: records appended without a sync (a step's start, logs,
         progress) are inside the cut, and a power loss must not leave the journal
-        shorter than its cut (the doctor reads that as committed records lost).
+        shorter than its cut (the doctor reads that as committed records lost). A sync
+        that fails is logged, not raised: a failing disk must not keep a run from
+        ending.
         """
         length = self._scan(path, None)[1]
         if self.sync and length:
             try:
                 files.sync_file(path)
             except OSError as exc:
-                raise files.wrap_os_error(exc, "sync journal", path) from exc
+                # The disk refuses to sync this journal (its step commits failed the same
+                # way): the run must still be able to end or be taken over, so the cut
+                # is published anyway; only a power loss on top could leave it short.
+                log.warning("could not sync journal %s before fixing its length: %s", path,
+                            files.wrap_os_error(exc, "sync journal", path))
         return length
 
     # -- claiming ---------------------------------------------------------------------
@@ -807,8 +828,17 @@ class Store:
         return ended
 
     def unqueue(self, state: RunState) -> None:
-        """Drop a terminal run's queue marker (idempotent; claimers also do it lazily)."""
-        files.remove_file(os.path.join(self.queue_dir, self._marker_name(state.record)))
+        """Drop a terminal run's queue marker (idempotent; claimers also do it lazily).
+
+        A marker that cannot be removed (a directory planted in its place, a read-only
+        root) is reported, never raised: the run has ended whatever happens to it.
+        """
+        path = os.path.join(self.queue_dir, self._marker_name(state.record))
+        try:
+            files.remove_file(path)
+        except OSError as exc:
+            _warn_once(f"cannot remove the queue marker {path} of ended run {state.run_id}: "
+                       f"{os.strerror(exc.errno or 0)} (durably doctor)")
 
     def compact(self, state: RunState, *, keep_outputs: bool) -> None:
         """Merge a terminal run's journals into ``journal.jsonl``; drop outputs if asked."""
@@ -901,7 +931,11 @@ class Store:
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path, ignore_errors=True)
                 else:
-                    files.remove_file(path)
+                    try:
+                        files.remove_file(path)
+                    except OSError as exc:  # a read-only root: nothing to do until it is not
+                        log.debug("temp file %s not removed: %s", path, exc)
+                        continue
                 removed += 1
         return removed
 
@@ -914,6 +948,22 @@ def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         log.warning("%s", message)
+
+
+def _check_key_owner(state: RunState, field: str, job: str, key: str, path: str) -> None:
+    """Refuse a key file whose run holds another key: key files are named by a hash, and
+    the original key kept in the run is what tells a collision (or a file copied by
+    hand) from the run the key belongs to (DESIGN.md invariant 9).
+
+    Raises:
+        ConflictError: the run does not hold this key; the two are never merged.
+    """
+    rec = state.record
+    if rec.get("job_name") != job or rec.get(field) != key:
+        raise ConflictError(
+            f"key file {path} names run {state.run_id}, which holds another "
+            f"{field.replace('_', ' ')}: a hash collision or a copied file; refusing to "
+            "merge the two (durably doctor reports it)", run_id=state.run_id, path=path)
 
 
 class _KeyTaken(Exception):  # noqa: N818 - internal signal, never escapes the store

@@ -39,6 +39,8 @@ SIGNATURE_NAMES = {
     "TriggerAndWaitResult",
     "Progress",
 }
+# What an `async def` job receives (SPEC §2), typed so `await step.run(name, sync_fn)` checks.
+TYPING_NAMES = {"AsyncStep"}
 # Errors beyond SPEC §8's list: a corrupted or newer-format root (SPEC §8, DESIGN.md).
 EXTRA_ERROR_NAMES = {"FormatError", "StoreError"}
 # One class per event type of SPEC §5, plus their common base `Event`.
@@ -61,7 +63,8 @@ EVENT_NAMES = {
     "WorkerErrorEvent",
 }
 
-EXPECTED = SPEC_NAMES | ERROR_NAMES | EXTRA_ERROR_NAMES | SIGNATURE_NAMES | EVENT_NAMES
+EXPECTED = (SPEC_NAMES | ERROR_NAMES | EXTRA_ERROR_NAMES | SIGNATURE_NAMES | EVENT_NAMES
+            | TYPING_NAMES)
 
 
 class TestAll:
