@@ -179,8 +179,8 @@ def zygote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zygote]:
 
 
 def test_slow_fsync_keeps_the_lease_and_readers_going(tmp_path: Path, zygote: Zygote) -> None:
-    """F8: every ``fdatasync`` of the worker (each step's commit) takes 1.2 s, longer
-    than its lease (0.8 s). The heartbeat runs in its own thread, so the lease stays
+    """F8: every ``fdatasync`` of the worker (each step's commit) takes 2.4 s, longer
+    than its lease (2 s; the margin keeps a loaded machine's scheduling out of it). The heartbeat runs in its own thread, so the lease stays
     alive: a worker of another host trying all along never takes the run over (no step
     runs twice). Readers keep reading while the commits are stuck (they take no lock),
     and the run completes in generation 1 with no error reported."""
@@ -190,16 +190,16 @@ def test_slow_fsync_keeps_the_lease_and_readers_going(tmp_path: Path, zygote: Zy
     d = gapapp.make(str(root), fsync=True)
     handle = d.get_job("gap-steps")
     assert handle is not None
-    run_id = handle.trigger(gapapp.GapIn(steps=3)).id
+    run_id = handle.trigger(gapapp.GapIn(steps=2)).id
     stop_w, stop_r = str(work / "stop-W"), str(work / "stop-R")
-    w = _traced("fdatasync", "fdatasync:delay_enter=1200ms", "worker", root=str(root),
-                workdir=str(work), who="W", stop=stop_w, lease=0.8, renew=0.1)
+    w = _traced("fdatasync", "fdatasync:delay_enter=2400ms", "worker", root=str(root),
+                workdir=str(work), who="W", stop=stop_w, lease=2.0, renew=0.1)
     r = None
     reads_while_leased = 0
     try:
         poll(lambda: gapapp.executions(work), timeout=60, what="W executing step 0")
         r = zygote.spawn("gapapp:worker", root=str(root), workdir=str(work), who="R",
-                         stop=stop_r, lease=0.8, renew=0.1, host="other-host")
+                         stop=stop_r, lease=2.0, renew=0.1, host="other-host")
         while True:
             run = d.get_run(run_id)
             d.get_steps(run_id)
@@ -220,10 +220,10 @@ def test_slow_fsync_keeps_the_lease_and_readers_going(tmp_path: Path, zygote: Zy
     assert reads_while_leased > 0
     run = d.get_run(run_id)
     assert run is not None
-    assert (run.status, run.lease_generation, run.output) == ("completed", 1, gapapp.expected(3))
+    assert (run.status, run.lease_generation, run.output) == ("completed", 1, gapapp.expected(2))
     assert (work / "claimed-R").read_text() == "0"
     assert Counter((who, k) for who, rid, k in gapapp.executions(work) if rid == run_id) == \
-        Counter({("W", 0): 1, ("W", 1): 1, ("W", 2): 1})
+        Counter({("W", 0): 1, ("W", 1): 1})
     assert not (work / "errors-W.log").exists(), (work / "errors-W.log").read_text()
 
 
