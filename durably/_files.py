@@ -8,6 +8,10 @@ committed by appending to an open journal (one fdatasync), and only rare state c
 
 Every file is opened with ``O_NOFOLLOW`` (a symlink planted in the root is refused, never
 followed) and created ``0600``; directories are created ``0700`` (runs can hold secrets).
+``O_NOFOLLOW`` guards only the last component of a path, so everything that creates,
+writes, links, renames or removes a name does it relative to a directory descriptor from
+:func:`open_dir`, which reaches the directory from the root one component at a time and
+never through a symlink (DESIGN.md invariant 9), even one planted while the process runs.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ FORMAT_VERSION = 1
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _FLAGS_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+_FLAGS_ROOT = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _O_CLOEXEC
+_FLAGS_DIR = _FLAGS_ROOT | _O_NOFOLLOW
 
 
 class StoreError(DurablyError):
@@ -56,20 +62,151 @@ def wrap_os_error(exc: OSError, what: str, path: str) -> StoreError:
     return StoreError(f"cannot {what} {path}: {reason}", path=path)
 
 
-def fsync_dir(path: str) -> None:
-    """Make the names created or renamed in directory ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
+def open_dir(root: str, path: str, *, create: bool = False, sync: bool = False) -> int:
+    """Open directory ``path`` (``root`` or a directory below it); return its descriptor.
+
+    ``root`` is opened by its path, as the user named it. Below it, each component is
+    opened relative to the one before with ``O_DIRECTORY | O_NOFOLLOW``, so a directory of
+    the root replaced by a symlink (also while this process runs) is refused, never
+    followed out of the root: ``O_NOFOLLOW`` on a whole path guards only its last
+    component. With ``create``, missing directories are made ``0700``, and with ``sync``
+    the parent of each one made is fsynced (DESIGN.md invariant 2).
+
+    Raises:
+        FileNotFoundError: a directory is missing (and not ``create``); callers decide.
+        StoreError: a component is a symlink or not a directory, or cannot be opened.
+    """
+    root_fd = _open_root(root)
     try:
-        os.fsync(fd)
+        return _walk(root_fd, root, path, create=create, sync=sync)
     finally:
-        os.close(fd)
+        os.close(root_fd)
+
+
+@contextlib.contextmanager
+def opened_dirs(root: str, *paths: str, create: bool = False, sync: bool = False) -> Iterator[list[int]]:
+    """:func:`open_dir` of each of ``paths`` (sharing one open of the root), as a context
+    manager: the descriptors are closed on exit."""
+    root_fd = _open_root(root)
+    fds: list[int] = []
+    try:
+        for path in paths:
+            fds.append(_walk(root_fd, root, path, create=create, sync=sync))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    finally:
+        os.close(root_fd)
+    try:
+        yield fds
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _open_root(root: str) -> int:
+    try:
+        return os.open(root, _FLAGS_ROOT)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise wrap_os_error(exc, "open directory", root) from exc
+
+
+def _walk(root_fd: int, root: str, path: str, *, create: bool, sync: bool) -> int:
+    """A new descriptor of ``path``, reached from ``root_fd`` (left open) one component
+    at a time, never through a symlink."""
+    if path == root:
+        return os.open(".", _FLAGS_DIR, dir_fd=root_fd)
+    if not path.startswith(root) or path[len(root):len(root) + 1] != os.sep:
+        raise ValueError(f"{path} is not below {root}")
+    parts = path[len(root) + 1:].split(os.sep)
+    if "" in parts or "." in parts or ".." in parts:
+        raise ValueError(f"{path} is not a plain path below {root}")
+    fd = root_fd
+    try:
+        for i, part in enumerate(parts):
+            try:
+                child = os.open(part, _FLAGS_DIR, dir_fd=fd)
+            except OSError as exc:
+                where = os.path.join(root, *parts[:i + 1])
+                if not (create and isinstance(exc, FileNotFoundError)):
+                    raise _dir_error(fd, part, where, exc) from exc
+                child = open_subdir(fd, part, where, create=True, sync=sync)
+            if fd != root_fd:
+                os.close(fd)
+            fd = child
+    except BaseException:
+        if fd != root_fd:
+            os.close(fd)
+        raise
+    return fd
+
+
+def open_subdir(fd: int, name: str, path: str, *, create: bool = False, sync: bool = False) -> int:
+    """One step of :func:`open_dir`: open directory ``name`` in directory ``fd`` (which
+    stays open) without following a symlink; ``path`` names it in errors."""
+    try:
+        return os.open(name, _FLAGS_DIR, dir_fd=fd)
+    except OSError as exc:
+        if not (create and isinstance(exc, FileNotFoundError)):
+            raise _dir_error(fd, name, path, exc) from exc
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o700, dir_fd=fd)
+        if sync:
+            os.fsync(fd)
+    try:
+        return os.open(name, _FLAGS_DIR, dir_fd=fd)
+    except OSError as exc:
+        raise _dir_error(fd, name, path, exc) from exc
+
+
+def _dir_error(fd: int, name: str, path: str, exc: OSError) -> OSError | StoreError:
+    """What to raise when directory ``name`` of ``fd`` could not be opened."""
+    if isinstance(exc, FileNotFoundError):
+        return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    try:
+        is_link = stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+    except OSError:
+        is_link = False
+    if is_link:
+        return StoreError(f"cannot use {path}: it is a symbolic link (planted in the root?), "
+                          "which durably never follows", path=path)
+    if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+        return StoreError(f"cannot use {path}: it should be a directory but is not", path=path)
+    return wrap_os_error(exc, "open directory", path)
+
+
+@contextlib.contextmanager
+def opened_dir(root: str, path: str, *, create: bool = False, sync: bool = False) -> Iterator[int]:
+    """:func:`open_dir` as a context manager: the descriptor is closed on exit."""
+    with opened_dirs(root, path, create=create, sync=sync) as fds:
+        yield fds[0]
+
+
+def open_below(root: str, path: str, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` of a file below ``root``, its directory reached through :func:`open_dir`.
+
+    ``O_NOFOLLOW`` and ``O_CLOEXEC`` are always added.
+
+    Raises:
+        OSError: from the final open (``FileNotFoundError`` also for a missing directory).
+        StoreError: a directory on the way is a symlink or not a directory.
+    """
+    dir_fd = open_dir(root, os.path.dirname(path))
+    try:
+        return os.open(os.path.basename(path), flags | _O_NOFOLLOW | _O_CLOEXEC, mode, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def ensure_dir(path: str, *, sync: bool) -> bool:
     """Create directory ``path`` (0700) if missing; return True if it was created.
 
-    A symlink or a file where the directory belongs is refused with a clear error.
-    After creating it, the parent is fsynced when ``sync`` (DESIGN.md invariant 2).
+    For the root itself (directories below it: :func:`open_dir` with ``create``). A symlink
+    or a file where the directory belongs is refused with a clear error. After creating
+    it, the parent is fsynced when ``sync`` (DESIGN.md invariant 2).
     """
     try:
         os.mkdir(path, 0o700)
@@ -85,7 +222,11 @@ def ensure_dir(path: str, *, sync: bool) -> bool:
         ensure_dir(os.path.dirname(path), sync=sync)
         return ensure_dir(path, sync=sync)
     if sync:
-        fsync_dir(os.path.dirname(path))
+        fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return True
 
 
@@ -101,16 +242,17 @@ def dumps(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record)
 
 
-def create_file(path: str, data: bytes, *, sync: bool) -> bool:
-    """Create ``path`` with ``data`` if it does not exist (``O_EXCL``); False if it did.
+def create_file(dir_fd: int, name: str, data: bytes, *, sync: bool) -> bool:
+    """Create ``name`` in directory ``dir_fd`` with ``data`` unless it exists (``O_EXCL``).
 
-    The file's contents are fsynced; the caller fsyncs the directory. A reader may see
-    the file before its bytes are complete: records are JSON objects, and no proper
-    prefix of one parses, so a partial file reads as "not written yet".
+    Returns False if it existed. The file's contents are fsynced; the caller fsyncs the
+    directory. A reader may see the file before its bytes are complete: records are JSON
+    objects, and no proper prefix of one parses, so a partial file reads as "not written
+    yet".
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
     except FileExistsError:
         return False
     try:
@@ -119,42 +261,48 @@ def create_file(path: str, data: bytes, *, sync: bool) -> bool:
             os.fsync(fd)
     except OSError:
         os.close(fd)
-        _unlink_quietly(path)
+        _unlink_quietly(dir_fd, name)
         raise
     os.close(fd)
     return True
 
 
-def publish_once(tmp_dir: str, path: str, data: bytes, *, sync: bool) -> bool:
-    """Publish ``data`` at ``path`` complete or not at all; first writer wins.
+def _tmp_name() -> str:
+    return f"{os.getpid()}-{os.urandom(6).hex()}.tmp"
 
-    Writes a temp file, fsyncs it, hard-links it to ``path`` (``EEXIST`` means another
-    writer won: return False) and fsyncs the directory. Readers never see a partial file.
+
+def publish_once(tmp_fd: int, dir_fd: int, name: str, data: bytes, *, sync: bool) -> bool:
+    """Publish ``data`` as ``name`` in directory ``dir_fd``, complete or not at all; first
+    writer wins.
+
+    Writes a temp file in ``tmp_fd``, fsyncs it, hard-links it to ``name`` (``EEXIST``
+    means another writer won: return False) and fsyncs the directory. Readers never see
+    a partial file.
     """
-    tmp = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.tmp")
-    create_file(tmp, data, sync=sync)
+    tmp = _tmp_name()
+    create_file(tmp_fd, tmp, data, sync=sync)
     try:
-        os.link(tmp, path)
+        os.link(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     except FileExistsError:
         return False
     finally:
-        _unlink_quietly(tmp)
+        _unlink_quietly(tmp_fd, tmp)
     if sync:
-        fsync_dir(os.path.dirname(path))
+        os.fsync(dir_fd)
     return True
 
 
-def replace_file(tmp_dir: str, path: str, data: bytes, *, sync: bool) -> None:
-    """Atomically replace ``path`` with ``data`` (temp file + rename)."""
-    tmp = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.tmp")
-    create_file(tmp, data, sync=sync)
+def replace_file(tmp_fd: int, dir_fd: int, name: str, data: bytes, *, sync: bool) -> None:
+    """Atomically replace ``name`` in directory ``dir_fd`` with ``data`` (temp file + rename)."""
+    tmp = _tmp_name()
+    create_file(tmp_fd, tmp, data, sync=sync)
     try:
-        os.rename(tmp, path)
+        os.rename(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
     except OSError:
-        _unlink_quietly(tmp)
+        _unlink_quietly(tmp_fd, tmp)
         raise
     if sync:
-        fsync_dir(os.path.dirname(path))
+        os.fsync(dir_fd)
 
 
 def read_bytes(path: str) -> bytes | None:
@@ -227,15 +375,15 @@ def read_record(path: str) -> dict[str, Any] | None:
     return None if data is None else parse_record(data, path)
 
 
-def _unlink_quietly(path: str) -> None:
+def _unlink_quietly(dir_fd: int, name: str) -> None:
     with contextlib.suppress(OSError):
-        os.unlink(path)
+        os.unlink(name, dir_fd=dir_fd)
 
 
-def remove_file(path: str) -> bool:
-    """Remove a file; False if it was already gone."""
+def remove_file(dir_fd: int, name: str) -> bool:
+    """Remove file ``name`` from directory ``dir_fd``; False if it was already gone."""
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         return False
     return True
@@ -293,12 +441,15 @@ class Journal:
     ``append`` writes one framed record; with ``sync`` it is on disk (fdatasync) when the
     call returns. The file was created, and its name made durable, at claim time, so a
     step commit costs exactly one fdatasync on the critical path.
+
+    ``path`` names the journal in messages; it is opened as its last component in the
+    directory ``dir_fd`` (see :func:`open_dir`).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, dir_fd: int) -> None:
         self.path = path
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC
-        self._fd = os.open(path, flags, 0o600)
+        self._fd = os.open(os.path.basename(path), flags, 0o600, dir_fd=dir_fd)
         self._lock = threading.Lock()
         self._broken: str | None = None
 
