@@ -65,109 +65,118 @@ def wrap_os_error(exc: OSError, what: str, path: str) -> StoreError:
 def open_dir(root: str, path: str, *, create: bool = False, sync: bool = False) -> int:
     """Open directory ``path`` (``root`` or a directory below it); return its descriptor.
 
-    ``root`` is opened by its path, as the user named it. Below it, each component is
-    opened relative to the one before with ``O_DIRECTORY | O_NOFOLLOW``, so a directory of
-    the root replaced by a symlink (also while this process runs) is refused, never
-    followed out of the root: ``O_NOFOLLOW`` on a whole path guards only its last
-    component. With ``create``, missing directories are made ``0700``, and with ``sync``
-    the parent of each one made is fsynced (DESIGN.md invariant 2).
+    No symlink below ``root`` is followed, also one planted while this process runs:
+    ``O_NOFOLLOW`` on a whole path guards only its last component, so the directory is
+    reached one component at a time with ``O_DIRECTORY | O_NOFOLLOW``. The first one is
+    opened by its full path (the root's own path is followed as the user named it; the
+    component, being last, is guarded), each further one relative to the one before
+    (``openat``). With ``create``, missing directories are made ``0700``, and with
+    ``sync`` the parent of each one made is fsynced (DESIGN.md invariant 2).
 
     Raises:
         FileNotFoundError: a directory is missing (and not ``create``); callers decide.
         StoreError: a component is a symlink or not a directory, or cannot be opened.
     """
-    root_fd = _open_root(root)
-    try:
-        return _walk(root_fd, root, path, create=create, sync=sync)
-    finally:
-        os.close(root_fd)
-
-
-@contextlib.contextmanager
-def opened_dirs(root: str, *paths: str, create: bool = False, sync: bool = False) -> Iterator[list[int]]:
-    """:func:`open_dir` of each of ``paths`` (sharing one open of the root), as a context
-    manager: the descriptors are closed on exit."""
-    root_fd = _open_root(root)
-    fds: list[int] = []
-    try:
-        for path in paths:
-            fds.append(_walk(root_fd, root, path, create=create, sync=sync))
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-    finally:
-        os.close(root_fd)
-    try:
-        yield fds
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-def _open_root(root: str) -> int:
-    try:
-        return os.open(root, _FLAGS_ROOT)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise wrap_os_error(exc, "open directory", root) from exc
-
-
-def _walk(root_fd: int, root: str, path: str, *, create: bool, sync: bool) -> int:
-    """A new descriptor of ``path``, reached from ``root_fd`` (left open) one component
-    at a time, never through a symlink."""
     if path == root:
-        return os.open(".", _FLAGS_DIR, dir_fd=root_fd)
+        try:
+            return os.open(root, _FLAGS_ROOT)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise wrap_os_error(exc, "open directory", root) from exc
     if not path.startswith(root) or path[len(root):len(root) + 1] != os.sep:
         raise ValueError(f"{path} is not below {root}")
     parts = path[len(root) + 1:].split(os.sep)
     if "" in parts or "." in parts or ".." in parts:
         raise ValueError(f"{path} is not a plain path below {root}")
-    fd = root_fd
-    try:
-        for i, part in enumerate(parts):
+    first = root + os.sep + parts[0]
+    try:  # the hot path: one open per component, no call; errors go to open_subdir
+        fd = os.open(first, _FLAGS_DIR)
+    except OSError:
+        fd = open_subdir(None, first, first, create=create, sync=sync)
+    for i in range(1, len(parts)):
+        try:
             try:
-                child = os.open(part, _FLAGS_DIR, dir_fd=fd)
-            except OSError as exc:
-                where = os.path.join(root, *parts[:i + 1])
-                if not (create and isinstance(exc, FileNotFoundError)):
-                    raise _dir_error(fd, part, where, exc) from exc
-                child = open_subdir(fd, part, where, create=True, sync=sync)
-            if fd != root_fd:
-                os.close(fd)
-            fd = child
-    except BaseException:
-        if fd != root_fd:
+                child = os.open(parts[i], _FLAGS_DIR, dir_fd=fd)
+            except OSError:
+                child = open_subdir(fd, parts[i], os.sep.join([root, *parts[:i + 1]]),
+                                    create=create, sync=sync)
+        except BaseException:
             os.close(fd)
-        raise
+            raise
+        os.close(fd)
+        fd = child
     return fd
 
 
-def open_subdir(fd: int, name: str, path: str, *, create: bool = False, sync: bool = False) -> int:
-    """One step of :func:`open_dir`: open directory ``name`` in directory ``fd`` (which
-    stays open) without following a symlink; ``path`` names it in errors."""
+class _Opened:
+    """The descriptors of :func:`opened_dirs`, closed when the ``with`` block ends."""
+
+    __slots__ = ("fds",)
+
+    def __init__(self, fds: list[int]) -> None:
+        self.fds = fds
+
+    def __enter__(self) -> list[int]:
+        return self.fds
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self.fds:
+            os.close(fd)
+
+
+def opened_dirs(root: str, *paths: str, create: bool = False,
+                sync: bool = False) -> contextlib.AbstractContextManager[list[int]]:
+    """:func:`open_dir` of each of ``paths``, for a ``with`` block that closes them."""
+    fds: list[int] = []
     try:
-        return os.open(name, _FLAGS_DIR, dir_fd=fd)
+        for path in paths:
+            fds.append(open_dir(root, path, create=create, sync=sync))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return _Opened(fds)
+
+
+def open_subdir(dir_fd: int | None, name: str, path: str, *, create: bool = False,
+                sync: bool = False) -> int:
+    """One step of :func:`open_dir`: open directory ``name`` in directory ``dir_fd`` (left
+    open; None: ``name`` is a full path) without following a symlink at ``name``;
+    ``path`` names it in errors."""
+    try:
+        return os.open(name, _FLAGS_DIR, dir_fd=dir_fd)
     except OSError as exc:
         if not (create and isinstance(exc, FileNotFoundError)):
-            raise _dir_error(fd, name, path, exc) from exc
+            raise _dir_error(dir_fd, name, path, exc) from exc
     with contextlib.suppress(FileExistsError):
-        os.mkdir(name, 0o700, dir_fd=fd)
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
         if sync:
-            os.fsync(fd)
+            _fsync_parent(dir_fd, name)
     try:
-        return os.open(name, _FLAGS_DIR, dir_fd=fd)
+        return os.open(name, _FLAGS_DIR, dir_fd=dir_fd)
     except OSError as exc:
-        raise _dir_error(fd, name, path, exc) from exc
+        raise _dir_error(dir_fd, name, path, exc) from exc
 
 
-def _dir_error(fd: int, name: str, path: str, exc: OSError) -> OSError | StoreError:
-    """What to raise when directory ``name`` of ``fd`` could not be opened."""
+def _fsync_parent(dir_fd: int | None, name: str) -> None:
+    """fsync the directory holding ``name`` (``dir_fd``, or by path)."""
+    if dir_fd is not None:
+        os.fsync(dir_fd)
+        return
+    fd = os.open(os.path.dirname(name), _FLAGS_ROOT)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dir_error(dir_fd: int | None, name: str, path: str, exc: OSError) -> OSError | StoreError:
+    """What to raise when directory ``name`` of ``dir_fd`` could not be opened."""
     if isinstance(exc, FileNotFoundError):
         return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
     try:
-        is_link = stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+        is_link = stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
     except OSError:
         is_link = False
     if is_link:
@@ -180,9 +189,12 @@ def _dir_error(fd: int, name: str, path: str, exc: OSError) -> OSError | StoreEr
 
 @contextlib.contextmanager
 def opened_dir(root: str, path: str, *, create: bool = False, sync: bool = False) -> Iterator[int]:
-    """:func:`open_dir` as a context manager: the descriptor is closed on exit."""
-    with opened_dirs(root, path, create=create, sync=sync) as fds:
-        yield fds[0]
+    """:func:`open_dir` for a ``with`` block that closes it."""
+    fd = open_dir(root, path, create=create, sync=sync)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def open_below(root: str, path: str, flags: int, mode: int = 0o600) -> int:
@@ -194,9 +206,10 @@ def open_below(root: str, path: str, flags: int, mode: int = 0o600) -> int:
         OSError: from the final open (``FileNotFoundError`` also for a missing directory).
         StoreError: a directory on the way is a symlink or not a directory.
     """
-    dir_fd = open_dir(root, os.path.dirname(path))
+    directory, _, name = path.rpartition(os.sep)
+    dir_fd = open_dir(root, directory)
     try:
-        return os.open(os.path.basename(path), flags | _O_NOFOLLOW | _O_CLOEXEC, mode, dir_fd=dir_fd)
+        return os.open(name, flags | _O_NOFOLLOW | _O_CLOEXEC, mode, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
 
@@ -222,11 +235,7 @@ def ensure_dir(path: str, *, sync: bool) -> bool:
         ensure_dir(os.path.dirname(path), sync=sync)
         return ensure_dir(path, sync=sync)
     if sync:
-        fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_parent(None, path)
     return True
 
 
