@@ -18,8 +18,12 @@ from typing import Any
 from . import _files as files
 
 
+def _numbers(names: list[str]) -> list[int]:
+    return sorted(int(name) for name in names if name.isdigit() and len(name) < 19)
+
+
 def _slots(chain: str) -> list[int]:
-    return sorted(int(name) for name in files.list_dir(chain) if name.isdigit() and len(name) < 19)
+    return _numbers(files.list_dir(chain))
 
 
 def head(chain: str) -> tuple[int, dict[str, Any] | None]:
@@ -31,23 +35,19 @@ def head(chain: str) -> tuple[int, dict[str, Any] | None]:
     return n, files.read_record(os.path.join(chain, str(n)))
 
 
-def publish(tmp_dir: str, chain: str, n: int, body: bytes, *, sync: bool) -> bool:
-    """Publish slot ``n`` (the head read was ``n - 1``); False if another writer won.
-
-    The caller must hold nothing it cannot give back: a False return means the binding
-    changed since it was read.
-    """
-    files.ensure_dir(chain, sync=sync)
-    path = os.path.join(chain, str(n))
-    if not files.publish_once(tmp_dir, path, body, sync=sync):
-        return False
-    slots = _slots(chain)
-    if slots and slots[-1] > n:  # we read a head that was pruned since: withdraw
-        files.remove_file(path)
-        return False
-    for old in slots:
-        if old < n - 1:
-            files.remove_file(os.path.join(chain, str(old)))
+def publish(root: str, tmp_dir: str, chain: str, n: int, body: bytes, *, sync: bool) -> bool:
+    """Publish slot ``n`` of ``chain`` (a directory below ``root``; the head read was
+    ``n - 1``); False if another writer won: the binding changed since it was read."""
+    with files.opened_dirs(root, tmp_dir, chain, create=True, sync=sync) as (tmp_fd, chain_fd):
+        if not files.publish_once(tmp_fd, chain_fd, str(n), body, sync=sync):
+            return False
+        slots = _numbers(os.listdir(chain_fd))
+        if slots and slots[-1] > n:  # we read a head that was pruned since: withdraw
+            files.remove_file(chain_fd, str(n))
+            return False
+        for old in slots:
+            if old < n - 1:
+                files.remove_file(chain_fd, str(old))
     return True
 
 

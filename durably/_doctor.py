@@ -417,7 +417,7 @@ class Doctor:
         if head.get("host") == HOST:
             lock_path = os.path.join(state.run_dir, "lock")
             try:
-                alive = locks.is_locked_elsewhere(lock_path)
+                alive = locks.is_locked_elsewhere(lock_path, root=self.root)
             except DurablyError:
                 alive = self.now < expiry  # cannot probe the lock (read-only root)
             if alive or self.now < expiry:
@@ -502,13 +502,18 @@ class Doctor:
         return self._quarantine
 
     def quarantine(self, rel: str) -> str:
-        """Move ``rel`` (relative to the root) into the quarantine, keeping its path."""
+        """Move ``rel`` (relative to the root) into the quarantine, keeping its path.
+
+        Both directories are reached without following a symlink (``files.open_dir``); a
+        symlink being quarantined is moved itself, never its target.
+        """
         src = os.path.join(self.root, rel)
         dst = os.path.join(self.quarantine_dir(), rel)
-        files.ensure_dir(os.path.dirname(dst), sync=True)
-        os.rename(src, dst)
-        files.fsync_dir(os.path.dirname(src))
-        files.fsync_dir(os.path.dirname(dst))
+        with files.opened_dir(self.root, os.path.dirname(src)) as src_fd, \
+                files.opened_dir(self.root, os.path.dirname(dst), create=True, sync=True) as dst_fd:
+            os.rename(os.path.basename(src), os.path.basename(dst), src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+            os.fsync(src_fd)
+            os.fsync(dst_fd)
         return self.rel(dst)
 
     def fix(self) -> list[Problem]:
@@ -534,33 +539,34 @@ class Doctor:
         if not os.path.lexists(path):
             return "already gone"
         if p.fix == "remove":
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
-            files.fsync_dir(os.path.dirname(path))
+            with files.opened_dir(self.root, os.path.dirname(path)) as dir_fd:
+                name = os.path.basename(path)
+                if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    shutil.rmtree(name, dir_fd=dir_fd)  # never follows a link inside
+                else:
+                    os.unlink(name, dir_fd=dir_fd)
+                os.fsync(dir_fd)
             return "removed"
         if p.fix == "quarantine":
             return "moved to " + self.quarantine(p.path)
         if p.fix == "quarantine-run":
             return "run moved to " + self.quarantine(os.path.dirname(p.path))
         if p.fix == "chmod":
-            return _chmod(path)
+            return _chmod(self.root, path)
         if p.fix == "requeue":
             state, _ = self._load(os.path.basename(path))
             if state is None or state.status in TERMINAL_KINDS:
                 return None
-            marker = os.path.join(self.store.queue_dir, self.store._marker_name(state.record))
-            files.create_file(marker, b"", sync=True)
-            files.fsync_dir(self.store.queue_dir)
+            with files.opened_dir(self.root, self.store.queue_dir) as queue_fd:
+                files.create_file(queue_fd, self.store._marker_name(state.record), b"", sync=True)
+                os.fsync(queue_fd)
             return "queue marker recreated"
         return None
 
 
-def _chmod(path: str) -> str | None:
+def _chmod(root: str, path: str) -> str | None:
     """Tighten a mode through a descriptor (never follows a link planted meanwhile)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-    fd = os.open(path, flags)
+    fd = files.open_below(root, path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):

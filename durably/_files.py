@@ -8,6 +8,10 @@ committed by appending to an open journal (one fdatasync), and only rare state c
 
 Every file is opened with ``O_NOFOLLOW`` (a symlink planted in the root is refused, never
 followed) and created ``0600``; directories are created ``0700`` (runs can hold secrets).
+``O_NOFOLLOW`` guards only the last component of a path, so everything that creates,
+writes, links, renames or removes a name does it relative to a directory descriptor from
+:func:`open_dir`, which reaches the directory from the root one component at a time and
+never through a symlink (DESIGN.md invariant 9), even one planted while the process runs.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from ._errors import DurablyError
 
 FORMAT_VERSION = 1
 """Version of every record durably writes; newer records are refused, never rewritten."""
-
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 """Largest record file read whole (values are capped at 64 MiB; a record holds one or
 two, plus errors and tracebacks). A larger one, such as a truncated or sparse file of
@@ -38,6 +41,8 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _FLAGS_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK
+_FLAGS_ROOT = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _O_CLOEXEC
+_FLAGS_DIR = _FLAGS_ROOT | _O_NOFOLLOW
 
 
 class StoreError(DurablyError):
@@ -100,15 +105,6 @@ def own_dir(path: str) -> None:
         os.close(fd)
 
 
-def fsync_dir(path: str) -> None:
-    """Make the names created or renamed in directory ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def sync_file(path: str) -> None:
     """Make the data of ``path`` durable (fdatasync); nothing if it is missing.
 
@@ -125,11 +121,169 @@ def sync_file(path: str) -> None:
         os.close(fd)
 
 
+def open_dir(root: str, path: str, *, create: bool = False, sync: bool = False) -> int:
+    """Open directory ``path`` (``root`` or a directory below it); return its descriptor.
+
+    No symlink below ``root`` is followed, also one planted while this process runs:
+    ``O_NOFOLLOW`` on a whole path guards only its last component, so the directory is
+    reached one component at a time with ``O_DIRECTORY | O_NOFOLLOW``. The first one is
+    opened by its full path (the root's own path is followed as the user named it; the
+    component, being last, is guarded), each further one relative to the one before
+    (``openat``). With ``create``, missing directories are made ``0700``, and with
+    ``sync`` the parent of each one made is fsynced (DESIGN.md invariant 2).
+
+    Raises:
+        FileNotFoundError: a directory is missing (and not ``create``); callers decide.
+        StoreError: a component is a symlink or not a directory, or cannot be opened.
+    """
+    if path == root:
+        try:
+            return os.open(root, _FLAGS_ROOT)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise wrap_os_error(exc, "open directory", root) from exc
+    if not path.startswith(root) or path[len(root):len(root) + 1] != os.sep:
+        raise ValueError(f"{path} is not below {root}")
+    parts = path[len(root) + 1:].split(os.sep)
+    if "" in parts or "." in parts or ".." in parts:
+        raise ValueError(f"{path} is not a plain path below {root}")
+    first = root + os.sep + parts[0]
+    try:  # the hot path: one open per component, no call; errors go to open_subdir
+        fd = os.open(first, _FLAGS_DIR)
+    except OSError:
+        fd = open_subdir(None, first, first, create=create, sync=sync)
+    for i in range(1, len(parts)):
+        try:
+            try:
+                child = os.open(parts[i], _FLAGS_DIR, dir_fd=fd)
+            except OSError:
+                child = open_subdir(fd, parts[i], os.sep.join([root, *parts[:i + 1]]),
+                                    create=create, sync=sync)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        fd = child
+    return fd
+
+
+class _Opened:
+    """The descriptors of :func:`opened_dirs`, closed when the ``with`` block ends."""
+
+    __slots__ = ("fds",)
+
+    def __init__(self, fds: list[int]) -> None:
+        self.fds = fds
+
+    def __enter__(self) -> list[int]:
+        return self.fds
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self.fds:
+            os.close(fd)
+
+
+def opened_dirs(root: str, *paths: str, create: bool = False,
+                sync: bool = False) -> contextlib.AbstractContextManager[list[int]]:
+    """:func:`open_dir` of each of ``paths``, for a ``with`` block that closes them."""
+    fds: list[int] = []
+    try:
+        for path in paths:
+            fds.append(open_dir(root, path, create=create, sync=sync))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return _Opened(fds)
+
+
+def open_subdir(dir_fd: int | None, name: str, path: str, *, create: bool = False,
+                sync: bool = False) -> int:
+    """One step of :func:`open_dir`: open directory ``name`` in directory ``dir_fd`` (left
+    open; None: ``name`` is a full path) without following a symlink at ``name``;
+    ``path`` names it in errors."""
+    try:
+        return os.open(name, _FLAGS_DIR, dir_fd=dir_fd)
+    except OSError as exc:
+        if not (create and isinstance(exc, FileNotFoundError)):
+            raise _dir_error(dir_fd, name, path, exc) from exc
+    made = False
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+        made = True
+        if sync:
+            _fsync_parent(dir_fd, name)
+    try:
+        fd = os.open(name, _FLAGS_DIR, dir_fd=dir_fd)
+    except OSError as exc:
+        raise _dir_error(dir_fd, name, path, exc) from exc
+    if made:
+        own_only(fd, 0o700)
+    return fd
+
+
+def _fsync_parent(dir_fd: int | None, name: str) -> None:
+    """fsync the directory holding ``name`` (``dir_fd``, or by path)."""
+    if dir_fd is not None:
+        os.fsync(dir_fd)
+        return
+    fd = os.open(os.path.dirname(name), _FLAGS_ROOT)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dir_error(dir_fd: int | None, name: str, path: str, exc: OSError) -> OSError | StoreError:
+    """What to raise when directory ``name`` of ``dir_fd`` could not be opened."""
+    if isinstance(exc, FileNotFoundError):
+        return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    try:
+        is_link = stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        is_link = False
+    if is_link:
+        return StoreError(f"cannot use {path}: it is a symbolic link (planted in the root?), "
+                          "which durably never follows", path=path)
+    if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+        return StoreError(f"cannot use {path}: it should be a directory but is not", path=path)
+    return wrap_os_error(exc, "open directory", path)
+
+
+@contextlib.contextmanager
+def opened_dir(root: str, path: str, *, create: bool = False, sync: bool = False) -> Iterator[int]:
+    """:func:`open_dir` for a ``with`` block that closes it."""
+    fd = open_dir(root, path, create=create, sync=sync)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def open_below(root: str, path: str, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` of a file below ``root``, its directory reached through :func:`open_dir`.
+
+    ``O_NOFOLLOW`` and ``O_CLOEXEC`` are always added.
+
+    Raises:
+        OSError: from the final open (``FileNotFoundError`` also for a missing directory).
+        StoreError: a directory on the way is a symlink or not a directory.
+    """
+    directory, _, name = path.rpartition(os.sep)
+    dir_fd = open_dir(root, directory)
+    try:
+        return os.open(name, flags | _O_NOFOLLOW | _O_CLOEXEC, mode, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def ensure_dir(path: str, *, sync: bool) -> bool:
     """Create directory ``path`` (0700) if missing; return True if it was created.
 
-    A symlink or a file where the directory belongs is refused with a clear error.
-    After creating it, the parent is fsynced when ``sync`` (DESIGN.md invariant 2).
+    For the root itself (directories below it: :func:`open_dir` with ``create``). A symlink
+    or a file where the directory belongs is refused with a clear error. After creating
+    it, the parent is fsynced when ``sync`` (DESIGN.md invariant 2).
     """
     try:
         os.mkdir(path, 0o700)
@@ -146,7 +300,7 @@ def ensure_dir(path: str, *, sync: bool) -> bool:
         return ensure_dir(path, sync=sync)
     own_dir(path)
     if sync:
-        fsync_dir(os.path.dirname(path))
+        _fsync_parent(None, path)
     return True
 
 
@@ -162,16 +316,17 @@ def dumps(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record)
 
 
-def create_file(path: str, data: bytes, *, sync: bool) -> bool:
-    """Create ``path`` with ``data`` if it does not exist (``O_EXCL``); False if it did.
+def create_file(dir_fd: int, name: str, data: bytes, *, sync: bool) -> bool:
+    """Create ``name`` in directory ``dir_fd`` with ``data`` unless it exists (``O_EXCL``).
 
-    The file's contents are fsynced; the caller fsyncs the directory. A reader may see
-    the file before its bytes are complete: records are JSON objects, and no proper
-    prefix of one parses, so a partial file reads as "not written yet".
+    Returns False if it existed. The file's contents are fsynced; the caller fsyncs the
+    directory. A reader may see the file before its bytes are complete: records are JSON
+    objects, and no proper prefix of one parses, so a partial file reads as "not written
+    yet".
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
     except FileExistsError:
         return False
     try:
@@ -181,42 +336,48 @@ def create_file(path: str, data: bytes, *, sync: bool) -> bool:
             os.fsync(fd)
     except OSError:
         os.close(fd)
-        _unlink_quietly(path)
+        _unlink_quietly(dir_fd, name)
         raise
     os.close(fd)
     return True
 
 
-def publish_once(tmp_dir: str, path: str, data: bytes, *, sync: bool) -> bool:
-    """Publish ``data`` at ``path`` complete or not at all; first writer wins.
+def _tmp_name() -> str:
+    return f"{os.getpid()}-{os.urandom(6).hex()}.tmp"
 
-    Writes a temp file, fsyncs it, hard-links it to ``path`` (``EEXIST`` means another
-    writer won: return False) and fsyncs the directory. Readers never see a partial file.
+
+def publish_once(tmp_fd: int, dir_fd: int, name: str, data: bytes, *, sync: bool) -> bool:
+    """Publish ``data`` as ``name`` in directory ``dir_fd``, complete or not at all; first
+    writer wins.
+
+    Writes a temp file in ``tmp_fd``, fsyncs it, hard-links it to ``name`` (``EEXIST``
+    means another writer won: return False) and fsyncs the directory. Readers never see
+    a partial file.
     """
-    tmp = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.tmp")
-    create_file(tmp, data, sync=sync)
+    tmp = _tmp_name()
+    create_file(tmp_fd, tmp, data, sync=sync)
     try:
-        os.link(tmp, path)
+        os.link(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     except FileExistsError:
         return False
     finally:
-        _unlink_quietly(tmp)
+        _unlink_quietly(tmp_fd, tmp)
     if sync:
-        fsync_dir(os.path.dirname(path))
+        os.fsync(dir_fd)
     return True
 
 
-def replace_file(tmp_dir: str, path: str, data: bytes, *, sync: bool) -> None:
-    """Atomically replace ``path`` with ``data`` (temp file + rename)."""
-    tmp = os.path.join(tmp_dir, f"{os.getpid()}-{os.urandom(6).hex()}.tmp")
-    create_file(tmp, data, sync=sync)
+def replace_file(tmp_fd: int, dir_fd: int, name: str, data: bytes, *, sync: bool) -> None:
+    """Atomically replace ``name`` in directory ``dir_fd`` with ``data`` (temp file + rename)."""
+    tmp = _tmp_name()
+    create_file(tmp_fd, tmp, data, sync=sync)
     try:
-        os.rename(tmp, path)
+        os.rename(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd)
     except OSError:
-        _unlink_quietly(tmp)
+        _unlink_quietly(tmp_fd, tmp)
         raise
     if sync:
-        fsync_dir(os.path.dirname(path))
+        os.fsync(dir_fd)
 
 
 def read_bytes(path: str, limit: int | None = None) -> bytes | None:
@@ -313,15 +474,15 @@ def read_record(path: str) -> dict[str, Any] | None:
     return None if data is None else parse_record(data, path)
 
 
-def _unlink_quietly(path: str) -> None:
+def _unlink_quietly(dir_fd: int, name: str) -> None:
     with contextlib.suppress(OSError):
-        os.unlink(path)
+        os.unlink(name, dir_fd=dir_fd)
 
 
-def remove_file(path: str) -> bool:
-    """Remove a file; False if it was already gone."""
+def remove_file(dir_fd: int, name: str) -> bool:
+    """Remove file ``name`` from directory ``dir_fd``; False if it was already gone."""
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         return False
     return True
@@ -379,14 +540,17 @@ class Journal:
     ``append`` writes one framed record; with ``sync`` it is on disk (fdatasync) when the
     call returns. The file was created, and its name made durable, at claim time, so a
     step commit costs exactly one fdatasync on the critical path.
+
+    ``path`` names the journal in messages; it is opened as its last component in the
+    directory ``dir_fd`` (see :func:`open_dir`).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, dir_fd: int) -> None:
         self.path = path
         # O_NONBLOCK: a FIFO planted at ``path`` fails (ENXIO) instead of blocking the
         # open until a reader appears; regular files ignore the flag.
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK
-        self._fd = os.open(path, flags, 0o600)
+        self._fd = os.open(os.path.basename(path), flags, 0o600, dir_fd=dir_fd)
         if not stat.S_ISREG(os.fstat(self._fd).st_mode):
             os.close(self._fd)
             self._fd = -1

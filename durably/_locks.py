@@ -8,6 +8,8 @@ shared by all threads of a process and are dropped when *any* descriptor of the 
 closed, so every lock path is opened at most once per process, through this registry.
 Lock files are never unlinked while a root is in use. Locks never give cross-host
 exclusion: that comes from publish-once files and generation checks (see _store.py).
+Lock files are opened below the root through directory descriptors (``files.open_below``),
+so a lock directory replaced by a symlink is refused, never followed.
 """
 
 from __future__ import annotations
@@ -18,21 +20,22 @@ import os
 import threading
 import time
 
-from ._files import StoreError, own_only
+from ._files import StoreError, open_below, own_only
 
-_O_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_O_FLAGS = os.O_RDWR | os.O_CREAT
 
 _registry_lock = threading.Lock()
 _held: dict[str, int] = {}
 
 
-def try_lock(path: str) -> bool:
-    """Take the lock at ``path`` without waiting; False if any holder has it (even us)."""
+def try_lock(path: str, *, root: str) -> bool:
+    """Take the lock at ``path`` (below ``root``) without waiting; False if any holder has
+    it (even us)."""
     with _registry_lock:
         if path in _held:
             return False
         try:
-            fd = os.open(path, _O_FLAGS, 0o600)
+            fd = open_below(root, path, _O_FLAGS)
         except OSError as exc:
             reason = os.strerror(exc.errno or 0)
             raise StoreError(f"cannot open lock file {path}: {reason}", path=path) from exc
@@ -48,15 +51,15 @@ def try_lock(path: str) -> bool:
         return True
 
 
-def lock(path: str, timeout: float = 30.0) -> None:
-    """Take the lock at ``path``, waiting up to ``timeout`` seconds.
+def lock(path: str, *, root: str, timeout: float = 30.0) -> None:
+    """Take the lock at ``path`` (below ``root``), waiting up to ``timeout`` seconds.
 
     Raises:
         StoreError: still held after ``timeout`` (a stopped process may hold it).
     """
     deadline = time.monotonic() + timeout
     delay = 0.0005
-    while not try_lock(path):
+    while not try_lock(path, root=root):
         if time.monotonic() > deadline:
             raise StoreError(
                 f"lock {path} is still held after {timeout:.0f}s; a stopped process may hold it",
@@ -80,11 +83,11 @@ def held_here(path: str) -> bool:
         return path in _held
 
 
-def is_locked_elsewhere(path: str) -> bool:
+def is_locked_elsewhere(path: str, *, root: str) -> bool:
     """True if another process on this host holds ``path``; probing takes no lock we keep."""
     if not os.path.exists(path):
         return False
-    if try_lock(path):
+    if try_lock(path, root=root):
         unlock(path)
         return False
     return not held_here(path)

@@ -191,16 +191,16 @@ class Store:
                 return
             try:
                 files.ensure_dir(self.root, sync=self.sync)
-                fmt = os.path.join(self.root, "format.json")
-                existing = files.read_record(fmt)
-                for d in (self.runs_dir, self.queue_dir, self.keys_dir, self.locks_dir,
-                          self.tmp_dir, self.feed_dir, os.path.join(self.keys_dir, "i"),
+                existing = files.read_record(os.path.join(self.root, "format.json"))
+                for d in (self.runs_dir, self.queue_dir, self.locks_dir, self.tmp_dir,
+                          self.feed_dir, os.path.join(self.keys_dir, "i"),
                           os.path.join(self.keys_dir, "p"), os.path.join(self.keys_dir, "x")):
-                    files.ensure_dir(d, sync=self.sync)
+                    os.close(files.open_dir(self.root, d, create=True, sync=self.sync))
                 if existing is None:
-                    files.publish_once(self.tmp_dir, fmt,
-                                       files.dumps({"v": files.FORMAT_VERSION, "format": "durably"}),
-                                       sync=self.sync)
+                    with self._dirs(self.tmp_dir, self.root) as (tmp_fd, root_fd):
+                        files.publish_once(tmp_fd, root_fd, "format.json",
+                                           files.dumps({"v": files.FORMAT_VERSION, "format": "durably"}),
+                                           sync=self.sync)
             except OSError as exc:
                 raise files.wrap_os_error(exc, "initialise the durably root", self.root) from exc
             self._ready = True
@@ -211,6 +211,31 @@ class Store:
         return not os.access(target, os.W_OK)
 
     # -- paths ------------------------------------------------------------------------
+
+    def _dirs(self, *paths: str, create: bool = False) -> contextlib.AbstractContextManager[list[int]]:
+        """Descriptors of directories of the root, reached without following any symlink
+        below the root (``files.opened_dirs``): every name is created, linked, renamed or
+        removed relative to one (DESIGN.md invariant 9)."""
+        return files.opened_dirs(self.root, *paths, create=create, sync=self.sync)
+
+    def _publish(self, path: str, data: bytes) -> bool:
+        """``files.publish_once`` of ``path`` (a temp file in ``tmp/``, then ``link``)."""
+        with self._dirs(self.tmp_dir, os.path.dirname(path)) as (tmp_fd, dir_fd):
+            return files.publish_once(tmp_fd, dir_fd, os.path.basename(path), data, sync=self.sync)
+
+    def _remove(self, path: str) -> bool:
+        """Remove a file of the root; False if it (or its directory) was already gone.
+
+        Raises:
+            StoreError: it could not be removed (the error names it and the cause).
+        """
+        try:
+            with self._dirs(os.path.dirname(path)) as (dir_fd,):
+                return files.remove_file(dir_fd, os.path.basename(path))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise files.wrap_os_error(exc, "remove", path) from exc
 
     def run_dir(self, run_id: str) -> str:
         """Directory of a run; ids are checked so a crafted id cannot leave the root."""
@@ -234,16 +259,16 @@ class Store:
         if len(self._feed_last) > 10000:
             self._feed_last.clear()
         name = datetime.now(UTC).strftime("%Y%m%d%H") + ".log"
-        # O_NONBLOCK: a FIFO planted in feed/ fails (ENXIO) instead of blocking every writer.
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            fd = os.open(os.path.join(self.feed_dir, name), flags, 0o600)
+            # O_NONBLOCK: a FIFO planted in feed/ fails (ENXIO) instead of blocking every writer.
+            fd = files.open_below(self.root, os.path.join(self.feed_dir, name),
+                                  os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK)
             try:
                 files.own_only(fd, 0o600)
                 os.write(fd, run_id.encode() + b"\n")
             finally:
                 os.close(fd)
-        except OSError as exc:
+        except (OSError, files.StoreError) as exc:
             log.debug("change feed not written: %s", exc)
 
     def changes(self, cursor: str | None) -> tuple[list[str] | None, str]:
@@ -305,7 +330,7 @@ class Store:
         taken: list[str] = []
         try:
             for path in lock_paths:
-                locks.lock(path)  # may fail (EMFILE, EACCES): release the ones taken
+                locks.lock(path, root=self.root)  # may fail (EMFILE, EACCES): release the ones taken
                 taken.append(path)
             return self._create_locked(record, coalesce=coalesce)
         finally:
@@ -326,7 +351,7 @@ class Store:
         while True:
             if rec is None:
                 if remove_stale and os.path.exists(key_path) and time.time() - _mtime(key_path) > 60:
-                    files.remove_file(key_path)  # torn by a crash before it was published
+                    self._remove(key_path)  # torn by a crash before it was published
                 return None
             state = self.load(rec["run"]) if is_valid_id(rec.get("run")) else None
             if state is not None:
@@ -334,7 +359,7 @@ class Store:
             remote = rec.get("host", HOST) != HOST
             if not remote or time.monotonic() > deadline or time.time() - _mtime(key_path) > 60:
                 if remove_stale:
-                    files.remove_file(key_path)
+                    self._remove(key_path)
                 return None
             time.sleep(0.01)  # another host's trigger is between its key and its run.json
             rec = files.read_record(key_path)
@@ -376,12 +401,13 @@ class Store:
         finds the run through its key, queues it again. One ``open(O_EXCL)`` that fails.
         """
         if state.status not in TERMINAL_KINDS:
-            marker = os.path.join(self.queue_dir, self._marker_name(state.record))
+            name = self._marker_name(state.record)
             try:
-                if files.create_file(marker, b"", sync=False) and self.sync:
-                    files.fsync_dir(self.queue_dir)
+                with self._dirs(self.queue_dir) as (queue_fd,):
+                    if files.create_file(queue_fd, name, b"", sync=False) and self.sync:
+                        os.fsync(queue_fd)
             except OSError as exc:
-                raise files.wrap_os_error(exc, "queue run", marker) from exc
+                raise files.wrap_os_error(exc, "queue run", os.path.join(self.queue_dir, name)) from exc
         return state
 
     def _pending_for_key(self, conc_chain: str, job: str, conc: str, *,
@@ -410,34 +436,33 @@ class Store:
         run_id = record["id"]
         run_dir = self.run_dir(run_id)
         key_body = files.dumps({"v": files.FORMAT_VERSION, "run": run_id, "job": job, "host": HOST})
-        marker = os.path.join(self.queue_dir, self._marker_name(record))
         try:
-            if idem_path and not files.publish_once(self.tmp_dir, idem_path, key_body, sync=self.sync):
+            if idem_path and not self._publish(idem_path, key_body):
                 raise _KeyTaken
-            if conc_slot and not chain.publish(self.tmp_dir, *conc_slot, key_body, sync=self.sync):
+            if conc_slot and not chain.publish(self.root, self.tmp_dir, *conc_slot, key_body,
+                                               sync=self.sync):
                 if idem_path:
-                    files.remove_file(idem_path)  # ours, published just above
+                    self._remove(idem_path)  # ours, published just above
                 raise _KeyTaken
             # All names first, then the fsyncs: on ext4 the first fsync commits the one
             # journal transaction holding every name, and the others cost next to nothing.
-            shard = os.path.dirname(run_dir)
-            new_shard = False
-            try:
-                os.mkdir(run_dir, 0o700)  # the shard usually exists: one system call
-                files.own_dir(run_dir)
-            except FileNotFoundError:
-                new_shard = files.ensure_dir(shard, sync=False)
-                files.ensure_dir(run_dir, sync=False)
-            except FileExistsError:
-                files.ensure_dir(run_dir, sync=False)  # refuses a planted symlink
-            files.create_file(marker, b"", sync=False)
-            files.create_file(os.path.join(run_dir, "run.json"), files.dumps(record), sync=self.sync)
-            if self.sync:
-                for directory in (self.queue_dir, run_dir, shard):
-                    files.fsync_dir(directory)
-                if new_shard:
-                    files.fsync_dir(os.path.dirname(shard))
-                    files.fsync_dir(self.runs_dir)
+            # (A new shard directory is fsynced into its parent at once: once a second.)
+            with self._dirs(os.path.dirname(run_dir), self.queue_dir, create=True) as (shard_fd, queue_fd):
+                made = False
+                with contextlib.suppress(FileExistsError):  # a crashed trigger's leftover
+                    os.mkdir(run_id, 0o700, dir_fd=shard_fd)
+                    made = True
+                run_fd = files.open_subdir(shard_fd, run_id, run_dir)  # refuses a symlink
+                try:
+                    if made:
+                        files.own_only(run_fd, 0o700)  # whatever the umask
+                    files.create_file(queue_fd, self._marker_name(record), b"", sync=False)
+                    files.create_file(run_fd, "run.json", files.dumps(record), sync=self.sync)
+                    if self.sync:
+                        for fd in (queue_fd, run_fd, shard_fd):
+                            os.fsync(fd)
+                finally:
+                    os.close(run_fd)
         except OSError as exc:
             raise files.wrap_os_error(exc, "create run", run_dir) from exc
         self.notify(run_id)
@@ -510,12 +535,10 @@ class Store:
         """Publish ``batches/<id>``: every run of the batch becomes visible at once."""
         directory = os.path.join(self.root, "batches")
         try:
-            created = files.ensure_dir(directory, sync=self.sync)
-            files.create_file(os.path.join(directory, batch_id), b"", sync=self.sync)
-            if self.sync:
-                files.fsync_dir(directory)
-                if created:
-                    files.fsync_dir(self.root)
+            with self._dirs(directory, create=True) as (batches_fd,):
+                files.create_file(batches_fd, batch_id, b"", sync=self.sync)
+                if self.sync:
+                    os.fsync(batches_fd)
         except OSError as exc:
             raise files.wrap_os_error(exc, "commit batch", directory) from exc
         self._committed.add(batch_id)
@@ -660,7 +683,7 @@ class Store:
         head = state.head or {}
         if head.get("host") == HOST:
             return locks.held_here(os.path.join(state.run_dir, "lock")) or locks.is_locked_elsewhere(
-                os.path.join(state.run_dir, "lock"))
+                os.path.join(state.run_dir, "lock"), root=self.root)
         return time.time() < self.lease_expiry(state)
 
     def lease_expiry(self, state: RunState) -> float:
@@ -705,7 +728,7 @@ class Store:
         taken = [p for p in (key and key.lock, run_lock) if p]
         claim = None
         try:
-            if locks.try_lock(run_lock):
+            if locks.try_lock(run_lock, root=self.root):
                 claim = self._claim_locked(run_id, owner, lease_duration, key)
             else:
                 taken.remove(run_lock)
@@ -719,7 +742,7 @@ class Store:
         """Take a concurrency key for execution (its lock, and the next slot of its
         chain to publish with the claim); None if the key is busy."""
         key_lock = os.path.join(self.locks_dir, "x-" + key_hash)
-        if not locks.try_lock(key_lock):
+        if not locks.try_lock(key_lock, root=self.root):
             return None
         n = self._key_free(key_hash)
         if n is None:
@@ -757,7 +780,7 @@ class Store:
             if name.startswith(run_id + "."):
                 path = os.path.join(self.queue_dir, name)
                 if time.time() - _mtime(path) > 600 and self.load(run_id) is None:
-                    files.remove_file(path)
+                    self._remove(path)
 
     def _claim_locked(self, run_id: str, owner: str, lease_duration: float,
                       key: _ExecKey | None) -> Claim | None:
@@ -779,16 +802,21 @@ class Store:
             "started_at": head.get("started_at", at), "owner": owner, "host": HOST,
             "pid": os.getpid(), "lease": lease_duration, "cut": cuts,
         }
-        path = os.path.join(state.run_dir, f"s.{gen}")
-        journal = None
         try:
             if key is not None:
                 slot = files.dumps({"v": files.FORMAT_VERSION, "run": run_id, "gen": gen,
                                     "host": HOST, "lease": lease_duration})
-                if not chain.publish(self.tmp_dir, key.chain, key.slot, slot, sync=self.sync):
+                if not chain.publish(self.root, self.tmp_dir, key.chain, key.slot, slot,
+                                     sync=self.sync):
                     return None  # another host took the key first
-            journal = files.Journal(os.path.join(state.run_dir, f"j.{gen}"))
-            won = files.publish_once(self.tmp_dir, path, files.dumps(claim_rec), sync=self.sync)
+            with self._dirs(state.run_dir, self.tmp_dir) as (run_fd, tmp_fd):
+                journal = files.Journal(os.path.join(state.run_dir, f"j.{gen}"), dir_fd=run_fd)
+                try:
+                    won = files.publish_once(tmp_fd, run_fd, f"s.{gen}", files.dumps(claim_rec),
+                                             sync=self.sync)
+                except BaseException:
+                    journal.close()
+                    raise
         except OSError as exc:
             if journal is not None:
                 journal.close()
@@ -817,7 +845,7 @@ class Store:
                "started_at": head.get("started_at"), "cut": cuts, **record}
         path = os.path.join(state.run_dir, f"s.{state.head_n + 1}")
         try:
-            won = files.publish_once(self.tmp_dir, path, files.dumps(rec), sync=self.sync)
+            won = self._publish(path, files.dumps(rec))
         except OSError as exc:
             raise files.wrap_os_error(exc, "record the end of run", state.run_dir) from exc
         if not won:
@@ -835,10 +863,10 @@ class Store:
         """
         path = os.path.join(self.queue_dir, self._marker_name(state.record))
         try:
-            files.remove_file(path)
-        except OSError as exc:
+            self._remove(path)
+        except (OSError, files.StoreError) as exc:
             _warn_once(f"cannot remove the queue marker {path} of ended run {state.run_id}: "
-                       f"{os.strerror(exc.errno or 0)} (durably doctor)")
+                       f"{exc} (durably doctor)")
 
     def compact(self, state: RunState, *, keep_outputs: bool) -> None:
         """Merge a terminal run's journals into ``journal.jsonl``; drop outputs if asked."""
@@ -851,11 +879,11 @@ class Store:
                 rec["dropped"] = True
             out.append(files.frame(rec))
         try:
-            files.replace_file(self.tmp_dir, os.path.join(state.run_dir, "journal.jsonl"),
-                               b"".join(out), sync=self.sync)
-            for gen in range(1, state.generation + 1):
-                files.remove_file(os.path.join(state.run_dir, f"j.{gen}"))
-        except OSError as exc:
+            with self._dirs(state.run_dir, self.tmp_dir) as (run_fd, tmp_fd):
+                files.replace_file(tmp_fd, run_fd, "journal.jsonl", b"".join(out), sync=self.sync)
+                for gen in range(1, state.generation + 1):
+                    files.remove_file(run_fd, f"j.{gen}")
+        except (OSError, files.StoreError) as exc:
             log.warning("could not compact run %s: %s", state.run_id, exc)
 
     def cancel(self, run_id: str) -> RunState:
@@ -893,16 +921,18 @@ class Store:
         self.ensure_ready()  # refuses a root whose queue/, locks/ or tmp/ is a planted symlink
         record = state.record
         self.unqueue(state)
-        trash = os.path.join(self.tmp_dir, f"del-{state.run_id}-{os.urandom(4).hex()}")
+        trash = f"del-{state.run_id}-{os.urandom(4).hex()}"
+        shard = os.path.dirname(state.run_dir)
         try:
-            os.rename(state.run_dir, trash)
+            with self._dirs(shard, self.tmp_dir) as (shard_fd, tmp_fd):
+                os.rename(state.run_id, trash, src_dir_fd=shard_fd, dst_dir_fd=tmp_fd)
+                if self.sync:
+                    with contextlib.suppress(OSError):
+                        os.fsync(shard_fd)
         except FileNotFoundError:
             return
         except OSError as exc:
             raise files.wrap_os_error(exc, "delete run", state.run_dir) from exc
-        if self.sync:
-            with contextlib.suppress(OSError):
-                files.fsync_dir(os.path.dirname(state.run_dir))
         key = record.get("idempotency_key")
         if key is not None:
             key_hash = files.name_hash(record["job_name"], key)
@@ -911,32 +941,42 @@ class Store:
             # have bound the key to a new run; never free that run's key. (A concurrency
             # key bound to a terminal or missing run is free already: its chain stays.)
             lock_path = os.path.join(self.locks_dir, f"i-{key_hash}")
-            locks.lock(lock_path)
+            locks.lock(lock_path, root=self.root)
             try:
                 rec = files.read_record(path)
                 if rec is not None and rec.get("run") == state.run_id:
-                    files.remove_file(path)
+                    self._remove(path)
             finally:
                 locks.unlock(lock_path)
-        shutil.rmtree(trash, ignore_errors=True)
+        with contextlib.suppress(OSError, files.StoreError), self._dirs(self.tmp_dir) as (tmp_fd,):
+            shutil.rmtree(trash, dir_fd=tmp_fd, ignore_errors=True)  # never follows a link
         self.notify(state.run_id)
 
     def sweep_tmp(self, older_than: float = 3600.0) -> int:
         """Remove temp files and deleted-run leftovers older than ``older_than`` seconds."""
         removed = 0
         cutoff = time.time() - older_than
-        for name in files.list_dir(self.tmp_dir):
-            path = os.path.join(self.tmp_dir, name)
-            if _mtime(path) < cutoff:
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
+        try:
+            with self._dirs(self.tmp_dir) as (tmp_fd,):
+                for name in os.listdir(tmp_fd):
                     try:
-                        files.remove_file(path)
-                    except OSError as exc:  # a read-only root: nothing to do until it is not
-                        log.debug("temp file %s not removed: %s", path, exc)
+                        st = os.stat(name, dir_fd=tmp_fd, follow_symlinks=False)
+                        if st.st_mtime >= cutoff:
+                            continue
+                        if stat.S_ISDIR(st.st_mode):
+                            shutil.rmtree(name, dir_fd=tmp_fd, ignore_errors=True)
+                        else:
+                            files.remove_file(tmp_fd, name)
+                    except FileNotFoundError:
                         continue
-                removed += 1
+                    except OSError as exc:  # a read-only root: nothing to do until it is not
+                        log.debug("temp file %s not removed: %s", name, exc)
+                        continue
+                    removed += 1
+        except FileNotFoundError:
+            return removed
+        except OSError as exc:
+            raise files.wrap_os_error(exc, "clean up", self.tmp_dir) from exc
         return removed
 
 

@@ -18,6 +18,7 @@ from crashapps.proc import Zygote
 from pydantic import BaseModel
 
 import durably
+import durably._doctor
 from durably import Durably, Step, define_job
 from durably import _files as files
 
@@ -288,34 +289,43 @@ def _planted(root: Path, run_id: str, where: str) -> Path:
         "run.json": run_dir / "run.json", "lock": run_dir / "lock",
         "next-journal": run_dir / "j.1", "next-state": run_dir / "s.1",
         "format.json": root / "format.json", "tmp": root / "tmp", "locks": root / "locks",
-        "queue": root / "queue", "keys": root / "keys",
+        "queue": root / "queue", "keys": root / "keys", "keys-i": root / "keys" / "i",
+        "keys-p": root / "keys" / "p", "keys-x": root / "keys" / "x", "feed": root / "feed",
+        "batches": root / "batches",
+        "runs": root / "runs", "shard-top": run_dir.parent.parent, "shard": run_dir.parent,
+        "run-dir": run_dir,
     }[where]
 
 
-PLANTED_WHILE_RUNNING = pytest.mark.xfail(strict=True, reason=(
-    "core bug: Store.ensure_ready checks that queue/, locks/, keys/, tmp/ are real "
-    "directories once per instance; replaced by a symlink while the process runs, new lock "
-    "files (locks/), queue markers (queue/) and key chains (keys/p/<hash>/) are created "
-    "outside the root (files open "
-    "with O_NOFOLLOW, which guards only the last path component)"))
+def _open_fds() -> set[str]:
+    """This process's open descriptors and what they point to (Linux; elsewhere: none)."""
+    if not os.path.isdir("/proc/self/fd"):
+        return set()
+    return {f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}" for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")}
+
+
+PLANTED_FILES = ("key", "run.json", "lock", "next-journal", "next-state", "format.json")
+PLANTED_DIRS = ("tmp", "locks", "queue", "keys", "keys-i", "keys-p", "keys-x", "feed", "batches",
+                "runs", "shard-top", "shard", "run-dir")
 
 
 class TestPlantedSymlinks:
-    @pytest.mark.parametrize(("started_after", "where"), [
-        pytest.param(after, where, id=f"{'new-process' if after else 'running'}-{where}",
-                     marks=[PLANTED_WHILE_RUNNING]
-                     if not after and where in ("locks", "queue", "keys")
-                     else [])
+    @pytest.mark.parametrize(("started_after", "where", "moved"), [
+        pytest.param(after, where, moved,
+                     id=f"{'new-process' if after else 'running'}-{where}{'-moved' if moved else ''}")
         for after in (True, False)
-        for where in ("key", "run.json", "lock", "next-journal", "next-state", "format.json",
-                      "tmp", "locks", "queue", "keys")])
+        for where in PLANTED_FILES + PLANTED_DIRS
+        for moved in ((False, True) if where in PLANTED_DIRS else (False,))])
     def test_a_symlink_planted_in_the_root_is_refused_and_never_written_through(
-        self, tmp_path: Path, durably_factory: Factory, where: str, started_after: bool
+        self, tmp_path: Path, durably_factory: Factory, where: str, started_after: bool,
+        moved: bool,
     ) -> None:
         """A file or directory of the root replaced by a symlink to something outside it,
-        before a process starts or while it runs: reads, triggers, workers and deletes
-        raise DurablyError or skip the run (never a raw OSError), and nothing outside the
-        root is created or changed."""
+        before a process starts or while it runs (a directory either emptied, or moved out
+        with its contents and linked back): reads, triggers, batches, workers, cancels,
+        deletes, purges, temp clean-up and ``doctor --fix`` raise DurablyError or skip the
+        run (never a raw OSError), and nothing outside the root is created or changed."""
         outside = tmp_path / "outside"
         outside.mkdir()
         (outside / "target").write_text("precious")
@@ -323,26 +333,49 @@ class TestPlantedSymlinks:
         d = durably_factory(root_dir=root)
         handle = d.register(STEPS3)
         done = handle.trigger(In(value="d"), idempotency_key="k", concurrency_key="c").id
+        handle.batch_trigger([In(value="b")])
         d.process_until_idle()
         pending = handle.trigger(In(value="p"), idempotency_key="k2", concurrency_key="c2").id
         link = _planted(root, pending, where)
         if link.is_dir():
-            shutil.rmtree(link)
-            link.symlink_to(outside, target_is_directory=True)
+            target = outside
+            if moved:
+                target = outside / link.name
+                link.rename(target)
+            else:
+                shutil.rmtree(link)
+            link.symlink_to(target, target_is_directory=True)
         else:
             link.unlink(missing_ok=True)
             link.symlink_to(outside / "target")
         before = _tree(outside)
+        fds = _open_fds()
         fresh = durably_factory(root_dir=root) if started_after else d
         handle = fresh.register(STEPS3)
-        for action in (fresh.get_runs, lambda: fresh.get_run(pending),
-                       lambda: handle.trigger(In(value="again"), idempotency_key="k2"),
-                       lambda: handle.trigger(In(value="new"), idempotency_key="new"),
-                       fresh.process_until_idle, lambda: fresh.delete_run(done)):
+        actions: dict[str, Callable[[], object]] = {
+            "get_runs": fresh.get_runs, "get_run": lambda: fresh.get_run(pending),
+            "trigger same key": lambda: handle.trigger(In(value="again"), idempotency_key="k2"),
+            "trigger new keys": lambda: handle.trigger(In(value="new"), idempotency_key="new",
+                                                       concurrency_key="new"),
+            "trigger coalesce": lambda: handle.trigger(In(value="c2"), concurrency_key="c2",
+                                                       coalesce="skip"),
+            "batch_trigger": lambda: handle.batch_trigger([In(value="b2"), In(value="b3")]),
+            "cancel": lambda: fresh.cancel(pending), "process": fresh.process_until_idle,
+            "delete_run": lambda: fresh.delete_run(done),
+            "purge_runs": lambda: fresh.purge_runs(older_than=timedelta(0)),
+            "sweep_tmp": lambda: fresh._store.sweep_tmp(older_than=0),
+            "doctor": lambda: durably._doctor.Doctor(str(root)).check(),
+        }
+        for name, action in actions.items():
             with contextlib.suppress(durably.DurablyError):
                 action()
-            assert _tree(outside) == before, action
+            assert _tree(outside) == before, f"{name} wrote outside the root"
+        doctor = durably._doctor.Doctor(str(root))
+        doctor.check()
+        doctor.fix()  # quarantines the link itself, never what it points to
+        assert _tree(outside) == before
         assert (outside / "target").read_text() == "precious"
+        assert _open_fds() == fds  # the refusals closed every directory they opened
 
 
 # -- unstorable step values ------------------------------------------------------------

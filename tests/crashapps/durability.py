@@ -30,10 +30,11 @@ def _fd_path(fd: int) -> str:
 
 def _install() -> None:
     def op_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        existed = os.path.lexists(path) if isinstance(path, str) else True
+        full = killhook.full_path(path, kwargs.get("dir_fd"))
+        existed = os.path.lexists(full) if isinstance(path, str) else True
         fd = _REAL_OPEN(path, flags, *args, **kwargs)
         if flags & os.O_CREAT and not existed:
-            TRACE.append(("create", os.path.abspath(path)))
+            TRACE.append(("create", full))
         return fd
 
     def by_fd(name: str) -> Any:
@@ -49,10 +50,12 @@ def _install() -> None:
         real = killhook.REAL[name]
 
         def traced(src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
+            src_path = killhook.full_path(src, kwargs.get("src_dir_fd"))
+            dst_path = killhook.full_path(dst, kwargs.get("dst_dir_fd"))
             result = real(src, dst, *args, **kwargs)
             if name != "link":  # the source name is gone; its obligations move to dst
-                TRACE.append(("moved-from", os.path.abspath(os.fspath(src))))
-            TRACE.append((name, os.path.abspath(os.fspath(dst))))
+                TRACE.append(("moved-from", src_path))
+            TRACE.append((name, dst_path))
             return result
 
         return traced
@@ -66,12 +69,14 @@ def _install() -> None:
     real_unlink = killhook.REAL["unlink"]
 
     def mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        full = killhook.full_path(path, kwargs.get("dir_fd"))
         real_mkdir(path, *args, **kwargs)
-        TRACE.append(("mkdir", os.path.abspath(os.fspath(path))))
+        TRACE.append(("mkdir", full))
 
     def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        full = killhook.full_path(path, kwargs.get("dir_fd"))
         real_unlink(path, *args, **kwargs)
-        TRACE.append(("unlink", os.path.abspath(os.fspath(path))))
+        TRACE.append(("unlink", full))
 
     os.mkdir = mkdir  # type: ignore[assignment]
     os.unlink = unlink  # type: ignore[assignment]

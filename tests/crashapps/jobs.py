@@ -220,7 +220,7 @@ def _widen_key_window(seconds: float) -> None:
 
     def link(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
         real(src, dst, *args, **kwargs)
-        if f"{os.sep}keys{os.sep}" in os.fspath(dst):
+        if f"{os.sep}keys{os.sep}" in killhook.full_path(dst, kwargs.get("dst_dir_fd")):
             time.sleep(seconds)
 
     os.link = link  # type: ignore[assignment]
@@ -504,7 +504,7 @@ def delete_paused(root: str, workdir: str, run_id: str) -> None:
             Path(workdir, "renamed").write_text("1")
 
     def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
-        if f"{os.sep}keys{os.sep}" in os.fspath(path):
+        if f"{os.sep}keys{os.sep}" in killhook.full_path(path, kwargs.get("dir_fd")):
             _wait_for(os.path.join(workdir, "triggered"), 1.0)
         real_unlink(path, *args, **kwargs)
 

@@ -39,6 +39,16 @@ def _wrap(name: str) -> Callable[..., Any]:
     return hooked
 
 
+def full_path(path: Any, dir_fd: int | None = None) -> str:
+    """The absolute path an ``os`` call names: ``path`` relative to ``dir_fd`` when one is
+    given (durably reaches the directories of a root through descriptors), else to the
+    working directory."""
+    name = os.fspath(path)
+    if dir_fd is None or os.path.isabs(name):
+        return os.path.abspath(name)
+    return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), name)
+
+
 def install() -> None:
     """Replace the ``os`` functions with counting wrappers (disarmed)."""
     for name in HOOKED:

@@ -14,6 +14,7 @@ processes runs until none is left and appends one line per step execution to LOG
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import sys
@@ -115,6 +116,7 @@ def fiu_fail_nth(point: str, nth: int, err: int, *, main_only: bool = False) -> 
     global _FIU  # noqa: PLW0603
     if _FIU is None:
         _FIU = ctypes.CDLL("libfiu.so.0")
+        _FIU.fiu_failinfo.restype = ctypes.c_void_p
     calls = {"n": 0}
 
     def cb(_name: bytes, _failnum: Any, failinfo: Any, _flags: Any) -> int:
@@ -130,6 +132,29 @@ def fiu_fail_nth(point: str, nth: int, err: int, *, main_only: bool = False) -> 
     _keep.append(c)
     assert _FIU.fiu_enable_external(point.encode(), 1, None, 0, c) == 0
     ARM["calls"] = calls
+
+
+# libfiu's POSIX wrappers cover open() and rename(), not openat() and renameat(), which
+# durably uses for every name below the root (directory descriptors from files.open_dir).
+# The Python-level calls with a directory descriptor go through the same fault points
+# here, so "the N-th open" or "rename" counts both forms, as before durably used them.
+_AT_CALLS = {"open": ("posix/io/oc/open", ("dir_fd",)),
+             "rename": ("posix/io/dir/rename", ("src_dir_fd", "dst_dir_fd"))}
+
+
+def route_at_calls_through_fiu() -> None:
+    for name, (point, keys) in _AT_CALLS.items():
+        real = getattr(os, name)
+
+        def wrapped(*args: Any, _real: Any = real, _point: bytes = point.encode(),
+                    _keys: tuple[str, ...] = keys, **kwargs: Any) -> Any:
+            if _FIU is not None and any(kwargs.get(k) is not None for k in _keys) \
+                    and _FIU.fiu_fail(_point):
+                err = _FIU.fiu_failinfo() or errno.EIO
+                raise OSError(err, os.strerror(err))
+            return _real(*args, **kwargs)
+
+        setattr(os, name, wrapped)
 
 
 def fiu_disable() -> None:
@@ -257,6 +282,7 @@ def case_delete(d: durably.Durably, handle: Any, cmd: dict[str, Any]) -> dict[st
 def serve(root: str, worker: bool) -> None:
     global WORKER  # noqa: PLW0603
     WORKER = worker
+    route_at_calls_through_fiu()
     d = make(root, fsync=True)
     handle = d.get_job("rel-work")
     if worker:

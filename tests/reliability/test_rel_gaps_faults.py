@@ -180,10 +180,11 @@ def zygote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zygote]:
 
 def test_slow_fsync_keeps_the_lease_and_readers_going(tmp_path: Path, zygote: Zygote) -> None:
     """F8: every ``fdatasync`` of the worker (each step's commit) takes 2.4 s, longer
-    than its lease (2 s; the margin keeps a loaded machine's scheduling out of it). The heartbeat runs in its own thread, so the lease stays
-    alive: a worker of another host trying all along never takes the run over (no step
-    runs twice). Readers keep reading while the commits are stuck (they take no lock),
-    and the run completes in generation 1 with no error reported."""
+    than its lease (2 s; the margin keeps a loaded machine's scheduling out of it). The
+    heartbeat runs in its own thread, so the lease stays alive: a worker of another host
+    trying all along never takes the run over (no step runs twice). Readers keep reading
+    while the commits are stuck (they take no lock), and the run completes in generation
+    1 with no error reported."""
     STATS["strace_cases"] += 1
     root, work = tmp_path / "root", tmp_path / "work"
     work.mkdir()
