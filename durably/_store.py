@@ -817,9 +817,7 @@ class Store:
                 except BaseException:
                     journal.close()
                     raise
-        except OSError as exc:
-            if journal is not None:
-                journal.close()
+        except OSError as exc:  # the journal, if opened, was closed above
             raise files.wrap_os_error(exc, "claim run", state.run_dir) from exc
         if not won:
             journal.close()

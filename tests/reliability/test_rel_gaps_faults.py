@@ -307,13 +307,13 @@ def test_fault_on_one_runs_journal_fails_only_that_run(tmp_path: Path) -> None:
     assert (again.status, again.output) == ("completed", gapapp.expected(3))
 
 
-SWEEP_CALLS = ("link", "fdatasync", "rename")
+SWEEP_CALLS = ("linkat", "fdatasync", "renameat")  # durably links and renames by dir fd
 
 
 def test_sigkill_at_each_link_fdatasync_and_rename_without_a_code_hook(
         tmp_path: Path, zygote: Zygote) -> None:
     """C6: a keyed trigger and the execution of its 3-step run, in one process that
-    ``strace`` SIGKILLs on entering its N-th ``link``, ``fdatasync`` or ``rename`` (the
+    ``strace`` SIGKILLs on entering its N-th ``linkat``, ``fdatasync`` or ``renameat`` (the
     publish of key, claim and end records, each step's commit, the compaction), for
     every N. No code of durably or of the test runs in the process. After each kill a
     fresh process finds the root consistent, finishes the run without re-running an
@@ -335,7 +335,7 @@ def test_sigkill_at_each_link_fdatasync_and_rename_without_a_code_hook(
     counts = Counter(line.split()[1].split("(")[0] for line in trace.read_text().splitlines()
                      if "(" in line and not line.split()[1].startswith("---"))
     cases = [(call, n) for call in SWEEP_CALLS for n in range(1, counts[call] + 1)]
-    assert counts["link"] >= 4, counts
+    assert counts["linkat"] >= 4, counts
     assert counts["fdatasync"] >= 3, counts
     outcomes = []
     for first in range(0, len(cases), 4):  # four at a time: the children mostly wait on fsync
