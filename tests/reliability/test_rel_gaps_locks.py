@@ -78,7 +78,8 @@ def test_a_jobs_subprocess_inherits_no_lock(tmp_path: Path, zygote: Zygote,
         assert _alive(child)
         held = [os.readlink(f"/proc/{child}/fd/{fd}") for fd in os.listdir(f"/proc/{child}/fd")]
         assert not [p for p in held if p.startswith(str(root))], held
-        assert not locks.is_locked_elsewhere(os.path.join(d._store.run_dir(run_id), "lock"))
+        assert not locks.is_locked_elsewhere(os.path.join(d._store.run_dir(run_id), "lock"),
+                                           root=d._store.root)
         run = d.get_run(run_id)
         assert run is not None
         assert run.status == "leased"
