@@ -112,14 +112,15 @@ class TestCancelRacesClaim:
         self, tmp_path: Path, zygote: Zygote
     ) -> None:
         """4 processes cancelling a run and 4 trying to execute it, released together (10
-        rounds): the run ends once; if it was cancelled exactly one cancel succeeded and
+        rounds, the run 3 or 300 steps long in turn): the run ends once; if it was cancelled exactly one cancel succeeded and
         the others got ConflictError; if it completed no cancel succeeded."""
         d = jobs.make(str(tmp_path / "root"), fsync=False)
         steps = d.get_job("steps")
         assert steps is not None
         ended = set()
         for r in range(ROUNDS):
-            run_id = steps.trigger(jobs.Tag(steps=3)).id
+            n = 3 if r % 2 else 300  # a long run in every other round: the cancels get a chance
+            run_id = steps.trigger(jobs.Tag(steps=n)).id
             outs = [tmp_path / f"end-{r}-{i}.json" for i in range(RACERS)]
             pids = [zygote.spawn("crashapps.jobs:race_end", group=f"end-{r}",
                                  root=str(tmp_path / "root"), out=str(o), run_id=run_id,
@@ -141,7 +142,7 @@ class TestCancelRacesClaim:
             assert len(ok) == (1 if run.status == "cancelled" else 0), (r, run.status, outcomes)
             assert sum(1 for o in outcomes if o["role"] == "work" and o.get("ok")) <= 1
             if run.status == "completed":
-                assert run.output == jobs.expected_output(3)
+                assert run.output == jobs.expected_output(n)
             ended.add(str(run.status.value))
         assert "cancelled" in ended
 
