@@ -112,8 +112,9 @@ class TestCancelRacesClaim:
         self, tmp_path: Path, zygote: Zygote
     ) -> None:
         """4 processes cancelling a run and 4 trying to execute it, released together (10
-        rounds, the run 3 or 300 steps long in turn): the run ends once; if it was cancelled exactly one cancel succeeded and
-        the others got ConflictError; if it completed no cancel succeeded."""
+        rounds, the run 3 or 300 steps long in turn): the run ends once; if it was
+        cancelled exactly one cancel succeeded and the others got ConflictError; if it
+        completed no cancel succeeded."""
         d = jobs.make(str(tmp_path / "root"), fsync=False)
         steps = d.get_job("steps")
         assert steps is not None
