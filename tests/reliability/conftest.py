@@ -6,10 +6,12 @@ tools, mounts and child processes, and docs/reliability.md for what each test en
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from crashapps.proc import Zygote
 from relhelpers import HERE, FaultServer, need_libfiu
 
 
@@ -35,3 +37,13 @@ def inline_server(tmp_path: Path) -> Iterator[FaultServer]:
     server = FaultServer(tmp_path / "root", tmp_path / "server.log", worker=False)
     yield server
     server.close()
+
+
+@pytest.fixture
+def zygote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zygote]:
+    """A fork server whose children can import the suite's apps (``gapapp``)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HERE),
+                                                                   os.environ.get("PYTHONPATH")])))
+    z = Zygote(tmp_path / "zygote.log")
+    yield z
+    z.close()

@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,14 +167,6 @@ def _finish(proc: subprocess.Popen[bytes], timeout: float = 60) -> str:
         _, err = proc.communicate()
     return err.decode(errors="replace")
 
-
-@pytest.fixture
-def zygote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zygote]:
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HERE),
-                                                                   os.environ.get("PYTHONPATH")])))
-    z = Zygote(tmp_path / "zygote.log")
-    yield z
-    z.close()
 
 
 def test_slow_fsync_keeps_the_lease_and_readers_going(tmp_path: Path, zygote: Zygote) -> None:

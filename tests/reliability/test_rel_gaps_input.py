@@ -24,7 +24,7 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ import gapapp
 import pytest
 from crashapps.proc import Zygote
 from pydantic import BaseModel
-from relhelpers import HERE
 
 import durably
 from durably import Durably, Step, define_job
@@ -47,15 +46,6 @@ Factory = Callable[..., Durably]
 STATS: dict[str, int] = {"hostile_names": 0, "planted_cases": 0, "unstorable_values": 0,
                          "secret_probes": 0, "damaged_files": 0, "conflict_copies": 0}
 
-
-@pytest.fixture
-def zygote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zygote]:
-    """A fork server whose children can import ``gapapp``."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HERE),
-                                                                   os.environ.get("PYTHONPATH")])))
-    z = Zygote(tmp_path / "zygote.log")
-    yield z
-    z.close()
 
 
 def _tree(path: Path) -> dict[str, tuple[int, int, int]]:

@@ -32,7 +32,6 @@ import pytest
 from crashapps import jobs
 from crashapps.proc import Zygote, poll
 from pydantic import BaseModel
-from relhelpers import HERE
 
 import durably
 from durably import _files as files
@@ -41,14 +40,6 @@ from durably import _locks as locks
 STATS: dict[str, int] = {"contenders": 0, "lock_files_watched": 0, "inode_samples": 0,
                          "keyed_runs_raced": 0}
 
-
-@pytest.fixture
-def zygote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zygote]:
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HERE),
-                                                                   os.environ.get("PYTHONPATH")])))
-    z = Zygote(tmp_path / "zygote.log")
-    yield z
-    z.close()
 
 
 def _alive(pid: int) -> bool:
