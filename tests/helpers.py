@@ -67,6 +67,18 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60.0) -> tuple[int, str
     return proc.returncode, out, err
 
 
+def tree(path: Path) -> dict[str, tuple[int, int, int, int]]:
+    """Every entry under ``path`` (links not followed): size, mtime, ctime (a chmod
+    changes it) and inode, to show that something wrote nothing."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            out[os.path.relpath(os.path.join(dirpath, name), path)] = (
+                st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return out
+
+
 def collect_in_thread(iterable: Iterable[Any]) -> tuple[threading.Thread, list[Any]]:
     """Consume `iterable` in a daemon thread; return the thread and the growing list."""
     items: list[Any] = []

@@ -18,6 +18,7 @@ import orjson
 import pytest
 from crashapps import durability, jobs
 from crashapps.proc import Zygote, poll
+from helpers import tree
 
 import durably
 from durably import _files as files
@@ -31,15 +32,6 @@ def zygote(tmp_path: Path) -> Iterator[Zygote]:
     yield z
     z.close()
 
-
-def _tree(path: Path) -> dict[str, tuple[int, int, int]]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            out[os.path.relpath(os.path.join(dirpath, name), path)] = (
-                st.st_size, st.st_mtime_ns, st.st_ino)
-    return out
 
 
 class TestAtomicVisibility:
@@ -275,7 +267,7 @@ class TestReadersNeverBlockWriters:
             os.kill(reader, signal.SIGCONT)
             stop.write_text("1")
         assert zygote.wait(reader) == 0, zygote.stderr()
-        before = _tree(root)
+        before = tree(root)
         reader_only = jobs.make(str(root))
         for run in reader_only.get_runs():
             reader_only.get_run(run.id)
@@ -283,7 +275,7 @@ class TestReadersNeverBlockWriters:
             reader_only.get_logs(run.id)
             reader_only.wait_for_run(run.id, timeout=5)
         reader_only.changes(None)
-        assert _tree(root) == before
+        assert tree(root) == before
 
 
 def _state(pid: int) -> str:
@@ -331,12 +323,12 @@ class TestNamesAreData:
         outside = tmp_path / "outside"
         moved.rename(outside)
         moved.symlink_to(outside, target_is_directory=True)
-        before = _tree(outside)
+        before = tree(outside)
         d.get_runs()
         with contextlib.suppress(durably.DurablyError):
             d.get_run(run_id)
         d.process_until_idle()
-        assert _tree(outside) == before, "durably wrote through a planted symlink"
+        assert tree(outside) == before, "durably wrote through a planted symlink"
 
 
 class TestPrivateByDefault:

@@ -32,6 +32,7 @@ from typing import Any
 import gapapp
 import pytest
 from crashapps.proc import Zygote
+from helpers import tree
 from pydantic import BaseModel
 
 import durably
@@ -47,16 +48,6 @@ STATS: dict[str, int] = {"hostile_names": 0, "planted_cases": 0, "unstorable_val
                          "secret_probes": 0, "damaged_files": 0, "conflict_copies": 0}
 
 
-
-def _tree(path: Path) -> dict[str, tuple[int, int, int]]:
-    """Every entry under ``path`` (links not followed): size, mtime, inode."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            out[os.path.relpath(os.path.join(dirpath, name), path)] = (
-                st.st_size, st.st_mtime_ns, st.st_ino)
-    return out
 
 
 def _bytes_under(path: Path) -> bytes:
@@ -104,7 +95,7 @@ def test_more_hostile_names_are_data_and_stay_inside_the_root(
     outside = tmp_path / "outside"
     outside.mkdir()
     root = outside / "root"
-    before = _tree(tmp_path)
+    before = tree(tmp_path)
 
     def run(step: Step, payload: In) -> str:
         return step.run(name, lambda: payload.value + name)
@@ -122,7 +113,7 @@ def test_more_hostile_names_are_data_and_stay_inside_the_root(
     assert [s.name for s in d.get_steps(result.id)] == [name]
     assert handle.trigger(In(value="w"), idempotency_key=name).id == result.id
     assert [r.id for r in d.get_runs(job_name=name, labels={"k": name})] == [result.id]
-    new = {p for p in _tree(tmp_path) if p not in before}
+    new = {p for p in tree(tmp_path) if p not in before}
     assert {p for p in new if not p.startswith(os.path.join("outside", "root"))} == set()
     for _, dirnames, filenames in os.walk(root):
         for entry in dirnames + filenames:
@@ -141,7 +132,7 @@ def test_names_the_api_forbids_are_refused_before_anything_is_written(
     d = durably_factory()
     handle = d.register(define_job(name="ok", input=In, run=lambda step, p: None))
     d._store.ensure_ready()
-    before = _tree(Path(d.root))
+    before = tree(Path(d.root))
     with pytest.raises(durably.ValidationError):
         define_job(name=name, input=In, run=lambda step, p: None)
     for option in ("idempotency_key", "concurrency_key"):
@@ -150,7 +141,7 @@ def test_names_the_api_forbids_are_refused_before_anything_is_written(
     if name:
         with pytest.raises(durably.ValidationError):
             handle.trigger(In(), labels={"k": name})
-    assert _tree(Path(d.root)) == before
+    assert tree(Path(d.root)) == before
 
 
 # -- S3: hash collisions between keys ----------------------------------------------------
@@ -196,7 +187,7 @@ def test_bad_run_ids_never_reach_the_file_system(tmp_path: Path, durably_factory
     handle = d.register(define_job(name="ids", input=In, run=lambda step, p: p.value))
     done = handle.trigger(In(value="done"), idempotency_key="k").id
     d.process_until_idle()
-    before = _tree(tmp_path)
+    before = tree(tmp_path)
     for bad in BAD_IDS:
         assert d.get_run(bad) is None, bad
         for call in (d.get_steps, d.get_logs, d.cancel, d.delete_run, d.retrigger,
@@ -208,7 +199,7 @@ def test_bad_run_ids_never_reach_the_file_system(tmp_path: Path, durably_factory
         for command in ("show", "logs", "cancel", "delete"):
             assert cli_main([command, "--root", str(root), bad]) == 1, (command, bad)
             assert "not found" in capsys.readouterr().err.lower(), (command, bad)
-    assert _tree(tmp_path) == before
+    assert tree(tmp_path) == before
     # A key record on disk naming a crafted run id is stale, never followed.
     key = next((root / "keys" / "i").iterdir())
     key.write_bytes(b'{"v": 1, "run": "../../x", "job": "ids", "host": "%s"}' % HOST.encode())
@@ -391,10 +382,10 @@ def test_values_that_do_not_round_trip_are_refused_before_anything_is_written(
 
     handle = d.register(define_job(name="unstorable", input=AnyIn, run=job))
     d._store.ensure_ready()
-    before = _tree(root)
+    before = tree(root)
     with pytest.raises(durably.ValidationError):
         handle.trigger(AnyIn(value=make()))
-    assert _tree(root) == before
+    assert tree(root) == before
     for where in ("step", "output"):
         run_id = handle.trigger(AnyIn(value=where)).id
         assert d.process_until_idle() == 1

@@ -10,6 +10,7 @@ from typing import Any
 
 import gapapp
 import pytest
+from helpers import tree
 from textual.pilot import Pilot
 
 from monitor import MonitorApp
@@ -18,16 +19,6 @@ from monitor._detail import RunDetailScreen
 
 os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
 
-
-def _tree(path: Path) -> dict[str, tuple[int, int, int, int]]:
-    """Every entry under ``path``: size, mtime, ctime (a chmod changes it), inode."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            out[os.path.relpath(os.path.join(dirpath, name), path)] = (
-                st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-    return out
 
 
 async def _settle(pilot: Pilot[Any]) -> None:
@@ -59,7 +50,7 @@ async def test_the_monitor_never_writes_into_the_root(tmp_path: Path) -> None:
     d.cancel(cancelled)
     ids.add(cancelled)
     handle.trigger(gapapp.GapIn(), concurrency_key="c")  # pending: listed, not opened
-    before = _tree(root)
+    before = tree(root)
     app = MonitorApp(open_source(str(root), None), poll_interval=3600)  # polled below
     async with app.run_test(size=(120, 30)) as pilot:
         await _settle(pilot)
@@ -71,4 +62,4 @@ async def test_the_monitor_never_writes_into_the_root(tmp_path: Path) -> None:
             await pilot.press("i", "e", "l", "escape", "down")
         app.poll()
         await _settle(pilot)
-    assert _tree(root) == before
+    assert tree(root) == before
