@@ -44,6 +44,8 @@ class StallIn(BaseModel):
 
 
 def log_line(name: str, line: str) -> None:
+    if not WORKDIR:  # the test process itself: nothing to log
+        return
     fd = os.open(os.path.join(WORKDIR, name), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_SYNC,
                  0o600)
     try:

@@ -108,7 +108,8 @@ def _keyed_runs(d: durably.Durably) -> list[str]:
 # -- 14.6: idempotency key records ---------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="14.6: a deleted idempotency key record gives a second run")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="14.6: a deleted idempotency key record gives a second run")
 def test_a_deleted_idempotency_key_record_never_gives_a_second_run(
         zygote: Zygote, root: Path, work: Path) -> None:
     """The key record of a completed keyed run is deleted; the binding is still in the
@@ -121,8 +122,9 @@ def test_a_deleted_idempotency_key_record_never_gives_a_second_run(
     assert (res.id, res.disposition) == (run_id, "idempotent")
 
 
-@pytest.mark.xfail(strict=True, reason="14.6: a damaged idempotency key record gives a second run "
-                                       "(old) or a misleading ConflictError (young)")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="14.6: a damaged idempotency key record gives a second run (old) or a misleading "
+                          "ConflictError (young)")
 @pytest.mark.parametrize("age", ["older-than-60s", "young"])
 def test_a_damaged_idempotency_key_record_never_gives_a_second_run(
         zygote: Zygote, root: Path, work: Path, age: str) -> None:
@@ -145,8 +147,9 @@ def test_a_damaged_idempotency_key_record_never_gives_a_second_run(
         assert (res.id, res.disposition) == (run_id, "idempotent")
 
 
-@pytest.mark.xfail(strict=True, reason="14.6: doctor --fix quarantines a damaged key record; "
-                                       "the next trigger makes a second run")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="14.6: doctor --fix quarantines a damaged key record; the next trigger makes a "
+                          "second run")
 def test_doctor_fix_rebuilds_a_damaged_key_record_from_its_run(
         zygote: Zygote, root: Path, work: Path) -> None:
     """A damaged key record, then ``durably doctor --fix`` (which must rebuild key
@@ -164,8 +167,8 @@ def test_doctor_fix_rebuilds_a_damaged_key_record_from_its_run(
 # -- 14.7: a lost end state ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="14.7: doctor --fix after a lost end state re-executes "
-                                       "every completed step")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="14.7: doctor --fix after a lost end state re-executes every completed step")
 @pytest.mark.parametrize("preserve_steps", [True, False], ids=["preserve", "drop"])
 @pytest.mark.parametrize("loss", ["deleted", "damaged"])
 def test_doctor_fix_after_a_lost_end_state_reruns_no_completed_step(
@@ -204,7 +207,8 @@ def _assert_reported(root: Path, what: str, *names: str) -> None:
     assert any(n in paths for n in names), f"no problem names {names}: {report['problems']}"
 
 
-@pytest.mark.xfail(strict=True, reason="14.8: doctor misses a deleted journal.jsonl")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="14.8: doctor misses a deleted journal.jsonl")
 def test_doctor_reports_a_deleted_journal_of_a_completed_run(
         zygote: Zygote, root: Path, work: Path) -> None:
     """A completed run's ``journal.jsonl`` (its steps) is deleted: doctor reports it."""
@@ -215,8 +219,8 @@ def test_doctor_reports_a_deleted_journal_of_a_completed_run(
     _assert_reported(root, "deleting journal.jsonl", run_id)
 
 
-MISSED_JOURNAL = pytest.mark.xfail(strict=True, reason="14.8: doctor misses a damaged journal "
-                                                      "of a running run")
+MISSED_JOURNAL = pytest.mark.xfail(strict=True, raises=AssertionError,
+                                   reason="14.8: doctor misses a damaged journal of a running run")
 
 
 @pytest.mark.parametrize("damage", [
@@ -252,8 +256,8 @@ def test_doctor_reports_a_damaged_journal_of_a_running_run(
         zygote.wait(a)
 
 
-@pytest.mark.xfail(strict=True, reason="14.8: doctor reports a deleted run.json only after ten "
-                                       "minutes")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="14.8: doctor reports a deleted run.json only after ten minutes")
 def test_doctor_reports_a_deleted_run_record_at_once(zygote: Zygote, root: Path, work: Path) -> None:
     """A completed run's ``run.json`` is deleted: doctor reports it at once (the run has
     state files and a journal: no trigger is in flight), not after ten minutes."""
@@ -264,7 +268,8 @@ def test_doctor_reports_a_deleted_run_record_at_once(zygote: Zygote, root: Path,
     _assert_reported(root, "deleting run.json", run_id)
 
 
-@pytest.mark.xfail(strict=True, reason="14.8: doctor misses a deleted idempotency key record")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="14.8: doctor misses a deleted idempotency key record")
 def test_doctor_reports_a_deleted_key_record(zygote: Zygote, root: Path, work: Path) -> None:
     """The idempotency key record of a keyed run is deleted: doctor reports the run whose
     key has no record."""
@@ -274,8 +279,8 @@ def test_doctor_reports_a_deleted_key_record(zygote: Zygote, root: Path, work: P
     _assert_reported(root, "deleting a key record", run_id, record.name)
 
 
-@pytest.mark.xfail(strict=True, reason="14.8: a completed run whose end state is lost reads as "
-                                       "running")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="14.8: a completed run whose end state is lost reads as running")
 def test_a_completed_run_whose_end_state_is_lost_does_not_read_as_running(
         zygote: Zygote, root: Path, work: Path) -> None:
     """A completed run's end state file is deleted (its compacted ``journal.jsonl``

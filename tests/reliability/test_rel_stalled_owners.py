@@ -40,7 +40,8 @@ def _resume(pid: int) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
-@pytest.mark.xfail(strict=True, reason="12.1: a stalled live owner keeps its run forever on one host")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="12.1: a stalled live owner keeps its run forever on one host")
 @pytest.mark.parametrize("phase", ["in", "between", "end"])
 def test_a_stalled_owner_past_its_lease_is_taken_over_on_its_host_and_fenced(
         tmp_path: Path, zygote: Zygote, phase: str) -> None:
@@ -103,8 +104,8 @@ def two_views(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
         yield shared / "root", a / "root", b / "root"
 
 
-@pytest.mark.xfail(strict=True, reason="14.4: a stalled owner past its lease frees its key "
-                                       "but is not fenced")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="14.4: a stalled owner past its lease frees its key but is not fenced")
 def test_a_key_freed_from_a_stalled_owner_fences_it_before_the_next_run_executes(
         tmp_path: Path, zygote: Zygote, two_views: tuple[Path, Path, Path]) -> None:
     """Host A executes keyed run A (20 steps) and stops inside step 2 (SIGSTOP) past its
@@ -145,8 +146,8 @@ def test_a_key_freed_from_a_stalled_owner_fences_it_before_the_next_run_executes
     assert overlap == [], f"steps of run A started while run B of its key executed: {overlap}"
 
 
-@pytest.mark.xfail(strict=True, reason="14.5: cancelling a keyed run frees its key before "
-                                       "the cancelled step stops")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="14.5: cancelling a keyed run frees its key before the cancelled step stops")
 def test_a_cancelled_keyed_run_holds_its_key_until_its_step_stopped(
         tmp_path: Path, zygote: Zygote, two_views: tuple[Path, Path, Path]) -> None:
     """Host A executes keyed run A, whose step 1 ignores ``step.signal`` and runs on for

@@ -57,7 +57,8 @@ def _check_resumable_then_completes(d: object, run_id: str, work: Path, cause: s
     assert starts[0] == starts[1] == 1, starts  # acknowledged steps never run again
 
 
-@pytest.mark.xfail(strict=True, reason="14.9: ENOSPC appending a checkpoint fails the run")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="14.9: ENOSPC appending a checkpoint fails the run")
 def test_a_full_disk_while_appending_a_checkpoint_never_fails_the_run(
         tmp_path: Path, zygote: Zygote) -> None:
     """A 2 MiB tmpfs holds the root; after the trigger, while step 2 (of 256 KiB values)
@@ -98,7 +99,8 @@ def fiu_zygote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zygo
     z.close()
 
 
-@pytest.mark.xfail(strict=True, reason="14.9: EIO appending a checkpoint fails the run")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="14.9: EIO appending a checkpoint fails the run")
 def test_an_io_error_while_appending_a_checkpoint_never_fails_the_run(
         tmp_path: Path, fiu_zygote: Zygote) -> None:
     """The worker runs under libfiu; the write of step 2's checkpoint fails once with EIO.
