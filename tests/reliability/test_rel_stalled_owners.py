@@ -60,7 +60,6 @@ def test_a_stalled_owner_past_its_lease_is_taken_over_on_its_host_and_fenced(
                                              stop=phase, watch_signal=True)).id
     a = zygote.spawn("stallapp:worker", root=str(root), workdir=str(work), who="A", lease=LEASE,
                      renew=RENEW, once=True)
-    b = None
     try:
         poll(lambda: _stopped(a), timeout=60, what="A stops itself")
         b = zygote.spawn("stallapp:worker", root=str(root), workdir=str(work), who="B",
@@ -121,7 +120,6 @@ def test_a_key_freed_from_a_stalled_owner_fences_it_before_the_next_run_executes
         stallapp.StallIn(steps=20, stop_at=2, stop="in"), concurrency_key="k").id
     a = zygote.spawn("stallapp:worker", root=str(view_a), workdir=str(work), who="A", lease=2.0,
                      renew=0.4, once=True, jobs=["stall"])
-    b = None
     try:
         poll(lambda: _stopped(a), timeout=60, what="A stops itself inside step 2")
         run_b = d.get_job("stall-b").trigger(  # type: ignore[union-attr]
@@ -163,7 +161,6 @@ def test_a_cancelled_keyed_run_holds_its_key_until_its_step_stopped(
         stallapp.StallIn(steps=3, ignore_at=1, hold=4.0), concurrency_key="k").id
     a = zygote.spawn("stallapp:worker", root=str(view_a), workdir=str(work), who="A", lease=30.0,
                      renew=1.0, once=True, jobs=["stall"])
-    b = None
     try:
         poll(lambda: (("A", run_a, 1, "start") in stallapp.events(work)), timeout=60,
              what="A inside step 1")
