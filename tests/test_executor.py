@@ -81,7 +81,7 @@ class TestStartUp:
     @pytest.mark.parametrize(("app", "message"), [
         ("apps.missing:durably", "no module named 'apps.missing'"),
         ("apps.broken:durably", "this module is broken on purpose"),
-        ("apps.jobs:not_durably", "not a durably.Durably instance"),
+        ("apps.jobs:not_durably", "not a Durably instance"),
         ("apps.elsewhere:durably", "but --root is"),
         ("apps.jobs", "module:attribute"),
     ])

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import os
 import selectors
 import signal
@@ -35,6 +34,7 @@ from typing import IO, Any
 
 import orjson
 
+from ._app_loader import AppError, load_app, one_line
 from ._durably import Durably
 from ._errors import DurablyError
 from ._models import RunStatus
@@ -42,60 +42,7 @@ from ._models import RunStatus
 CHECK_INTERVAL = 0.25  # seconds between checks of the runs children execute
 QUICK_DEATH = 2.0  # a child dying this soon after start-up counts towards a crash loop
 MAX_BACKOFF = 10.0  # longest wait before replacing a child in a crash loop
-_CHILD_CODE = "from durably._executor import child_main; child_main()"
-
-
-class AppError(Exception):
-    """``APP`` cannot be loaded, or does not match ``--root``."""
-
-
-def load_app(app: str, root: str | None = None) -> Durably:
-    """Import ``module:attribute`` and return the ``Durably`` instance it names.
-
-    The working directory is put first on ``sys.path`` (as uvicorn does), so a module
-    next to where the command runs is found.
-
-    Raises:
-        AppError: the string is malformed, the import fails, the attribute is missing or
-            not a ``Durably`` instance, or its root differs from ``root``.
-    """
-    module_name, sep, attr = app.partition(":")
-    if not sep or not module_name or not attr:
-        raise AppError(f"APP must be 'module:attribute' (e.g. myapp.jobs:durably), got {app!r}")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name) and module_name.split(".")[0] \
-                == exc.name.split(".")[0]:
-            raise AppError(f"cannot import {module_name!r}: no module named {exc.name!r} "
-                           f"(working directory {cwd})") from exc
-        raise AppError(f"error while importing {module_name!r}: {_one_line(exc)}") from exc
-    except Exception as exc:
-        raise AppError(f"error while importing {module_name!r}: {_one_line(exc)}") from exc
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise AppError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, Durably):
-        raise AppError(f"{app} is a {type(obj).__name__}, not a durably.Durably instance")
-    if root is not None and not _same_path(obj.root, root):
-        raise AppError(f"{app} uses root {obj.root}, but --root is {os.path.abspath(root)}; "
-                       "create it with Durably() (the default root) or pass the same root")
-    return obj
-
-
-def _same_path(a: str, b: str) -> bool:
-    return os.path.abspath(a) == os.path.abspath(b) or os.path.realpath(a) == os.path.realpath(b)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+_CHILD_CODE = "from durably._supervisor import child_main; child_main()"
 
 
 # -- the child --------------------------------------------------------------------------
@@ -154,7 +101,7 @@ class _Child:
                 errors = 0
             except Exception as exc:  # noqa: BLE001 - keep serving: report and back off
                 errors += 1
-                print(f"durably worker [{os.getpid()}]: {_one_line(exc)}", file=sys.stderr,
+                print(f"durably worker [{os.getpid()}]: {one_line(exc)}", file=sys.stderr,
                       flush=True)
                 ran = False
             if self.current is not None:
