@@ -11,15 +11,23 @@ A child tells the supervisor what it does over a pipe, one JSON line per message
     {"t": "run", "run": ..., "job": ...}                      claimed a run (run:leased)
     {"t": "idle", "run": ...}                                 that run's execution ended
 
-The supervisor uses these to replace children that die, to stop a run that ignores a
-cancel (or a run timeout) by killing its process after a grace period, and to drain
-on SIGINT/SIGTERM. Killing a child is safe: the kernel drops its run lock, so another
+The supervisor uses these to replace children that die (spaced out while one keeps
+dying, even during start-up; only an error the child reports, or start-up deaths in a
+row before any child was ready, stop the worker), to stop a run that ignores a cancel
+(or a run timeout) by killing its process after a grace period, and to drain on
+SIGINT/SIGTERM. Killing a child is safe: the kernel drops its run lock, so another
 child resumes the run at once from its checkpoints (the step in flight runs again).
+
+A child never outlives its supervisor as a worker: it is given the supervisor's pid and
+asks Linux for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), then checks that the
+parent is still that pid (it may have died before). An orphan exits at once while still
+starting up, and otherwise finishes the run in flight, claims nothing more and exits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import os
 import selectors
@@ -42,6 +50,8 @@ from ._models import RunStatus
 CHECK_INTERVAL = 0.25  # seconds between checks of the runs children execute
 QUICK_DEATH = 2.0  # a child dying this soon after start-up counts towards a crash loop
 MAX_BACKOFF = 10.0  # longest wait before replacing a child in a crash loop
+START_ATTEMPTS = 5  # start-up deaths in a row, before any child was ready, that stop it all
+PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal a Linux process gets when its parent dies
 _CHILD_CODE = "from durably._supervisor import child_main; child_main()"
 
 
@@ -51,11 +61,13 @@ _CHILD_CODE = "from durably._supervisor import child_main; child_main()"
 class _Child:
     """One worker process: executes runs one at a time until told to stop."""
 
-    def __init__(self, app: str, fd: int, root: str | None) -> None:
+    def __init__(self, app: str, fd: int, root: str | None, parent: int) -> None:
         self.app = app
         self.fd = fd
         self.root = root
+        self.parent = parent
         self.stopping = threading.Event()
+        self.started = False
         self.current: str | None = None
 
     def send(self, **message: Any) -> None:
@@ -66,7 +78,17 @@ class _Child:
                 data = data[os.write(self.fd, data):]
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        if not self.started:  # still importing APP: nothing claimed, nothing to finish
+            os._exit(0)
+        # One SIGTERM is enough: the next ones (a signal to the whole process group, then
+        # the supervisor's own) must not kill the interpreter once it restores SIG_DFL
+        # while exiting.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.stopping.set()
+
+    def orphaned(self) -> bool:
+        """Whether the supervisor that started this process is gone."""
+        return os.getppid() != self.parent
 
     def _on_leased(self, event: Any) -> None:
         self.current = event.run_id
@@ -82,20 +104,26 @@ class _Child:
         # Ctrl-C reaches the whole process group: the supervisor decides what it means.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._on_term)
-        parent = os.getppid()
+        _term_on_parent_death()
+        # After prctl, not before: the supervisor may have died before it (while this
+        # interpreter started), and then no signal comes.
+        if self.orphaned():
+            return 0
         try:
             durably = load_app(self.app, self.root)
             durably._store.ensure_ready()  # an unusable root stops the start-up, clearly
         except (AppError, DurablyError) as exc:
             self.send(t="error", message=str(exc))
             return 2
+        self.started = True
         self.send(t="ready", pid=os.getpid(), root=durably.root, jobs=sorted(durably.jobs))
         durably.on("run:leased", self._on_leased)
         durably.on("worker:error", self._on_error)
         interval = durably._polling_interval
         errors = 0
-        # An orphan (the supervisor was killed) stops claiming, like a drained child.
-        while not self.stopping.is_set() and os.getppid() == parent:
+        # An orphan (the supervisor was killed) stops claiming, like a drained child: on
+        # Linux its SIGTERM comes at once; elsewhere this check sees it before each claim.
+        while not self.stopping.is_set() and not self.orphaned():
             try:
                 ran = durably.process_one()
                 errors = 0
@@ -114,10 +142,19 @@ class _Child:
         return 0
 
 
+def _term_on_parent_death() -> None:
+    """On Linux, have the kernel send this process SIGTERM when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+
 def child_main() -> None:
-    """Entry point of a worker process: ``APP FD ROOT`` in ``sys.argv``."""
-    app, fd, root = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None
-    raise SystemExit(_Child(app, fd, root).run())
+    """Entry point of a worker process: ``APP FD ROOT PARENT`` in ``sys.argv``."""
+    app, fd, root, parent = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None, int(sys.argv[4])
+    raise SystemExit(_Child(app, fd, root, parent).run())
 
 
 # -- the supervisor ---------------------------------------------------------------------
@@ -191,7 +228,7 @@ class Supervisor:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", _CHILD_CODE, self.options.app, str(write_fd),
-                 self.options.root or ""],
+                 self.options.root or "", str(os.getpid())],
                 pass_fds=(write_fd,), stdin=subprocess.DEVNULL)
         finally:
             os.close(write_fd)
@@ -240,34 +277,45 @@ class Supervisor:
             child.ended_seen = None
 
     def _reap(self, child: _Proc) -> None:
-        """Handle the exit of a child: replace it, or end start-up with its error."""
+        """Handle the exit of a child: replace it (later, if it keeps dying), or stop on
+        a start-up error it reported (an APP that cannot import, an unusable root)."""
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(child.fd)
         self._read(child)
         os.close(child.fd)
         del self.procs[child.slot]
         code = child.proc.wait()
-        if not child.ready:
-            if self.fatal is None and (child.error or not self.draining):
-                self.fatal = child.error or (
-                    f"worker process {child.pid} {_describe_exit(code)} during start-up")
-                self._drain()
+        if child.error is not None:
+            self._stop(child.error)
             return
         run = f"; run {child.run_id} will be resumed" if child.run_id and not child.killed else ""
         if self.draining:
-            if code != 0:
+            if code != 0 and child.ready:
                 self.say(f"process {child.pid} {_describe_exit(code)}{run}")
             return
-        quick = time.monotonic() - child.ready_at < QUICK_DEATH and not child.killed
+        quick = not child.ready or (time.monotonic() - child.ready_at < QUICK_DEATH
+                                    and not child.killed)
         deaths = self.quick_deaths[child.slot] = self.quick_deaths.get(child.slot, 0) + 1 \
             if quick else 0
+        death = f"process {child.pid} {_describe_exit(code)}"
+        if not child.ready:
+            death += " during start-up"
+            if self.root is None and deaths >= START_ATTEMPTS:  # no process was ever ready
+                self._stop(f"worker {death} ({deaths} times in a row)")
+                return
         delay = 0.0 if deaths < 2 else min(MAX_BACKOFF, 0.5 * 2 ** (deaths - 2))
         later = f" in {_seconds(delay)}s (it keeps dying)" if delay else ""
-        self.say(f"process {child.pid} {_describe_exit(code)}{run}; starting a new one{later}")
+        self.say(f"{death}{run}; starting a new one{later}")
         if delay:
             self.respawn_at[child.slot] = time.monotonic() + delay
         else:
             self.spawn(child.slot)
+
+    def _stop(self, error: str) -> None:
+        """Drain, then exit 2 with ``error`` (the first one given)."""
+        if self.fatal is None:
+            self.fatal = error
+        self._drain()
 
     def _drain(self) -> None:
         if self.draining:
