@@ -115,6 +115,9 @@ class _Child:
         except (AppError, DurablyError) as exc:
             self.send(t="error", message=str(exc))
             return 2
+        if durably.is_read_only():
+            self.send(t="error", message=read_only_error(durably.root))
+            return 2
         self.started = True
         self.send(t="ready", pid=os.getpid(), root=durably.root, jobs=sorted(durably.jobs))
         durably.on("run:leased", self._on_leased)
@@ -459,6 +462,12 @@ class Supervisor:
                 self.spawn(slot)
 
 
+def read_only_error(root: str) -> str:
+    """Why a worker refuses to serve ``root``."""
+    return (f"the root {os.path.abspath(root)} is read-only (a read-only file system, or "
+            "no write permission): a worker cannot execute runs there")
+
+
 def _describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -474,6 +483,14 @@ def _seconds(value: float) -> str:
 
 
 def run_worker(options: WorkerOptions, out: IO[str] | None = None) -> int:
-    """Run ``durably worker`` until it is stopped; return the process exit code."""
+    """Run ``durably worker`` until it is stopped; return the process exit code.
+
+    A read-only ``--root`` is refused before any process starts (without ``--root``, the
+    first process to import APP refuses it).
+    """
+    if options.root is not None and Durably(options.root).is_read_only():
+        print(f"durably worker: error: {read_only_error(options.root)}", file=sys.stderr,
+              flush=True)
+        return 2
     return Supervisor(options, out).run()
 
