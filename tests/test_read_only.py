@@ -19,8 +19,11 @@ from cli_harness import APP, TESTS, durably_cli, one_line
 
 from durably import Durably, RunStatus
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
-                                reason="mounting file systems needs root")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                       reason="mounting file systems needs root"),
+]
 
 
 def _sh(*cmd: str) -> subprocess.CompletedProcess[str]:
