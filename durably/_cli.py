@@ -20,10 +20,11 @@ from typing import IO, Any, NoReturn
 import orjson
 
 from . import _doctor
+from ._app_loader import AppError, load_app
 from ._durably import Durably
 from ._errors import DurablyError, NotFoundError
-from ._executor import AppError, WorkerOptions, load_app, run_worker
 from ._models import LogEntry, Progress, Run, RunStatus, StepRecord
+from ._supervisor import WorkerOptions, run_worker
 from ._tail import RunTail
 
 _DURATION = re.compile(r"^(\d+)([dhms])$")
@@ -65,8 +66,6 @@ def _open_root(args: argparse.Namespace) -> Durably:
 
 
 def _open_app(args: argparse.Namespace) -> Durably:
-    if args.root is not None:
-        os.environ["DURABLY_ROOT"] = os.path.abspath(args.root)
     try:
         return load_app(args.app, args.root)
     except AppError as exc:

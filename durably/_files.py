@@ -304,6 +304,33 @@ def ensure_dir(path: str, *, sync: bool) -> bool:
     return True
 
 
+def is_read_only(path: str) -> bool:
+    """Whether this process cannot write directory ``path`` (if missing: where it would be
+    created, its nearest existing ancestor).
+
+    Three checks, because each misses a case: ``os.access`` (permissions; a read-only
+    mount), the mount's ``ST_RDONLY`` flag (``statvfs``), and, where the system has it, an
+    unnamed ``O_TMPFILE`` that vanishes on close: the only one to see an ext4 that
+    remounted itself read-only after an error (``errors=remount-ro``: ``emergency_ro``),
+    which ``access`` and ``statvfs`` still report writable. Nothing is left behind.
+    """
+    target = os.path.abspath(path)
+    while not os.path.isdir(target) and os.path.dirname(target) != target:
+        target = os.path.dirname(target)
+    if not os.access(target, os.W_OK):
+        return True
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    try:
+        if os.statvfs(target).f_flag & os.ST_RDONLY:
+            return True
+        if not tmpfile:
+            return False
+        os.close(os.open(target, tmpfile | os.O_WRONLY | _O_CLOEXEC, 0o600))
+    except OSError as exc:  # EOPNOTSUPP (no O_TMPFILE here), ENOSPC...: not read-only
+        return exc.errno in (errno.EROFS, errno.EACCES)
+    return False
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

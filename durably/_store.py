@@ -207,8 +207,7 @@ class Store:
 
     def is_read_only(self) -> bool:
         """True when this process cannot write the root."""
-        target = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
-        return not os.access(target, os.W_OK)
+        return files.is_read_only(self.root)
 
     # -- paths ------------------------------------------------------------------------
 

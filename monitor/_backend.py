@@ -7,14 +7,14 @@ user confirmed (`cancel`, `delete`, `retrigger`).
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from durably import Durably, DurablyError, NotFoundError
+from durably._app_loader import AppError
+from durably._app_loader import load_app as _load_app
 
 from ._model import RunDetail, RunRow, detail_from, row_from_run
 
@@ -146,24 +146,10 @@ class Source:
 
 def load_app(spec: str, root: str | None) -> Any:
     """Import `module:attr` naming a `Durably` instance (with `root` as `$DURABLY_ROOT`)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise SystemExit(f"durably monitor: APP must look like module:attribute, got {spec!r}")
-    if root is not None:
-        os.environ["DURABLY_ROOT"] = root
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    target: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        target = getattr(target, part)
-    if not isinstance(target, Durably):
-        raise SystemExit(f"durably monitor: {spec} is not a Durably instance")
-    if root is not None and os.path.realpath(target.root) != os.path.realpath(root):
-        raise SystemExit(
-            f"durably monitor: {spec} uses root {target.root}, but the monitor was given {root}; "
-            "create it with Durably() (the default root) or pass the same root"
-        )
-    return target
+    try:
+        return _load_app(spec, root)
+    except AppError as exc:
+        raise SystemExit(f"durably monitor: {exc}") from None
 
 
 def open_source(root: str | None, app: str | None) -> Source:

@@ -50,10 +50,12 @@ def wait_until(predicate: Callable[[], T], timeout: float = 60.0, interval: floa
 class Worker:
     """`durably worker` in its own process group; its stderr is collected line by line."""
 
-    def __init__(self, root: Path, *args: str, processes: int = 1, app: str = APP) -> None:
+    def __init__(self, root: Path, *args: str, processes: int = 1, app: str = APP,
+                 extra_env: dict[str, str] | None = None) -> None:
         cmd = [sys.executable, "-m", "durably", "worker", app, "--root", str(root),
                "--processes", str(processes), *args]
-        self.proc = subprocess.Popen(cmd, cwd=TESTS, env=env(), stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(cmd, cwd=TESTS, env={**env(), **(extra_env or {})},
+                                     stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -120,6 +122,23 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def worker_processes(root: Path) -> list[int]:
+    """The live worker processes (children of `durably worker`) serving `root`, whoever
+    their parent is now (the process table, not the supervisor's word)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any("child_main" in arg for arg in argv) and str(root) in argv and pid_alive(int(entry)):
+            pids.append(int(entry))
+    return pids
+
+
 def files_under(path: Path) -> list[str]:
     """Every path under `path` (empty if it does not exist): to prove nothing was written."""
     if not path.exists():
@@ -142,4 +161,4 @@ def popen_cli(*args: str | Path) -> subprocess.Popen[str]:
 
 
 __all__: Sequence[str] = ["APP", "TESTS", "Worker", "durably_cli", "env", "files_under", "one_line",
-                          "pid_alive", "popen_cli", "wait_until"]
+                          "pid_alive", "popen_cli", "wait_until", "worker_processes"]

@@ -148,7 +148,7 @@ class TestTrigger:
         ("apps.missing:durably", "no module named 'apps.missing'"),
         ("apps.broken:durably", "this module is broken on purpose"),
         ("apps.jobs:nothing", "no attribute 'nothing'"),
-        ("apps.jobs:not_durably", "not a durably.Durably instance"),
+        ("apps.jobs:not_durably", "not a Durably instance"),
         ("apps.elsewhere:durably", "but --root is"),
     ])
     def test_bad_app_writes_nothing(self, root: Path, app: str, message: str) -> None:

@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 from apps.jobs import ADD, CRASH, GATED, POLITE, STEPS, STUBBORN
-from cli_harness import Worker, durably_cli, files_under, one_line, pid_alive, wait_until
+from cli_harness import (
+    APP,
+    TESTS,
+    Worker,
+    durably_cli,
+    files_under,
+    one_line,
+    pid_alive,
+    wait_until,
+    worker_processes,
+)
 
 from durably import Durably, RunStatus
 
@@ -40,8 +50,9 @@ def workers(root: Path) -> Iterator[Callable[..., Worker]]:
     """Start `durably worker` processes; all are killed at teardown."""
     started: list[Worker] = []
 
-    def start(*args: str, processes: int = 1) -> Worker:
-        worker = Worker(root, *args, processes=processes)
+    def start(*args: str, processes: int = 1, app: str = APP,
+              extra_env: dict[str, str] | None = None) -> Worker:
+        worker = Worker(root, *args, processes=processes, app=app, extra_env=extra_env)
         started.append(worker)
         return worker
 
@@ -81,7 +92,7 @@ class TestStartUp:
     @pytest.mark.parametrize(("app", "message"), [
         ("apps.missing:durably", "no module named 'apps.missing'"),
         ("apps.broken:durably", "this module is broken on purpose"),
-        ("apps.jobs:not_durably", "not a durably.Durably instance"),
+        ("apps.jobs:not_durably", "not a Durably instance"),
         ("apps.elsewhere:durably", "but --root is"),
         ("apps.jobs", "module:attribute"),
     ])
@@ -173,6 +184,18 @@ class TestSignals:
         assert [status(local, r) for r in busy] == [RunStatus.COMPLETED] * 2
         assert status(local, waiting) is RunStatus.PENDING
 
+    def test_a_signal_to_the_group_exits_idle_processes_quietly(
+            self, workers: Callable[..., Worker]) -> None:
+        """SIGTERM to the whole group (the supervisor forwards it too): idle processes
+        exit 0, and no process is reported killed."""
+        worker = workers(processes=4)
+        worker.ready(4)
+
+        worker.signal(signal.SIGTERM, group=True)
+
+        assert worker.wait() == 0, worker.output()
+        assert "killed" not in worker.output()
+
     def test_second_signal_stops_at_once(self, local: Durably, workdir: Path,
                                          workers: Callable[..., Worker]) -> None:
         """A second signal kills the runs in flight; they stay leased, to be resumed."""
@@ -223,6 +246,78 @@ def test_a_crash_loop_backs_off(local: Durably, workdir: Path,
     assert status(local, run_id) is RunStatus.LEASED
     assert "exited with code 3" in worker.output()
     local.cancel(run_id)
+
+
+def test_a_process_killed_during_start_up_is_replaced(
+        root: Path, local: Durably, workers: Callable[..., Worker]) -> None:
+    """A replacement SIGKILLed before it is ready is replaced in turn (spaced out while
+    it keeps dying); the other process serves meanwhile, and the worker goes on."""
+    worker = workers(processes=2, app="apps.dies_at_start:durably")
+    victim, _ = worker.ready(2)
+    marker, deaths = root.parent / "die-at-start", root.parent / "died-at-start"
+    marker.touch()
+
+    os.kill(victim, signal.SIGKILL)
+
+    wait_until(lambda: worker.proc.poll() is not None
+               or (deaths.exists() and len(deaths.read_text().split()) >= 2))
+    assert worker.proc.poll() is None, worker.output()
+    served = local.register(ADD).trigger({"a": 1, "b": 2}).id
+    assert local.wait_for_run(served, timeout=60).output == {"sum": 3}
+    marker.unlink()
+    worker.ready(3)
+    later = local.register(ADD).trigger({"a": 2, "b": 3}).id
+    assert local.wait_for_run(later, timeout=60).output == {"sum": 5}
+    assert "was killed by SIGKILL during start-up; starting a new one" in worker.output()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.output()
+
+
+def test_an_app_that_never_starts_stops_the_worker(tmp_path: Path, root: Path) -> None:
+    """A process that dies during start-up every time, before any was ready: after a few
+    attempts the worker stops with one line and exit 2."""
+    (tmp_path / "die-at-start").touch()
+
+    result = durably_cli("worker", "apps.dies_at_start:durably", "--root", root)
+
+    assert result.returncode == 2
+    assert "during start-up (5 times in a row)" in result.stderr.splitlines()[-1]
+
+
+def test_processes_orphaned_during_start_up_exit_without_claiming(
+        root: Path, local: Durably, workers: Callable[..., Worker]) -> None:
+    """SIGKILL of the supervisor while its processes are still starting (held before any
+    durably code runs): they never claim a run, and they exit."""
+    gate = root.parent / "start-gate"
+    worker = workers(processes=2, extra_env={
+        "DURABLY_TEST_START_GATE": str(gate),
+        "PYTHONPATH": os.pathsep.join([str(TESTS / "startgate"), os.environ.get("PYTHONPATH", "")]),
+    })
+    wait_until(lambda: len(worker_processes(root)) == 2)
+
+    worker.signal(signal.SIGKILL)
+    worker.wait()
+    run_id = local.register(ADD).trigger({"a": 1, "b": 1}).id
+    gate.touch()
+
+    wait_until(lambda: not worker_processes(root))
+    assert status(local, run_id) is RunStatus.PENDING
+
+
+def test_processes_orphaned_while_importing_the_app_exit_at_once(
+        root: Path, local: Durably, workers: Callable[..., Worker]) -> None:
+    """SIGKILL of the supervisor while its processes import a slow APP: they exit without
+    finishing the import, so they never claim a run."""
+    importing = root.parent / "importing"
+    worker = workers(processes=2, app="apps.slow_import:durably")
+    wait_until(lambda: importing.exists() and len(importing.read_text().split()) == 2)
+
+    worker.signal(signal.SIGKILL)
+    worker.wait()
+    run_id = local.register(ADD).trigger({"a": 1, "b": 1}).id
+
+    wait_until(lambda: not worker_processes(root))  # the import gate never opens
+    assert status(local, run_id) is RunStatus.PENDING
 
 
 def test_workers_outliving_a_killed_supervisor_finish_their_run_and_exit(

@@ -11,17 +11,24 @@ A child tells the supervisor what it does over a pipe, one JSON line per message
     {"t": "run", "run": ..., "job": ...}                      claimed a run (run:leased)
     {"t": "idle", "run": ...}                                 that run's execution ended
 
-The supervisor uses these to replace children that die, to stop a run that ignores a
-cancel (or a run timeout) by killing its process after a grace period, and to drain
-on SIGINT/SIGTERM. Killing a child is safe: the kernel drops its run lock, so another
+The supervisor uses these to replace children that die (spaced out while one keeps
+dying, even during start-up; only an error the child reports, or start-up deaths in a
+row before any child was ready, stop the worker), to stop a run that ignores a cancel
+(or a run timeout) by killing its process after a grace period, and to drain on
+SIGINT/SIGTERM. Killing a child is safe: the kernel drops its run lock, so another
 child resumes the run at once from its checkpoints (the step in flight runs again).
+
+A child never outlives its supervisor as a worker: it is given the supervisor's pid and
+asks Linux for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), then checks that the
+parent is still that pid (it may have died before). An orphan exits at once while still
+starting up, and otherwise finishes the run in flight, claims nothing more and exits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
-import importlib
 import os
 import selectors
 import signal
@@ -35,6 +42,7 @@ from typing import IO, Any
 
 import orjson
 
+from ._app_loader import AppError, load_app, one_line
 from ._durably import Durably
 from ._errors import DurablyError
 from ._models import RunStatus
@@ -42,60 +50,9 @@ from ._models import RunStatus
 CHECK_INTERVAL = 0.25  # seconds between checks of the runs children execute
 QUICK_DEATH = 2.0  # a child dying this soon after start-up counts towards a crash loop
 MAX_BACKOFF = 10.0  # longest wait before replacing a child in a crash loop
-_CHILD_CODE = "from durably._executor import child_main; child_main()"
-
-
-class AppError(Exception):
-    """``APP`` cannot be loaded, or does not match ``--root``."""
-
-
-def load_app(app: str, root: str | None = None) -> Durably:
-    """Import ``module:attribute`` and return the ``Durably`` instance it names.
-
-    The working directory is put first on ``sys.path`` (as uvicorn does), so a module
-    next to where the command runs is found.
-
-    Raises:
-        AppError: the string is malformed, the import fails, the attribute is missing or
-            not a ``Durably`` instance, or its root differs from ``root``.
-    """
-    module_name, sep, attr = app.partition(":")
-    if not sep or not module_name or not attr:
-        raise AppError(f"APP must be 'module:attribute' (e.g. myapp.jobs:durably), got {app!r}")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name) and module_name.split(".")[0] \
-                == exc.name.split(".")[0]:
-            raise AppError(f"cannot import {module_name!r}: no module named {exc.name!r} "
-                           f"(working directory {cwd})") from exc
-        raise AppError(f"error while importing {module_name!r}: {_one_line(exc)}") from exc
-    except Exception as exc:
-        raise AppError(f"error while importing {module_name!r}: {_one_line(exc)}") from exc
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise AppError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, Durably):
-        raise AppError(f"{app} is a {type(obj).__name__}, not a durably.Durably instance")
-    if root is not None and not _same_path(obj.root, root):
-        raise AppError(f"{app} uses root {obj.root}, but --root is {os.path.abspath(root)}; "
-                       "create it with Durably() (the default root) or pass the same root")
-    return obj
-
-
-def _same_path(a: str, b: str) -> bool:
-    return os.path.abspath(a) == os.path.abspath(b) or os.path.realpath(a) == os.path.realpath(b)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+START_ATTEMPTS = 5  # start-up deaths in a row, before any child was ready, that stop it all
+PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal a Linux process gets when its parent dies
+_CHILD_CODE = "from durably._supervisor import child_main; child_main()"
 
 
 # -- the child --------------------------------------------------------------------------
@@ -104,11 +61,13 @@ def _one_line(exc: BaseException) -> str:
 class _Child:
     """One worker process: executes runs one at a time until told to stop."""
 
-    def __init__(self, app: str, fd: int, root: str | None) -> None:
+    def __init__(self, app: str, fd: int, root: str | None, parent: int) -> None:
         self.app = app
         self.fd = fd
         self.root = root
+        self.parent = parent
         self.stopping = threading.Event()
+        self.started = False
         self.current: str | None = None
 
     def send(self, **message: Any) -> None:
@@ -119,7 +78,17 @@ class _Child:
                 data = data[os.write(self.fd, data):]
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        if not self.started:  # still importing APP: nothing claimed, nothing to finish
+            os._exit(0)
+        # One SIGTERM is enough: the next ones (a signal to the whole process group, then
+        # the supervisor's own) must not kill the interpreter once it restores SIG_DFL
+        # while exiting.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.stopping.set()
+
+    def orphaned(self) -> bool:
+        """Whether the supervisor that started this process is gone."""
+        return os.getppid() != self.parent
 
     def _on_leased(self, event: Any) -> None:
         self.current = event.run_id
@@ -135,26 +104,35 @@ class _Child:
         # Ctrl-C reaches the whole process group: the supervisor decides what it means.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._on_term)
-        parent = os.getppid()
+        _term_on_parent_death()
+        # After prctl, not before: the supervisor may have died before it (while this
+        # interpreter started), and then no signal comes.
+        if self.orphaned():
+            return 0
         try:
             durably = load_app(self.app, self.root)
             durably._store.ensure_ready()  # an unusable root stops the start-up, clearly
         except (AppError, DurablyError) as exc:
             self.send(t="error", message=str(exc))
             return 2
+        if durably.is_read_only():
+            self.send(t="error", message=read_only_error(durably.root))
+            return 2
+        self.started = True
         self.send(t="ready", pid=os.getpid(), root=durably.root, jobs=sorted(durably.jobs))
         durably.on("run:leased", self._on_leased)
         durably.on("worker:error", self._on_error)
         interval = durably._polling_interval
         errors = 0
-        # An orphan (the supervisor was killed) stops claiming, like a drained child.
-        while not self.stopping.is_set() and os.getppid() == parent:
+        # An orphan (the supervisor was killed) stops claiming, like a drained child: on
+        # Linux its SIGTERM comes at once; elsewhere this check sees it before each claim.
+        while not self.stopping.is_set() and not self.orphaned():
             try:
                 ran = durably.process_one()
                 errors = 0
             except Exception as exc:  # noqa: BLE001 - keep serving: report and back off
                 errors += 1
-                print(f"durably worker [{os.getpid()}]: {_one_line(exc)}", file=sys.stderr,
+                print(f"durably worker [{os.getpid()}]: {one_line(exc)}", file=sys.stderr,
                       flush=True)
                 ran = False
             if self.current is not None:
@@ -167,10 +145,19 @@ class _Child:
         return 0
 
 
+def _term_on_parent_death() -> None:
+    """On Linux, have the kernel send this process SIGTERM when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+
 def child_main() -> None:
-    """Entry point of a worker process: ``APP FD ROOT`` in ``sys.argv``."""
-    app, fd, root = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None
-    raise SystemExit(_Child(app, fd, root).run())
+    """Entry point of a worker process: ``APP FD ROOT PARENT`` in ``sys.argv``."""
+    app, fd, root, parent = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None, int(sys.argv[4])
+    raise SystemExit(_Child(app, fd, root, parent).run())
 
 
 # -- the supervisor ---------------------------------------------------------------------
@@ -244,7 +231,7 @@ class Supervisor:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", _CHILD_CODE, self.options.app, str(write_fd),
-                 self.options.root or ""],
+                 self.options.root or "", str(os.getpid())],
                 pass_fds=(write_fd,), stdin=subprocess.DEVNULL)
         finally:
             os.close(write_fd)
@@ -293,34 +280,45 @@ class Supervisor:
             child.ended_seen = None
 
     def _reap(self, child: _Proc) -> None:
-        """Handle the exit of a child: replace it, or end start-up with its error."""
+        """Handle the exit of a child: replace it (later, if it keeps dying), or stop on
+        a start-up error it reported (an APP that cannot import, an unusable root)."""
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(child.fd)
         self._read(child)
         os.close(child.fd)
         del self.procs[child.slot]
         code = child.proc.wait()
-        if not child.ready:
-            if self.fatal is None and (child.error or not self.draining):
-                self.fatal = child.error or (
-                    f"worker process {child.pid} {_describe_exit(code)} during start-up")
-                self._drain()
+        if child.error is not None:
+            self._stop(child.error)
             return
         run = f"; run {child.run_id} will be resumed" if child.run_id and not child.killed else ""
         if self.draining:
-            if code != 0:
+            if code != 0 and child.ready:
                 self.say(f"process {child.pid} {_describe_exit(code)}{run}")
             return
-        quick = time.monotonic() - child.ready_at < QUICK_DEATH and not child.killed
+        quick = not child.ready or (time.monotonic() - child.ready_at < QUICK_DEATH
+                                    and not child.killed)
         deaths = self.quick_deaths[child.slot] = self.quick_deaths.get(child.slot, 0) + 1 \
             if quick else 0
+        death = f"process {child.pid} {_describe_exit(code)}"
+        if not child.ready:
+            death += " during start-up"
+            if self.root is None and deaths >= START_ATTEMPTS:  # no process was ever ready
+                self._stop(f"worker {death} ({deaths} times in a row)")
+                return
         delay = 0.0 if deaths < 2 else min(MAX_BACKOFF, 0.5 * 2 ** (deaths - 2))
         later = f" in {_seconds(delay)}s (it keeps dying)" if delay else ""
-        self.say(f"process {child.pid} {_describe_exit(code)}{run}; starting a new one{later}")
+        self.say(f"{death}{run}; starting a new one{later}")
         if delay:
             self.respawn_at[child.slot] = time.monotonic() + delay
         else:
             self.spawn(child.slot)
+
+    def _stop(self, error: str) -> None:
+        """Drain, then exit 2 with ``error`` (the first one given)."""
+        if self.fatal is None:
+            self.fatal = error
+        self._drain()
 
     def _drain(self) -> None:
         if self.draining:
@@ -464,6 +462,12 @@ class Supervisor:
                 self.spawn(slot)
 
 
+def read_only_error(root: str) -> str:
+    """Why a worker refuses to serve ``root``."""
+    return (f"the root {os.path.abspath(root)} is read-only (a read-only file system, or "
+            "no write permission): a worker cannot execute runs there")
+
+
 def _describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -479,6 +483,14 @@ def _seconds(value: float) -> str:
 
 
 def run_worker(options: WorkerOptions, out: IO[str] | None = None) -> int:
-    """Run ``durably worker`` until it is stopped; return the process exit code."""
+    """Run ``durably worker`` until it is stopped; return the process exit code.
+
+    A read-only ``--root`` is refused before any process starts (without ``--root``, the
+    first process to import APP refuses it).
+    """
+    if options.root is not None and Durably(options.root).is_read_only():
+        print(f"durably worker: error: {read_only_error(options.root)}", file=sys.stderr,
+              flush=True)
+        return 2
     return Supervisor(options, out).run()
 

@@ -1,0 +1,36 @@
+"""`APP` (`module:attribute`): one loader and one set of messages for `durably worker`,
+the other subcommands and the monitor."""
+
+from __future__ import annotations
+
+import pytest
+
+from durably import Durably
+from durably._app_loader import AppError, load_app
+from monitor._backend import open_source
+
+
+@pytest.mark.parametrize(("app", "message"), [
+    ("apps.missing:durably", "no module named 'apps.missing'"),
+    ("apps.broken:durably", "RuntimeError: this module is broken on purpose"),
+    ("apps.jobs:nothing", "has no attribute 'nothing'"),
+    ("apps.jobs:not_durably", "is a dict, not a Durably instance"),
+    ("apps.jobs", "module:attribute"),
+])
+def test_the_monitor_reports_a_bad_app_as_the_cli_does(app: str, message: str) -> None:
+    """An APP that cannot be loaded is one line in the monitor too (no traceback), with
+    the words the CLI uses."""
+    with pytest.raises(AppError, match=message):
+        load_app(app)
+    with pytest.raises(SystemExit, match=f"^durably monitor: .*{message}"):
+        open_source(None, app)
+
+
+def test_an_app_is_the_instance_it_names() -> None:
+    """APP gives the very instance its module created."""
+    from apps import jobs  # noqa: PLC0415
+
+    loaded = load_app("apps.jobs:durably")
+
+    assert isinstance(loaded, Durably)
+    assert loaded is jobs.durably
