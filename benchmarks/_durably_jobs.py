@@ -82,8 +82,9 @@ def step(root: str, fsync: bool, steps: int) -> dict:
     job.trigger({"n": 50})  # warm up: imports, root creation, first files
     d.process_one()
     floor_path = str(Path(root).parent / f"floor-{os.getpid()}.log")
-    job.trigger({"n": steps, "floor_every": max(steps // 10, 1), "floor_sync": fsync,
-                 "floor_path": floor_path})
+    job.trigger(
+        {"n": steps, "floor_every": max(steps // 10, 1), "floor_sync": fsync, "floor_path": floor_path}
+    )
     if not d.process_one():
         return {"error": "process_one() found no run"}
     return {"step_s": _STATE["per_step"], "floor_s": _STATE["floor"], "steps": steps}
@@ -134,8 +135,7 @@ def replay(root: str, fsync: bool, steps: int) -> dict:
         return {"error": "the sentinel step was not reached"}
     runs = d.get_runs(limit=1)
     status = runs[0].status.value if runs else "?"
-    return {"replay_s": _STATE["entered"] - t1, "construct_s": t1 - t0, "steps": steps,
-            "status": status}
+    return {"replay_s": _STATE["entered"] - t1, "construct_s": t1 - t0, "steps": steps, "status": status}
 
 
 def build_runs(root: str, count: int) -> dict:

@@ -46,22 +46,28 @@ def durably_figures(ctx: Context) -> list[Result]:
     for fsync, section in MODES:
         tag = f"fsync={fsync}"
         ctx.log(f"durably {tag}: step checkpoint")
-        r = ctx.child(JOBS, "step", root=str(ctx.scratch("d-step") / "root"), fsync=fsync,
-                      steps=s.steps)
-        res = result_from(r, "step_s", section, step_row(ctx), "durably",
-                          floor=APPEND_FSYNC if fsync else APPEND)
+        r = ctx.child(JOBS, "step", root=str(ctx.scratch("d-step") / "root"), fsync=fsync, steps=s.steps)
+        res = result_from(
+            r, "step_s", section, step_row(ctx), "durably", floor=APPEND_FSYNC if fsync else APPEND
+        )
         res.floor_value = r.get("floor_s")
         out.append(res)
 
         ctx.log(f"durably {tag}: trigger rate")
-        r = ctx.child(JOBS, "trigger", root=str(ctx.scratch("d-trig") / "root"), fsync=fsync,
-                      count=s.triggers)
-        out.append(result_from(r, "trigger_per_s", section, TRIGGER_ROW, "durably",
-                               unit="/s"))
+        r = ctx.child(
+            JOBS, "trigger", root=str(ctx.scratch("d-trig") / "root"), fsync=fsync, count=s.triggers
+        )
+        out.append(result_from(r, "trigger_per_s", section, TRIGGER_ROW, "durably", unit="/s"))
 
         ctx.log(f"durably {tag}: {s.e2e_runs} x {s.e2e_steps} end to end")
-        r = ctx.child(JOBS, "e2e", root=str(ctx.scratch("d-e2e") / "root"), fsync=fsync,
-                      runs=s.e2e_runs, steps=s.e2e_steps)
+        r = ctx.child(
+            JOBS,
+            "e2e",
+            root=str(ctx.scratch("d-e2e") / "root"),
+            fsync=fsync,
+            runs=s.e2e_runs,
+            steps=s.e2e_steps,
+        )
         out.append(result_from(r, "e2e_s", section, e2e_row(ctx), "durably"))
 
         ctx.log(f"durably {tag}: replay of {s.replay_steps} steps")
@@ -93,8 +99,7 @@ def _replay(ctx: Context, fsync: bool, section: str) -> Result:
             return result_from(r, "replay_s", section, replay_row(ctx), "durably")
         times.append(r["replay_s"])
     ms = ", ".join(f"{t * 1e3:.0f}" for t in times)
-    note = (f"median of {len(times)} resumes (ms: {ms}), each timed from process_one() "
-            "in a fresh process")
+    note = f"median of {len(times)} resumes (ms: {ms}), each timed from process_one() in a fresh process"
     return Result(section, replay_row(ctx), "durably", statistics.median(times), note=note)
 
 
@@ -106,7 +111,7 @@ def _cache_key() -> str:
         h.update(path.name.encode())
         h.update(path.read_bytes())
     from durably import __version__  # noqa: PLC0415 -- not in the orchestrator's imports
-    from durably._files import FORMAT_VERSION  # noqa: PLC0415
+    from durably._records import FORMAT_VERSION  # noqa: PLC0415
 
     return f"{__version__}-f{FORMAT_VERSION}-{h.hexdigest()[:12]}"
 
@@ -163,7 +168,8 @@ def _get_runs(ctx: Context) -> list[Result]:
             continue
         ctx.log(f"durably: get_runs over {count:,} runs")
         r = ctx.child(JOBS, "get_runs", root=str(root / "root"))
-        out.append(result_from(r, "first_s", "reads", first_row, "durably",
-                               note=f"fresh process; root {how}"))
+        out.append(
+            result_from(r, "first_s", "reads", first_row, "durably", note=f"fresh process; root {how}")
+        )
         out.append(result_from(r, "median_s", "reads", warm_row, "durably", note="median"))
     return out

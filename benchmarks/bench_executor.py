@@ -77,21 +77,27 @@ def block_job(step: Step, payload: BlockIn) -> None:
     step.run("first", first)
 
 
-app = Durably(jobs=[cpu_job, block_job], polling_interval=POLL, lease_duration=3600.0,
-              fsync=os.environ.get("DURABLY_BENCH_FSYNC", "0") == "1")
+app = Durably(
+    jobs=[cpu_job, block_job],
+    polling_interval=POLL,
+    lease_duration=3600.0,
+    fsync=os.environ.get("DURABLY_BENCH_FSYNC", "0") == "1",
+)
 
 
 class _Worker:
     def __init__(self, root: str, processes: int, fsync: bool) -> None:
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop()
-        env = {**os.environ, "DURABLY_BENCH_FSYNC": "1" if fsync else "0",
-               "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "DURABLY_BENCH_FSYNC": "1" if fsync else "0", "PYTHONPATH": str(REPO)}
         env.pop("DURABLY_ROOT", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "durably", "worker", APP, "--root", root,
-             "--processes", str(processes)],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=self.log,
-            start_new_session=True)
+            [sys.executable, "-m", "durably", "worker", APP, "--root", root, "--processes", str(processes)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            start_new_session=True,
+        )
         self.processes = processes
 
     def text(self) -> str:
@@ -102,8 +108,11 @@ class _Worker:
         """Wait for ``count`` start-up lines in all (default: one per process)."""
         deadline = time.monotonic() + timeout
         while True:
-            pids = [int(line.split("process ")[1].split()[0])
-                    for line in self.text().splitlines() if "ready (root" in line]
+            pids = [
+                int(line.split("process ")[1].split()[0])
+                for line in self.text().splitlines()
+                if "ready (root" in line
+            ]
             if len(pids) >= (count or self.processes):
                 return pids
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -117,8 +126,9 @@ class _Worker:
         self.log.close()
 
 
-def e2e_processes(root: str, processes: int, runs: int = 500, steps: int = 10,
-                  work: int = 20_000, fsync: bool = False) -> dict[str, object]:
+def e2e_processes(
+    root: str, processes: int, runs: int = 500, steps: int = 10, work: int = 20_000, fsync: bool = False
+) -> dict[str, object]:
     """Time ``runs`` x ``steps`` CPU-bound steps through ``durably worker -p N``."""
     worker = _Worker(root, processes, fsync)
     try:
@@ -143,9 +153,16 @@ def e2e_processes(root: str, processes: int, runs: int = 500, steps: int = 10,
         worker.stop()
     # cpu_busy: CPU seconds the worker processes got per second of wall time (at most
     # `processes`); well below it means the machine was busy with something else.
-    return {"e2e_s": elapsed, "processes": processes, "runs": runs, "steps": steps,
-            "step_work_s": one_step_work, "cpu_busy": cpu / elapsed, "cpu_s": cpu,
-            "makespan_s": makespan}
+    return {
+        "e2e_s": elapsed,
+        "processes": processes,
+        "runs": runs,
+        "steps": steps,
+        "step_work_s": one_step_work,
+        "cpu_busy": cpu / elapsed,
+        "cpu_s": cpu,
+        "makespan_s": makespan,
+    }
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -182,8 +199,7 @@ def resume_after_kill(root: str, repeats: int = 5, fsync: bool = False) -> dict[
             worker.ready_pids(2 + i + 1)  # the replacement is up before the next round
     finally:
         worker.stop()
-    return {"resume_s": statistics.median(latencies), "max_s": max(latencies),
-            "samples": latencies}
+    return {"resume_s": statistics.median(latencies), "max_s": max(latencies), "samples": latencies}
 
 
 def _lines(path: Path) -> int:
@@ -206,22 +222,36 @@ def executor(ctx: Context) -> list[Result]:
     figures: dict[int, float | None] = {}
     for processes in (1, 2):
         ctx.log(f"executor: {runs} x {steps} CPU steps, {processes} process(es)")
-        r = ctx.child("benchmarks.bench_executor", "e2e_processes",
-                      root=str(ctx.scratch(f"x-e2e-{processes}") / "root"),
-                      processes=processes, runs=runs, steps=steps)
+        r = ctx.child(
+            "benchmarks.bench_executor",
+            "e2e_processes",
+            root=str(ctx.scratch(f"x-e2e-{processes}") / "root"),
+            processes=processes,
+            runs=runs,
+            steps=steps,
+        )
         figures[processes] = r.get("e2e_s")
-        note = (f"fsync=False; one step's work {r.get('step_work_s', 0) * 1e3:.1f} ms; "
-                f"workers used {r.get('cpu_busy', 0):.2f} CPUs, "
-                f"{r.get('cpu_s', 0):.1f} CPU-s in all")
+        note = (
+            f"fsync=False; one step's work {r.get('step_work_s', 0) * 1e3:.1f} ms; "
+            f"workers used {r.get('cpu_busy', 0):.2f} CPUs, "
+            f"{r.get('cpu_s', 0):.1f} CPU-s in all"
+        )
         if processes == 2 and figures[1] and figures[2]:
             note = f"{figures[1] / figures[2]:.2f}x one process (target >= 1.7x); " + note
-        out.append(result_from(r, "e2e_s", SECTION, f"{row} -p {processes}", "durably",
-                               note=note))
+        out.append(result_from(r, "e2e_s", SECTION, f"{row} -p {processes}", "durably", note=note))
     ctx.log("executor: resume after SIGKILL of a worker process")
-    r = ctx.child("benchmarks.bench_executor", "resume_after_kill",
-                  root=str(ctx.scratch("x-resume") / "root"))
+    r = ctx.child(
+        "benchmarks.bench_executor", "resume_after_kill", root=str(ctx.scratch("x-resume") / "root")
+    )
     samples = ", ".join(f"{s * 1e3:.0f}" for s in r.get("samples", []))
-    out.append(result_from(r, "resume_s", SECTION, "resume after a worker process is SIGKILLed",
-                           "durably", note=f"median of 5 (ms: {samples}); target < 0.5 s; "
-                           f"lease 1 h, idle poll {POLL} s"))
+    out.append(
+        result_from(
+            r,
+            "resume_s",
+            SECTION,
+            "resume after a worker process is SIGKILLed",
+            "durably",
+            note=f"median of 5 (ms: {samples}); target < 0.5 s; lease 1 h, idle poll {POLL} s",
+        )
+    )
     return out

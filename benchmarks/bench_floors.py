@@ -95,8 +95,10 @@ def measure(directory: str, iterations: int) -> dict:
 def floors(ctx: Context) -> list[Result]:
     ctx.log("floors: fsync and write costs of this file system")
     out = ctx.child(
-        "benchmarks.bench_floors", "measure",
-        directory=str(ctx.scratch("floors")), iterations=ctx.sizes.floor_iterations,
+        "benchmarks.bench_floors",
+        "measure",
+        directory=str(ctx.scratch("floors")),
+        iterations=ctx.sizes.floor_iterations,
     )
     err = out.get("error")
     rows = [
@@ -106,6 +108,5 @@ def floors(ctx: Context) -> list[Result]:
         ("publish", PUBLISH, ""),
     ]
     return [
-        Result("floors", row, "floor", out.get(key), "s", note=note, error=err)
-        for key, row, note in rows
+        Result("floors", row, "floor", out.get(key), "s", note=note, error=err) for key, row, note in rows
     ]

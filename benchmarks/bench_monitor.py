@@ -45,7 +45,7 @@ def bench_monitor(root_100k: str, changes: int = 5, idle_seconds: float = 5.0) -
     from pydantic import BaseModel  # noqa: PLC0415
 
     from durably import Durably, Step, define_job  # noqa: PLC0415
-    from monitor import MonitorApp, Source  # noqa: PLC0415
+    from durably_monitor import MonitorApp, Source  # noqa: PLC0415
 
     class Ping(BaseModel):
         n: int

@@ -31,8 +31,7 @@ REPLAY_NOTES = {
 }
 
 
-def _install(ctx: Context, name: str, spec: str, steps: list[tuple[list[str], Path]],
-             installed: Path) -> str:
+def _install(ctx: Context, name: str, spec: str, steps: list[tuple[list[str], Path]], installed: Path) -> str:
     """Run install commands once per ``spec``; return "" or the reason it failed.
 
     ``installed`` is a file the install creates: if it went missing, install again.
@@ -43,8 +42,7 @@ def _install(ctx: Context, name: str, spec: str, steps: list[tuple[list[str], Pa
     ctx.log(f"{name}: installing into {ctx.peers_dir} (first use; takes a few minutes)")
     for argv, cwd in steps:
         try:
-            proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=1500,
-                                  check=False)
+            proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=1500, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"{argv[0]} failed: {exc}"
         if proc.returncode != 0:
@@ -60,8 +58,7 @@ def ensure_node(ctx: Context) -> tuple[list[str] | None, str]:
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
         return None, "node and npm are not installed"
-    version = subprocess.run([node, "--version"], capture_output=True, text=True,
-                             check=False).stdout.strip()
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()
     major = version[1:].split(".")[0]
     if not version.startswith("v") or not major.isdigit() or int(major) < 20:
         return None, f"node {version}: better-sqlite3 12 needs node 20+"
@@ -69,13 +66,16 @@ def ensure_node(ctx: Context) -> tuple[list[str] | None, str]:
     home.mkdir(parents=True, exist_ok=True)
     pkg = home / "package.json"
     if not pkg.exists():
-        pkg.write_text(json.dumps({"name": "durably-bench-peers", "private": True,
-                                   "type": "module"}))
+        pkg.write_text(json.dumps({"name": "durably-bench-peers", "private": True, "type": "module"}))
     spec = " ".join(NODE_PACKAGES) + f" {version}"
     argv = [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *NODE_PACKAGES]
-    err = _install(ctx, "node", spec, [(argv, home)],
-                   home / "node_modules" / "better-sqlite3" / "build" / "Release"
-                   / "better_sqlite3.node")
+    err = _install(
+        ctx,
+        "node",
+        spec,
+        [(argv, home)],
+        home / "node_modules" / "better-sqlite3" / "build" / "Release" / "better_sqlite3.node",
+    )
     if err:
         return None, err
     # ESM resolves packages from the script's own folder: run a copy beside node_modules.
@@ -89,8 +89,10 @@ def ensure_dbos(ctx: Context) -> tuple[list[str] | None, str]:
     python = venv / "bin" / "python"
     steps = [
         ([sys.executable, "-m", "venv", "--clear", str(venv)], ctx.peers_dir),
-        ([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-          DBOS_REQUIREMENT], ctx.peers_dir),
+        (
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", DBOS_REQUIREMENT],
+            ctx.peers_dir,
+        ),
     ]
     ctx.peers_dir.mkdir(parents=True, exist_ok=True)
     err = _install(ctx, "dbos", f"{DBOS_REQUIREMENT} {sys.version_info[:2]}", steps, python)
@@ -100,22 +102,26 @@ def ensure_dbos(ctx: Context) -> tuple[list[str] | None, str]:
 
 
 def _peer(
-    ctx: Context, system: str, ensure: Callable[[Context], tuple[list[str] | None, str]],
+    ctx: Context,
+    system: str,
+    ensure: Callable[[Context], tuple[list[str] | None, str]],
     modes: list[tuple[list[str], str, str]],
 ) -> list[Result]:
     s = ctx.sizes
     rows = [
         ("step", "step_s", step_row(ctx), "s", ["--steps", str(s.steps)]),
         ("trigger", "trigger_per_s", TRIGGER_ROW, "/s", ["--count", str(s.triggers)]),
-        ("e2e", "e2e_s", e2e_row(ctx), "s",
-         ["--runs", str(s.e2e_runs), "--steps", str(s.e2e_steps)]),
+        ("e2e", "e2e_s", e2e_row(ctx), "s", ["--runs", str(s.e2e_runs), "--steps", str(s.e2e_steps)]),
         ("replay", "replay_s", replay_row(ctx), "s", ["--steps", str(s.replay_steps)]),
     ]
     prefix, why = ensure(ctx)
     if prefix is None:
         ctx.log(f"{system}: n/a ({why})")
-        return [Result(section, row, system, None, unit, error=why)
-                for _, section, _ in modes for _, _, row, unit, _ in rows]
+        return [
+            Result(section, row, system, None, unit, error=why)
+            for _, section, _ in modes
+            for _, _, row, unit, _ in rows
+        ]
     out = []
     for mode_args, section, tag in modes:
         for figure, key, row, unit, sizes in rows:
@@ -123,8 +129,7 @@ def _peer(
             db = str(ctx.scratch(f"{system}-{figure}") / "bench.sqlite")
             argv = [*prefix, figure, "--db", db, *mode_args, *sizes]
             if figure == "replay":
-                setup = run_json([*prefix, "replay-setup", "--db", db, *mode_args, *sizes],
-                                 expect_kill=True)
+                setup = run_json([*prefix, "replay-setup", "--db", db, *mode_args, *sizes], expect_kill=True)
                 if setup.get("error"):
                     out.append(Result(section, row, system, None, unit, error=setup["error"]))
                     continue
@@ -138,15 +143,25 @@ def _peer(
 
 @benchmark("coji")
 def coji(ctx: Context) -> list[Result]:
-    return _peer(ctx, "coji", ensure_node, [
-        (["--sync", "FULL"], "power-loss safe", "WAL, synchronous=FULL"),
-        (["--sync", "NORMAL"], "process-crash safe", "WAL, synchronous=NORMAL"),
-    ])
+    return _peer(
+        ctx,
+        "coji",
+        ensure_node,
+        [
+            (["--sync", "FULL"], "power-loss safe", "WAL, synchronous=FULL"),
+            (["--sync", "NORMAL"], "process-crash safe", "WAL, synchronous=NORMAL"),
+        ],
+    )
 
 
 @benchmark("dbos")
 def dbos(ctx: Context) -> list[Result]:
-    return _peer(ctx, "dbos", ensure_dbos, [
-        (["--mode", "default"], "power-loss safe", "default SQLite (synchronous=FULL)"),
-        (["--mode", "wal-normal"], "process-crash safe", "WAL, synchronous=NORMAL"),
-    ])
+    return _peer(
+        ctx,
+        "dbos",
+        ensure_dbos,
+        [
+            (["--mode", "default"], "power-loss safe", "default SQLite (synchronous=FULL)"),
+            (["--mode", "wal-normal"], "process-crash safe", "WAL, synchronous=NORMAL"),
+        ],
+    )

@@ -130,7 +130,12 @@ class Context:
         return path
 
     def child(
-        self, module: str, function: str, *, timeout: float = 900, env: dict | None = None,
+        self,
+        module: str,
+        function: str,
+        *,
+        timeout: float = 900,
+        env: dict | None = None,
         **params: object,
     ) -> dict:
         """Run ``module.function(**params)`` in a fresh interpreter; return its dict."""
@@ -139,8 +144,12 @@ class Context:
 
 
 def run_json(
-    argv: list[str], *, cwd: Path | None = None, timeout: float = 900,
-    env: dict | None = None, expect_kill: bool = False,
+    argv: list[str],
+    *,
+    cwd: Path | None = None,
+    timeout: float = 900,
+    env: dict | None = None,
+    expect_kill: bool = False,
 ) -> dict:
     """Run a command whose last stdout line is a JSON object; never raises.
 
@@ -150,7 +159,12 @@ def run_json(
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     try:
         proc = subprocess.run(
-            argv, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+            argv,
+            cwd=cwd,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired:
@@ -199,8 +213,15 @@ def benchmark(
 
 
 def result_from(
-    out: dict, key: str, section: str, row: str, system: str, *, unit: str = "s",
-    floor: str | None = None, note: str = "",
+    out: dict,
+    key: str,
+    section: str,
+    row: str,
+    system: str,
+    *,
+    unit: str = "s",
+    floor: str | None = None,
+    note: str = "",
 ) -> Result:
     """A Result from a child's dict: ``out[key]``, or n/a with the child's error."""
     value = out.get(key)

@@ -64,10 +64,10 @@ def render(results: list[Result]) -> str:
                 out.append(f"| {row} | {fmt_value(r.value, r.unit, r.error)} | {r.note} |")
             out.append("")
             continue
-        systems = [s for s in SYSTEMS if any(r.section == section and r.system == s
-                                             for r in results)]
-        systems += list(dict.fromkeys(r.system for r in results if r.section == section
-                                      and r.system not in systems))
+        systems = [s for s in SYSTEMS if any(r.section == section and r.system == s for r in results)]
+        systems += list(
+            dict.fromkeys(r.system for r in results if r.section == section and r.system not in systems)
+        )
         peers = [s for s in systems if s != "durably"]
         head = ["figure", *(SYSTEM_TITLES.get(s, s) for s in systems)]
         has_floor = any(r.section == section and r.floor for r in results)
@@ -81,30 +81,37 @@ def render(results: list[Result]) -> str:
         for row in _rows(results, section):
             cell = {r.system: r for r in results if r.section == section and r.row == row}
             line = [row]
-            line += [fmt_value(cell[s].value, cell[s].unit, cell[s].error) if s in cell else ""
-                     for s in systems]
+            line += [
+                fmt_value(cell[s].value, cell[s].unit, cell[s].error) if s in cell else "" for s in systems
+            ]
             d = cell.get("durably")
             if has_floor:
                 fv = None
                 if d and d.floor:
-                    fv = d.floor_value if d.floor_value is not None else \
-                        getattr(floors.get(d.floor), "value", None)
-                line.append(fmt_value(fv, "s") + f" ({d.floor})" if fv is not None and d
-                            else "")
-                line.append(f"{d.value / fv:.2f}x" if d and fv and d.value is not None
-                            else "")
+                    fv = (
+                        d.floor_value
+                        if d.floor_value is not None
+                        else getattr(floors.get(d.floor), "value", None)
+                    )
+                line.append(fmt_value(fv, "s") + f" ({d.floor})" if fv is not None and d else "")
+                line.append(f"{d.value / fv:.2f}x" if d and fv and d.value is not None else "")
             if "durably" in systems:
                 line += [speedup(d, cell.get(p)) for p in peers]
-            notes = [f"{SYSTEM_TITLES.get(s, s)}: {cell[s].note}" for s in systems
-                     if s in cell and cell[s].note and s != "durably"]
+            notes = [
+                f"{SYSTEM_TITLES.get(s, s)}: {cell[s].note}"
+                for s in systems
+                if s in cell and cell[s].note and s != "durably"
+            ]
             if d and d.note:
                 notes.insert(0, d.note)
             line.append("; ".join(notes).replace("|", "/"))
             out.append("| " + " | ".join(line) + " |")
         out.append("")
-    out.append("Speed-up: how many times faster durably is than the peer at equal durability "
-               "(above 1 = faster; rates and times alike). durably ÷ floor: a step's cost "
-               "over the matching floor, measured again in batches between the run's steps.")
+    out.append(
+        "Speed-up: how many times faster durably is than the peer at equal durability "
+        "(above 1 = faster; rates and times alike). durably ÷ floor: a step's cost "
+        "over the matching floor, measured again in batches between the run's steps."
+    )
     return "\n".join(out)
 
 
@@ -145,13 +152,13 @@ def _step_floor(q: Lookup) -> bool | None:
 
 
 def _get_runs(q: Lookup) -> bool | None:
-    rows = [r for r in q.results if r.section == "reads" and r.row.endswith("first call")
-            and r.value is not None]
+    rows = [
+        r for r in q.results if r.section == "reads" and r.row.endswith("first call") and r.value is not None
+    ]
     if len(rows) < 2:
         return None
     small, big = rows[0], rows[-1]
-    n_small, n_big = (int(r.row.split(", ")[1].split(" ")[0].replace(",", ""))
-                      for r in (small, big))
+    n_small, n_big = (int(r.row.split(", ")[1].split(" ")[0].replace(",", "")) for r in (small, big))
     assert small.value is not None
     assert big.value is not None
     sublinear = big.value / small.value < (n_big / n_small) / 3
@@ -167,17 +174,34 @@ def _replay(q: Lookup) -> bool | None:
 
 TARGETS: list[tuple[str, Callable[[Lookup], bool | None]]] = [
     ("step checkpoint, fsync=True: ≤ 1.5x the one-fsync floor", _step_floor),
-    ("step checkpoint, fsync=True: faster than @coji/durably (WAL FULL)",
-     lambda q: q.faster("power-loss safe", "step checkpoint", "coji")),
-    ("step checkpoint, fsync=False: faster than @coji/durably (WAL NORMAL)",
-     lambda q: q.faster("process-crash safe", "step checkpoint", "coji")),
-    ("trigger (no worker): faster than both peers at equal durability",
-     lambda q: _all(*(q.faster(s, "trigger", p) for s in ("power-loss safe", "process-crash safe")
-                      for p in ("coji", "dbos")))),
-    ("500 runs x 10 steps end to end: faster than both peers at equal durability",
-     lambda q: _all(*(q.faster(s, "500 runs", p) for s in ("power-loss safe",
-                                                            "process-crash safe")
-                      for p in ("coji", "dbos")))),
+    (
+        "step checkpoint, fsync=True: faster than @coji/durably (WAL FULL)",
+        lambda q: q.faster("power-loss safe", "step checkpoint", "coji"),
+    ),
+    (
+        "step checkpoint, fsync=False: faster than @coji/durably (WAL NORMAL)",
+        lambda q: q.faster("process-crash safe", "step checkpoint", "coji"),
+    ),
+    (
+        "trigger (no worker): faster than both peers at equal durability",
+        lambda q: _all(
+            *(
+                q.faster(s, "trigger", p)
+                for s in ("power-loss safe", "process-crash safe")
+                for p in ("coji", "dbos")
+            )
+        ),
+    ),
+    (
+        "500 runs x 10 steps end to end: faster than both peers at equal durability",
+        lambda q: _all(
+            *(
+                q.faster(s, "500 runs", p)
+                for s in ("power-loss safe", "process-crash safe")
+                for p in ("coji", "dbos")
+            )
+        ),
+    ),
     ("replay of 10,000 completed steps: next step in < 0.3 s (fsync=True)", _replay),
     ("get_runs(limit=50) over 100,000 runs: < 100 ms (first call) and not linear", _get_runs),
 ]

@@ -72,16 +72,21 @@ def select(names: list[str] | None) -> list[Benchmark]:
 
 def machine(workdir: Path) -> dict:
     node = shutil.which("node")
-    node_version = subprocess.run([node, "--version"], capture_output=True, text=True,
-                                  check=False).stdout.strip() if node else "none"
+    node_version = (
+        subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+        if node
+        else "none"
+    )
     try:
-        fs = subprocess.run(["df", "-T", str(workdir)], capture_output=True, text=True,
-                            check=False).stdout.splitlines()
+        fs = subprocess.run(
+            ["df", "-T", str(workdir)], capture_output=True, text=True, check=False
+        ).stdout.splitlines()
     except OSError:
         fs = []
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                                capture_output=True, text=True, check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
     except OSError:
         commit = ""
     return {
@@ -99,12 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
     p.add_argument("--only", help="comma-separated benchmark names (e.g. durably,coji)")
     p.add_argument("--json", metavar="OUT", help="write all figures and targets as JSON")
-    p.add_argument("--dir", help="where to make the scratch directory (its file system is "
-                   "the one measured; default: the system temp dir)")
-    p.add_argument("--cache", default=str(DEFAULT_CACHE),
-                   help="kept between runs: generated roots (default: %(default)s)")
-    p.add_argument("--peers-dir", default=str(DEFAULT_PEERS),
-                   help="where the peers are installed (default: %(default)s)")
+    p.add_argument(
+        "--dir",
+        help="where to make the scratch directory (its file system is "
+        "the one measured; default: the system temp dir)",
+    )
+    p.add_argument(
+        "--cache",
+        default=str(DEFAULT_CACHE),
+        help="kept between runs: generated roots (default: %(default)s)",
+    )
+    p.add_argument(
+        "--peers-dir", default=str(DEFAULT_PEERS), help="where the peers are installed (default: %(default)s)"
+    )
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = p.parse_args(argv)
@@ -118,13 +130,21 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="durably-bench-", dir=args.dir))
     ctx = Context(
-        quick=args.quick, sizes=Sizes.quick() if args.quick else Sizes(), workdir=workdir,
-        cache=Path(args.cache), peers_dir=Path(args.peers_dir), verbose=not args.quiet,
+        quick=args.quick,
+        sizes=Sizes.quick() if args.quick else Sizes(),
+        workdir=workdir,
+        cache=Path(args.cache),
+        peers_dir=Path(args.peers_dir),
+        verbose=not args.quiet,
     )
     started = datetime.now(UTC)
-    meta = {"started": started.isoformat(timespec="seconds"), "quick": args.quick,
-            "benchmarks": [b.name for b in chosen], "load_before": os.getloadavg(),
-            **machine(workdir)}
+    meta = {
+        "started": started.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "benchmarks": [b.name for b in chosen],
+        "load_before": os.getloadavg(),
+        **machine(workdir),
+    }
     results: list[Result] = [] if args.only else failed
     try:
         for b in chosen:
@@ -133,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.extend(b.fn(ctx))
             except Exception as exc:  # noqa: BLE001 -- a broken benchmark must not hide the rest
                 ctx.log(f"{b.name}: failed: {type(exc).__name__}: {exc}")
-                results.append(Result(b.name, b.name, "durably", None,
-                                      error=f"{type(exc).__name__}: {exc}"))
+                results.append(Result(b.name, b.name, "durably", None, error=f"{type(exc).__name__}: {exc}"))
             ctx.log(f"{b.name}: done in {time.monotonic() - t0:.1f} s")
             if args.json:  # a long run can be read while it goes on
                 dump(args.json, meta, results, None)
@@ -144,11 +163,15 @@ def main(argv: list[str] | None = None) -> int:
     meta["load_after"] = os.getloadavg()
 
     checks = check_targets(results)
-    print(f"durably benchmarks, {meta['started']} UTC, commit {meta['commit'] or '?'}"
-          f"{' (--quick sizes)' if args.quick else ''}")
-    print(f"python {meta['python']}, node {meta['node']}, {meta['cpus']} CPUs, "
-          f"{meta['filesystem']}; load {meta['load_before'][0]:.2f} before, "
-          f"{meta['load_after'][0]:.2f} after; {meta['seconds']:.0f} s")
+    print(
+        f"durably benchmarks, {meta['started']} UTC, commit {meta['commit'] or '?'}"
+        f"{' (--quick sizes)' if args.quick else ''}"
+    )
+    print(
+        f"python {meta['python']}, node {meta['node']}, {meta['cpus']} CPUs, "
+        f"{meta['filesystem']}; load {meta['load_before'][0]:.2f} before, "
+        f"{meta['load_after'][0]:.2f} after; {meta['seconds']:.0f} s"
+    )
     print()
     print(render(results))
     if not args.quick:
@@ -164,12 +187,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def dump(path: str, meta: dict, results: list[Result], targets: dict | None) -> None:
     """Write the figures as JSON (``targets`` None: a partial dump during the run)."""
-    Path(path).write_text(json.dumps({
-        "meta": meta,
-        "results": [dataclasses.asdict(r) for r in results],
-        "targets": targets,
-        "complete": targets is not None,
-    }, indent=2))
+    Path(path).write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "results": [dataclasses.asdict(r) for r in results],
+                "targets": targets,
+                "complete": targets is not None,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ from ._errors import (
     CancelledError,
     ConflictError,
     DurablyError,
+    FormatError,
     LeaseLostError,
     NotFoundError,
     RunFailedError,
+    StoreError,
     ValidationError,
     WaitTimeoutError,
 )
@@ -34,8 +36,8 @@ from ._events import (
     StepStartEvent,
     WorkerErrorEvent,
 )
-from ._files import FormatError, StoreError
-from ._job import BatchItem, JobDefinition, JobHandle, define_job
+from ._handle import JobHandle
+from ._job import BatchItem, JobDefinition, define_job
 from ._models import (
     LogEntry,
     Progress,

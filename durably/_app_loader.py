@@ -41,10 +41,14 @@ def load_app(app: str, root: str | None = None) -> Durably:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name) and module_name.split(".")[0] \
-                == exc.name.split(".")[0]:
-            raise AppError(f"cannot import {module_name!r}: no module named {exc.name!r} "
-                           f"(working directory {cwd})") from exc
+        if (
+            exc.name
+            and module_name.startswith(exc.name)
+            and module_name.split(".")[0] == exc.name.split(".")[0]
+        ):
+            raise AppError(
+                f"cannot import {module_name!r}: no module named {exc.name!r} (working directory {cwd})"
+            ) from exc
         raise AppError(f"error while importing {module_name!r}: {one_line(exc)}") from exc
     except Exception as exc:
         raise AppError(f"error while importing {module_name!r}: {one_line(exc)}") from exc
@@ -55,11 +59,12 @@ def load_app(app: str, root: str | None = None) -> Durably:
         except AttributeError:
             raise AppError(f"module {module_name!r} has no attribute {attr!r}") from None
     if not isinstance(obj, Durably):
-        raise AppError(f"{app} is a {type(obj).__name__}, not a Durably instance "
-                       "(durably.Durably)")
+        raise AppError(f"{app} is a {type(obj).__name__}, not a Durably instance (durably.Durably)")
     if root is not None and not _same_path(obj.root, root):
-        raise AppError(f"{app} uses root {obj.root}, but --root is {os.path.abspath(root)}; "
-                       "create it with Durably() (the default root) or pass the same root")
+        raise AppError(
+            f"{app} uses root {obj.root}, but --root is {os.path.abspath(root)}; "
+            "create it with Durably() (the default root) or pass the same root"
+        )
     return obj
 
 

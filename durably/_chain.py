@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from . import _files as files
+from . import _records as records
 
 
 def _numbers(names: list[str]) -> list[int]:
@@ -32,7 +33,7 @@ def head(chain: str) -> tuple[int, dict[str, Any] | None]:
     if not slots:
         return -1, None
     n = slots[-1]
-    return n, files.read_record(os.path.join(chain, str(n)))
+    return n, records.read_json(os.path.join(chain, str(n)))
 
 
 def publish(root: str, tmp_dir: str, chain: str, n: int, body: bytes, *, sync: bool) -> bool:
@@ -53,7 +54,4 @@ def publish(root: str, tmp_dir: str, chain: str, n: int, body: bytes, *, sync: b
 
 def slot_mtime(chain: str, n: int) -> float:
     """When slot ``n`` was published (0.0 if it is gone)."""
-    try:
-        return os.stat(os.path.join(chain, str(n))).st_mtime
-    except OSError:
-        return 0.0
+    return files.mtime(os.path.join(chain, str(n)))

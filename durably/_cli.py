@@ -10,32 +10,40 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import IO, Any, NoReturn
+from datetime import timedelta
+from typing import Any, NoReturn
 
 import orjson
 
-from . import _doctor
+from . import _repair
 from ._app_loader import AppError, load_app
-from ._durably import Durably
+from ._cli_output import (
+    ProgressBar,
+    colour,
+    json_text,
+    log_line,
+    num,
+    one_line,
+    print_run,
+    print_steps,
+    progress_text,
+    run_dict,
+    run_duration,
+    span,
+    step_dict,
+    when,
+)
+from ._durably import Durably, runtime_of
 from ._errors import DurablyError, NotFoundError
-from ._models import LogEntry, Progress, Run, RunStatus, StepRecord
+from ._models import LogEntry, RunStatus
 from ._supervisor import WorkerOptions, run_worker
 from ._tail import RunTail
 
 _DURATION = re.compile(r"^(\d+)([dhms])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-_COLOURS = {
-    RunStatus.PENDING: "33",  # yellow
-    RunStatus.LEASED: "36",  # cyan
-    RunStatus.COMPLETED: "32",  # green
-    RunStatus.FAILED: "31",  # red
-    RunStatus.CANCELLED: "35",  # magenta
-}
 
 
 class UsageError(Exception):
@@ -60,8 +68,10 @@ def _open_root(args: argparse.Namespace) -> Durably:
     """An instance over an existing root (reading and managing runs needs no jobs)."""
     root = _root(args)
     if not os.path.isdir(root):
-        raise UsageError(f"no durably root at {os.path.abspath(root)} "
-                         "(nothing triggered yet? pass --root or set $DURABLY_ROOT)")
+        raise UsageError(
+            f"no durably root at {os.path.abspath(root)} "
+            "(nothing triggered yet? pass --root or set $DURABLY_ROOT)"
+        )
     return Durably(root)
 
 
@@ -122,74 +132,6 @@ def _job_timeouts(values: Sequence[str] | None) -> dict[str, float]:
     return out
 
 
-def _json(value: Any, *, indent: bool = False) -> str:
-    option = orjson.OPT_INDENT_2 if indent else 0
-    return orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS, default=str).decode()
-
-
-def _run_dict(run: Run[Any]) -> dict[str, Any]:
-    fields = {name: getattr(run, name) for name in run.__dataclass_fields__}
-    fields["status"] = run.status.value
-    return fields
-
-
-def _step_dict(step: StepRecord) -> dict[str, Any]:
-    fields = {name: getattr(step, name) for name in step.__dataclass_fields__}
-    fields["duration"] = step.duration
-    return fields
-
-
-def _when(value: datetime | None) -> str:
-    return "-" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _span(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    return f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def _duration(run: Run[Any]) -> float | None:
-    if run.started_at is None:
-        return None
-    end = run.completed_at or (None if run.is_terminal else datetime.now(UTC))
-    return None if end is None else max(0.0, (end - run.started_at).total_seconds())
-
-
-def _num(value: float) -> str:
-    return f"{value:g}"
-
-
-def _progress(p: Progress | None) -> str:
-    if p is None:
-        return "-"
-    text = _num(p.current) if p.total is None else f"{_num(p.current)}/{_num(p.total)}"
-    return f"{text} {p.message}" if p.message else text
-
-
-def _colour(status: RunStatus, stream: IO[str]) -> str:
-    text = status.value
-    if stream.isatty() and not os.environ.get("NO_COLOR"):
-        return f"\033[{_COLOURS[status]}m{text}\033[0m"
-    return text
-
-
-def _log_line(entry: LogEntry) -> str:
-    when = entry.created_at.astimezone(UTC).isoformat(timespec="milliseconds")
-    step = f" [{entry.step_name}]" if entry.step_name else ""
-    data = "" if entry.data is None else " " + _json(entry.data)
-    return f"{when.replace('+00:00', 'Z')} {entry.level:<5}{step} {entry.message}{data}"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 # -- subcommands ------------------------------------------------------------------------
 
 
@@ -197,21 +139,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """``durably worker``."""
     if ":" not in args.app:
         raise UsageError(f"APP must be 'module:attribute' (e.g. myapp.jobs:durably), got {args.app!r}")
-    options = WorkerOptions(app=args.app, processes=args.processes, root=args.root,
-                            cancel_grace=args.cancel_grace, run_timeout=args.run_timeout,
-                            job_timeouts=_job_timeouts(args.job_timeout), verbose=args.verbose)
+    options = WorkerOptions(
+        app=args.app,
+        processes=args.processes,
+        root=args.root,
+        cancel_grace=args.cancel_grace,
+        run_timeout=args.run_timeout,
+        job_timeouts=_job_timeouts(args.job_timeout),
+        verbose=args.verbose,
+    )
     return run_worker(options)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """``durably monitor``."""
     try:
-        import monitor  # noqa: PLC0415 - textual is optional; the core never imports it
+        import durably_monitor as monitor  # noqa: PLC0415 - textual is optional; the core never imports it
     except ImportError as exc:
-        raise UsageError(f"the monitor is not installed ({exc}); "
-                         "install it with: pip install 'durably[monitor]'") from None
+        raise UsageError(
+            f"the monitor is not installed ({exc}); install it with: pip install 'durably[monitor]'"
+        ) from None
     root = args.root_arg or _root(args)
-    monitor.run(root, read_only=args.read_only, app=args.app)
+    monitor.run(root, read_only=args.read_only, app=args.app, wait_for_root=args.wait_for_root)
     return 0
 
 
@@ -241,66 +190,36 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     if handle is None:
         known = ", ".join(sorted(durably.jobs)) or "none"
         raise UsageError(f"{args.app} has no job named {args.job!r} (jobs: {known})")
-    run = handle.trigger(payload, idempotency_key=args.idempotency_key,
-                         concurrency_key=args.concurrency_key, labels=labels or None)
+    run = handle.trigger(
+        payload,
+        idempotency_key=args.idempotency_key,
+        concurrency_key=args.concurrency_key,
+        labels=labels or None,
+    )
     print(run.id, flush=True)
     if not args.wait:
         return 0
     return _wait(durably, run.id, args.timeout)
 
 
-class _ProgressBar:
-    """A live bar on a terminal's stderr (plain lines elsewhere), with logs above it."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.shown = ""
-
-    def progress(self, p: Progress) -> None:
-        if not self.tty:
-            print(f"progress: {_progress(p)}", file=self.stream, flush=True)
-            return
-        columns = shutil.get_terminal_size().columns
-        width = max(10, min(40, columns - 40))
-        frac = min(1.0, max(0.0, p.current / p.total)) if p.total else 0.0
-        bar = "#" * int(frac * width) + "-" * (width - int(frac * width)) if p.total else ""
-        shown = f"[{bar}] {_progress(p)}" if bar else f"progress {_progress(p)}"
-        self.shown = shown[:max(1, columns - 1)]  # one line, or \r cannot redraw it
-        self.stream.write("\r\033[K" + self.shown)
-        self.stream.flush()
-
-    def log(self, entry: LogEntry) -> None:
-        if self.tty and self.shown:
-            self.stream.write("\r\033[K")
-        print(_log_line(entry), file=self.stream)
-        if self.tty and self.shown:
-            self.stream.write(self.shown)
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and self.shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
 def _wait(durably: Durably, run_id: str, timeout: float | None) -> int:
     """Follow a run to its end from its first record, so a fast run still shows its logs."""
-    bar = _ProgressBar(sys.stderr)
-    tail = RunTail(durably, run_id)
+    bar = ProgressBar(sys.stderr)
+    tail = RunTail(runtime_of(durably).store, run_id)
     tail.seen = 0
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while True:
             state = tail.poll(on_progress=bar.progress, on_log=bar.log)
             if state is None:
-                raise NotFoundError(f"Run not found: {run_id} (deleted while waiting)",
-                                    run_id=run_id)
+                raise NotFoundError(f"Run not found: {run_id} (deleted while waiting)", run_id=run_id)
             if state.status in ("completed", "failed", "cancelled"):
                 break
             if deadline is not None and time.monotonic() >= deadline:
-                print(f"durably: run {run_id} is still {state.status} after "
-                      f"{_num(timeout or 0)}s", file=sys.stderr)
+                print(
+                    f"durably: run {run_id} is still {state.status} after {num(timeout or 0)}s",
+                    file=sys.stderr,
+                )
                 return 1
             time.sleep(0.05)
     finally:
@@ -309,12 +228,12 @@ def _wait(durably: Durably, run_id: str, timeout: float | None) -> int:
     if run is None:
         raise NotFoundError(f"Run not found: {run_id} (deleted while waiting)", run_id=run_id)
     if run.status is RunStatus.FAILED:
-        print(f"durably: run {run_id} failed: {_one_line(run.error or '')}", file=sys.stderr)
+        print(f"durably: run {run_id} failed: {one_line(run.error or '')}", file=sys.stderr)
         return 1
     if run.status is RunStatus.CANCELLED:
         print(f"durably: run {run_id} was cancelled", file=sys.stderr)
         return 1
-    print(_json(run.output), flush=True)
+    print(json_text(run.output), flush=True)
     return 0
 
 
@@ -328,16 +247,19 @@ def cmd_retrigger(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     """``durably runs``."""
     durably = _open_root(args)
-    runs = durably.get_runs(status=args.status, job_name=args.job,
-                            labels=_labels(args.label) or None, limit=args.limit)
+    runs = durably.get_runs(
+        status=args.status, job_name=args.job, labels=_labels(args.label) or None, limit=args.limit
+    )
     if args.json:
-        print(_json([_run_dict(r) for r in runs], indent=True))
+        print(json_text([run_dict(r) for r in runs], indent=True))
         return 0
     if not runs:
         print("no runs", file=sys.stderr)
         return 0
-    rows = [(r.id, r.job_name, r.status, _progress(r.progress), _when(r.started_at),
-             _span(_duration(r))) for r in runs]
+    rows = [
+        (r.id, r.job_name, r.status, progress_text(r.progress), when(r.started_at), span(run_duration(r)))
+        for r in runs
+    ]
     heads = ("ID", "JOB", "STATUS", "PROGRESS", "STARTED", "DURATION")
     widths = [max(len(h), *(len(str(row[i])) for row in rows)) for i, h in enumerate(heads)]
     widths[1] = min(widths[1], 40)
@@ -345,7 +267,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     print("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip())
     for row in rows:
         cells = [str(c)[:w].ljust(w) for c, w in zip(row, widths, strict=True)]
-        cells[2] = _colour(row[2], sys.stdout) + " " * (widths[2] - len(row[2].value))
+        cells[2] = colour(row[2], sys.stdout) + " " * (widths[2] - len(row[2].value))
         print("  ".join(cells).rstrip())
     if len(runs) == args.limit:
         print(f"(the newest {args.limit}; --limit N shows more)", file=sys.stderr)
@@ -360,59 +282,17 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise NotFoundError(f"Run not found: {args.run}", run_id=args.run)
     steps = durably.get_steps(args.run)
     if args.json:
-        print(_json({**_run_dict(run), "steps": [_step_dict(s) for s in steps]}, indent=True))
+        print(json_text({**run_dict(run), "steps": [step_dict(s) for s in steps]}, indent=True))
         return 0
-    _print_run(run)
-    _print_steps(steps)
+    print_run(run)
+    print_steps(steps)
     logs = durably.get_logs(args.run)
     if logs:
-        shown = logs[-args.logs:] if args.logs else []
+        shown = logs[-args.logs :] if args.logs else []
         print(f"\nLogs (last {len(shown)} of {len(logs)}; all: durably logs {run.id}):")
         for entry in shown:
-            print("  " + _log_line(entry))
+            print("  " + log_line(entry))
     return 0
-
-
-def _print_run(run: Run[Any]) -> None:
-    print(f"{run.id}  {run.job_name}  {_colour(run.status, sys.stdout)}")
-    rows: list[tuple[str, Any]] = [
-        ("created", _when(run.created_at)),
-        ("started", _when(run.started_at)),
-        ("ended", _when(run.completed_at)),
-        ("duration", _span(_duration(run))),
-        ("progress", _progress(run.progress)),
-        ("steps done", run.completed_step_count),
-        ("generation", run.lease_generation),
-    ]
-    if run.labels:
-        rows.append(("labels", " ".join(f"{k}={v}" for k, v in sorted(run.labels.items()))))
-    if run.idempotency_key is not None:
-        rows.append(("idem. key", run.idempotency_key))
-    if run.concurrency_key is not None:
-        rows.append(("conc. key", run.concurrency_key))
-    if run.lease_owner:
-        rows.append(("owner", run.lease_owner))
-    rows.append(("input", _json(run.input)))
-    if run.status is RunStatus.COMPLETED:
-        rows.append(("output", _json(run.output)))
-    if run.error is not None:
-        rows.append(("error", run.error))
-    if run.failed_step_name:
-        rows.append(("failed step", run.failed_step_name))
-    for name, value in rows:
-        print(f"  {name:<11} {value}")
-
-
-def _print_steps(steps: list[StepRecord]) -> None:
-    print(f"\nSteps ({len(steps)}):")
-    width = max((len(s.name) for s in steps), default=4)
-    for s in steps:
-        print(f"  {s.index:>4}  {s.name:<{width}}  {s.status:<9}  {_span(s.duration)}")
-        if s.error:
-            print(f"        error: {s.error}")
-        if s.traceback:
-            for line in s.traceback.rstrip().splitlines():
-                print(f"        {line}")
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -420,14 +300,14 @@ def cmd_logs(args: argparse.Namespace) -> int:
     durably = _open_root(args)
     if not args.follow:
         for entry in durably.get_logs(args.run):
-            print(_log_line(entry))
+            print(log_line(entry))
         return 0
     durably.get_logs(args.run)  # NotFoundError for an unknown run
-    tail = RunTail(durably, args.run)
+    tail = RunTail(runtime_of(durably).store, args.run)
     tail.seen = 0
 
     def show(entry: LogEntry) -> None:
-        print(_log_line(entry), flush=True)
+        print(log_line(entry), flush=True)
 
     while True:
         state = tail.poll(on_log=show)
@@ -468,7 +348,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    return _doctor.run(str(args.root_arg or _root(args)), fix=args.fix, as_json=args.json)
+    return _repair.run(str(args.root_arg or _root(args)), fix=args.fix, as_json=args.json)
 
 
 # -- the parser -------------------------------------------------------------------------
@@ -476,76 +356,125 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def _worker_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("app", metavar="APP", help="module:attribute naming a durably.Durably instance")
-    p.add_argument("--processes", "-p", type=_positive_int, default=1, metavar="N",
-                   help="number of worker processes (default 1)")
-    p.add_argument("--cancel-grace", type=_positive_float, default=30.0, metavar="SECONDS",
-                   help="kill the process of a cancelled or timed-out run that is still "
-                        "running after this long (default 30)")
-    p.add_argument("--run-timeout", type=_positive_float, metavar="SECONDS",
-                   help="fail a run whose execution takes longer than this")
-    p.add_argument("--job-timeout", action="append", metavar="JOB=SECONDS",
-                   help="run timeout for one job (overrides --run-timeout; repeatable)")
+    p.add_argument(
+        "--processes",
+        "-p",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="number of worker processes (default 1)",
+    )
+    p.add_argument(
+        "--cancel-grace",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="kill the process of a cancelled or timed-out run that is still "
+        "running after this long (default 30)",
+    )
+    p.add_argument(
+        "--run-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="fail a run whose execution takes longer than this",
+    )
+    p.add_argument(
+        "--job-timeout",
+        action="append",
+        metavar="JOB=SECONDS",
+        help="run timeout for one job (overrides --run-timeout; repeatable)",
+    )
     p.add_argument("--verbose", "-v", action="store_true", help="print each run a process starts")
 
 
 def _trigger_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("app", metavar="APP", help="module:attribute naming a durably.Durably instance")
     p.add_argument("job", metavar="JOB", help="job name")
-    p.add_argument("--input", default="{}", metavar="JSON",
-                   help="the job's input as JSON, - for standard input, @FILE for a file "
-                        "(default {})")
+    p.add_argument(
+        "--input",
+        default="{}",
+        metavar="JSON",
+        help="the job's input as JSON, - for standard input, @FILE for a file (default {})",
+    )
     p.add_argument("--idempotency-key", metavar="K")
     p.add_argument("--concurrency-key", metavar="K")
     p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label (repeatable)")
     p.add_argument("--wait", action="store_true", help="wait for the run and print its output")
-    p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
-                   help="with --wait: give up after this long (exit 1; the run goes on)")
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="with --wait: give up after this long (exit 1; the run goes on)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``durably`` argument parser."""
     common = _Parser(add_help=False)
-    common.add_argument("--root", metavar="DIR",
-                        help="root directory (default: $DURABLY_ROOT, else .durably)")
-    parser = _Parser(prog="durably", description="durably: crash-proof Python jobs, "
-                     "checkpointed as plain files. Run and inspect jobs and runs.")
+    common.add_argument(
+        "--root", metavar="DIR", help="root directory (default: $DURABLY_ROOT, else .durably)"
+    )
+    parser = _Parser(
+        prog="durably",
+        description="durably: crash-proof Python jobs, "
+        "checkpointed as plain files. Run and inspect jobs and runs.",
+    )
     from . import __version__  # noqa: PLC0415
 
     parser.add_argument("--version", action="version", version=f"durably {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                                parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str,
-            description: str | None = None) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_: str, description: str | None = None
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_, description=description or help_)
         p.set_defaults(func=func)
         return p
 
-    p = add("worker", cmd_worker, "run worker processes that execute runs",
-            "Run N worker processes under one supervisor. Each imports APP and executes runs "
-            "of its jobs, one at a time. SIGINT/SIGTERM: stop claiming, let runs in flight "
-            "finish, exit 0; a second signal stops at once. A process that dies is replaced.")
+    p = add(
+        "worker",
+        cmd_worker,
+        "run worker processes that execute runs",
+        "Run N worker processes under one supervisor. Each imports APP and executes runs "
+        "of its jobs, one at a time. SIGINT/SIGTERM: stop claiming, let runs in flight "
+        "finish, exit 0; a second signal stops at once. A process that dies is replaced.",
+    )
     _worker_arguments(p)
 
     p = add("monitor", cmd_monitor, "open the terminal monitor (needs durably[monitor])")
     p.add_argument("root_arg", nargs="?", metavar="ROOT", help="root directory (same as --root)")
     p.add_argument("--read-only", action="store_true", help="hide cancel, retrigger and delete")
-    p.add_argument("--app", metavar="APP", help="module:attribute naming a Durably instance "
-                                                  "(enables retrigger)")
+    p.add_argument(
+        "--app", metavar="APP", help="module:attribute naming a Durably instance (enables retrigger)"
+    )
+    p.add_argument(
+        "--wait-for-root", action="store_true", help="open on a root that does not exist yet and wait for it"
+    )
 
-    p = add("trigger", cmd_trigger, "trigger a run and print its id",
-            "Trigger a run of JOB and print its id. With --wait, show its progress and logs "
-            "on stderr, then print its output as JSON; exit 1 if it fails or is cancelled.")
+    p = add(
+        "trigger",
+        cmd_trigger,
+        "trigger a run and print its id",
+        "Trigger a run of JOB and print its id. With --wait, show its progress and logs "
+        "on stderr, then print its output as JSON; exit 1 if it fails or is cancelled.",
+    )
     _trigger_arguments(p)
 
     p = add("runs", cmd_runs, "list runs, newest first")
-    p.add_argument("--status", choices=[s.value for s in RunStatus], action="append",
-                   help="only runs with this status (repeatable)")
+    p.add_argument(
+        "--status",
+        choices=[s.value for s in RunStatus],
+        action="append",
+        help="only runs with this status (repeatable)",
+    )
     p.add_argument("--job", action="append", metavar="JOB", help="only runs of this job (repeatable)")
-    p.add_argument("--label", action="append", metavar="KEY=VALUE",
-                   help="only runs with this label (repeatable; all must match)")
-    p.add_argument("--limit", type=_positive_int, default=50, metavar="N",
-                   help="at most N runs (default 50)")
+    p.add_argument(
+        "--label",
+        action="append",
+        metavar="KEY=VALUE",
+        help="only runs with this label (repeatable; all must match)",
+    )
+    p.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="at most N runs (default 50)")
     p.add_argument("--json", action="store_true", help="print a JSON list of runs")
 
     p = add("show", cmd_show, "show a run: its state, steps, errors and last logs")
@@ -567,11 +496,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("delete", cmd_delete, "delete an ended run and all its files")
     p.add_argument("run", metavar="RUN", help="run id")
 
-    p = add("doctor", cmd_doctor, "check a root for damage and debris; --fix repairs what is safe",
-            "Check ROOT: orphan temp files, stale queue markers, corrupt or newer-format records, "
-            "stuck leases, dangling keys, modes, links and FIFOs. Exit 0 if healthy, 1 if "
-            "problems remain. --fix quarantines damage under ROOT/quarantine/ (never deletes data).")
-    _doctor.add_arguments(p)
+    p = add(
+        "doctor",
+        cmd_doctor,
+        "check a root for damage and debris; --fix repairs what is safe",
+        "Check ROOT: orphan temp files, stale queue markers, corrupt or newer-format records, "
+        "stuck leases, dangling keys, modes, links and FIFOs. Exit 0 if healthy, 1 if "
+        "problems remain. --fix quarantines damage under ROOT/quarantine/ (never deletes data).",
+    )
+    _repair.add_arguments(p)
 
     p = add("purge", cmd_purge, "delete ended runs older than an age")
     p.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 30d, 12h, 45m")
@@ -586,10 +519,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except UsageError as exc:
-        print(f"{prog}: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except DurablyError as exc:
-        print(f"{prog}: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)  # a waited-for run goes on

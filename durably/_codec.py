@@ -81,9 +81,7 @@ class Codec:
 
     def __init__(self, tp: Any) -> None:
         self.tp = tp
-        self.adapter: pydantic.TypeAdapter[Any] | None = (
-            None if tp is _PLAIN else pydantic.TypeAdapter(tp)
-        )
+        self.adapter: pydantic.TypeAdapter[Any] | None = None if tp is _PLAIN else pydantic.TypeAdapter(tp)
 
     @property
     def type_name(self) -> str:
@@ -104,9 +102,7 @@ class Codec:
                 data = orjson.dumps(value)
             else:
                 value = self.adapter.validate_python(value)
-                data = orjson.dumps(
-                    self.adapter.dump_python(value, mode="json", warnings="error")
-                )
+                data = orjson.dumps(self.adapter.dump_python(value, mode="json", warnings="error"))
         except (TypeError, ValueError, orjson.JSONEncodeError, pydantic.PydanticUserError) as exc:
             # No chained cause: pydantic's would print the value in every traceback.
             raise ValidationError(self._refusal(value, what, exc)) from None
@@ -127,8 +123,9 @@ class Codec:
         try:
             return self.adapter.validate_python(data)
         except pydantic.ValidationError as exc:
-            raise ValidationError(f"{what}: stored value no longer matches {self.type_name}: "
-                                  f"{safe_detail(exc)}") from None
+            raise ValidationError(
+                f"{what}: stored value no longer matches {self.type_name}: {safe_detail(exc)}"
+            ) from None
 
     def _refusal(self, value: Any, what: str, exc: BaseException | None) -> str:
         kind = type(value).__name__

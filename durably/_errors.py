@@ -9,13 +9,17 @@ Every error is a :class:`DurablyError`; the tree::
     ├── CancelledError (409)     the run was cancelled (raised by waits and inside steps)
     ├── LeaseLostError (409)     another worker owns the run now (raised inside steps)
     ├── RunFailedError (500)     a waited-for run failed; ``run_id`` and ``error`` say why
-    └── WaitTimeoutError (408)   a wait gave up; also a :class:`TimeoutError`
+    ├── WaitTimeoutError (408)   a wait gave up; also a :class:`TimeoutError`
+    └── StoreError (500)         a file of the root could not be read or written; ``path``
+        └── FormatError          a record written by a newer durably (left untouched)
 
 Third-party errors (pydantic, orjson, OSError) are wrapped where they cross the public
 surface, with the original kept as ``__cause__``.
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class DurablyError(Exception):
@@ -99,3 +103,32 @@ class WaitTimeoutError(DurablyError, TimeoutError):
     """A wait timed out; the run itself goes on."""
 
     status_code = 408
+
+
+class StoreError(DurablyError):
+    """A file in the root could not be read or written (disk full, permissions, damage)."""
+
+
+class FormatError(StoreError):
+    """A record was written by a newer version of durably; it is left untouched."""
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line for a run's or a step's ``error``: its message, or its
+    type's name when the message is empty."""
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+STORE_FAILURES = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
+)
+"""The errors of a file system that fails (full, read-only, broken) rather than of a file
+that is wrong: they say nothing about a run, and go away when the store works again."""
+
+
+def is_store_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (a :class:`StoreError` from ``_files.wrap_os_error``) is the file system
+    failing (:data:`STORE_FAILURES`), not a damaged or planted file."""
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in STORE_FAILURES

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from ._errors import ValidationError
 from ._models import Progress
 
 EventType = Literal[
@@ -198,11 +199,7 @@ class Emitter:
     def on(self, event_type: str, listener: Listener) -> Callable[[], None]:
         """Register ``listener``; return a function that unregisters it."""
         if event_type not in EVENT_TYPES and event_type != "*":
-            from ._errors import ValidationError  # noqa: PLC0415 - avoid an import cycle
-
-            raise ValidationError(
-                f"unknown event type {event_type!r}; known: {', '.join(EVENT_TYPES)}"
-            )
+            raise ValidationError(f"unknown event type {event_type!r}; known: {', '.join(EVENT_TYPES)}")
         with self._lock:
             self._listeners.setdefault(event_type, []).append(listener)
 

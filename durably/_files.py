@@ -1,6 +1,6 @@
 """Durable file primitives: the only module that calls ``open``/``fsync``/``link``.
 
-Measured on these machines (DESIGN.md): a durable publish of a new file (write, fsync,
+Measured on these machines (docs/benchmarks.md): a durable publish of a new file (write, fsync,
 rename or link, fsync of the directory) costs 0.7-1.9 ms; one append + fdatasync of an
 already-open file about 0.17 ms; a write without fsync 0.06-0.3 ms. So steps are
 committed by appending to an open journal (one fdatasync), and only rare state changes
@@ -11,52 +11,31 @@ followed) and created ``0600``; directories are created ``0700`` (runs can hold 
 ``O_NOFOLLOW`` guards only the last component of a path, so everything that creates,
 writes, links, renames or removes a name does it relative to a directory descriptor from
 :func:`open_dir`, which reaches the directory from the root one component at a time and
-never through a symlink (DESIGN.md invariant 9), even one planted while the process runs.
+never through a symlink (invariant 9), even one planted while the process runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
+import shutil
 import stat
-import threading
-import zlib
 from collections.abc import Iterator
-from typing import Any
 
-import orjson
+from ._errors import StoreError
 
-from ._errors import DurablyError
-
-FORMAT_VERSION = 1
-"""Version of every record durably writes; newer records are refused, never rewritten."""
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 """Largest record file read whole (values are capped at 64 MiB; a record holds one or
 two, plus errors and tracebacks). A larger one, such as a truncated or sparse file of
 gigabytes, is refused without reading it."""
 
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_FLAGS_READ = os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK
-_FLAGS_ROOT = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _O_CLOEXEC
-_FLAGS_DIR = _FLAGS_ROOT | _O_NOFOLLOW
-
-
-class StoreError(DurablyError):
-    """A file in the root could not be read or written (disk full, permissions, damage)."""
-
-
-class FormatError(StoreError):
-    """A record was written by a newer version of durably; it is left untouched."""
-
-
-def name_hash(*parts: str) -> str:
-    """Hash names (job names, keys) into a bounded, safe file-name component."""
-    digest = hashlib.sha256("\x00".join(parts).encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()[:32]
+O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_FLAGS_READ = os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK
+_FLAGS_ROOT = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | O_CLOEXEC
+_FLAGS_DIR = _FLAGS_ROOT | O_NOFOLLOW
 
 
 def wrap_os_error(exc: OSError, what: str, path: str) -> StoreError:
@@ -98,7 +77,7 @@ def own_only(fd: int, mode: int) -> None:
 
 def own_dir(path: str) -> None:
     """:func:`own_only` for a directory this process just created."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
     try:
         own_only(fd, 0o700)
     finally:
@@ -112,7 +91,7 @@ def sync_file(path: str) -> None:
     appends to.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
     except FileNotFoundError:
         return
     try:
@@ -130,7 +109,7 @@ def open_dir(root: str, path: str, *, create: bool = False, sync: bool = False) 
     opened by its full path (the root's own path is followed as the user named it; the
     component, being last, is guarded), each further one relative to the one before
     (``openat``). With ``create``, missing directories are made ``0700``, and with
-    ``sync`` the parent of each one made is fsynced (DESIGN.md invariant 2).
+    ``sync`` the parent of each one made is fsynced (invariant 2).
 
     Raises:
         FileNotFoundError: a directory is missing (and not ``create``); callers decide.
@@ -143,9 +122,9 @@ def open_dir(root: str, path: str, *, create: bool = False, sync: bool = False) 
             raise
         except OSError as exc:
             raise wrap_os_error(exc, "open directory", root) from exc
-    if not path.startswith(root) or path[len(root):len(root) + 1] != os.sep:
+    if not path.startswith(root) or path[len(root) : len(root) + 1] != os.sep:
         raise ValueError(f"{path} is not below {root}")
-    parts = path[len(root) + 1:].split(os.sep)
+    parts = path[len(root) + 1 :].split(os.sep)
     if "" in parts or "." in parts or ".." in parts:
         raise ValueError(f"{path} is not a plain path below {root}")
     first = root + os.sep + parts[0]
@@ -158,8 +137,9 @@ def open_dir(root: str, path: str, *, create: bool = False, sync: bool = False) 
             try:
                 child = os.open(parts[i], _FLAGS_DIR, dir_fd=fd)
             except OSError:
-                child = open_subdir(fd, parts[i], os.sep.join([root, *parts[:i + 1]]),
-                                    create=create, sync=sync)
+                child = open_subdir(
+                    fd, parts[i], os.sep.join([root, *parts[: i + 1]]), create=create, sync=sync
+                )
         except BaseException:
             os.close(fd)
             raise
@@ -184,8 +164,9 @@ class _Opened:
             os.close(fd)
 
 
-def opened_dirs(root: str, *paths: str, create: bool = False,
-                sync: bool = False) -> contextlib.AbstractContextManager[list[int]]:
+def opened_dirs(
+    root: str, *paths: str, create: bool = False, sync: bool = False
+) -> contextlib.AbstractContextManager[list[int]]:
     """:func:`open_dir` of each of ``paths``, for a ``with`` block that closes them."""
     fds: list[int] = []
     try:
@@ -198,8 +179,7 @@ def opened_dirs(root: str, *paths: str, create: bool = False,
     return _Opened(fds)
 
 
-def open_subdir(dir_fd: int | None, name: str, path: str, *, create: bool = False,
-                sync: bool = False) -> int:
+def open_subdir(dir_fd: int | None, name: str, path: str, *, create: bool = False, sync: bool = False) -> int:
     """One step of :func:`open_dir`: open directory ``name`` in directory ``dir_fd`` (left
     open; None: ``name`` is a full path) without following a symlink at ``name``;
     ``path`` names it in errors."""
@@ -244,8 +224,10 @@ def _dir_error(dir_fd: int | None, name: str, path: str, exc: OSError) -> OSErro
     except OSError:
         is_link = False
     if is_link:
-        return StoreError(f"cannot use {path}: it is a symbolic link (planted in the root?), "
-                          "which durably never follows", path=path)
+        return StoreError(
+            f"cannot use {path}: it is a symbolic link (planted in the root?), which durably never follows",
+            path=path,
+        )
     if exc.errno in (errno.ENOTDIR, errno.ELOOP):
         return StoreError(f"cannot use {path}: it should be a directory but is not", path=path)
     return wrap_os_error(exc, "open directory", path)
@@ -273,7 +255,7 @@ def open_below(root: str, path: str, flags: int, mode: int = 0o600) -> int:
     directory, _, name = path.rpartition(os.sep)
     dir_fd = open_dir(root, directory)
     try:
-        return os.open(name, flags | _O_NOFOLLOW | _O_CLOEXEC, mode, dir_fd=dir_fd)
+        return os.open(name, flags | O_NOFOLLOW | O_CLOEXEC, mode, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
 
@@ -283,7 +265,7 @@ def ensure_dir(path: str, *, sync: bool) -> bool:
 
     For the root itself (directories below it: :func:`open_dir` with ``create``). A symlink
     or a file where the directory belongs is refused with a clear error. After creating
-    it, the parent is fsynced when ``sync`` (DESIGN.md invariant 2).
+    it, the parent is fsynced when ``sync`` (invariant 2).
     """
     try:
         os.mkdir(path, 0o700)
@@ -325,22 +307,17 @@ def is_read_only(path: str) -> bool:
             return True
         if not tmpfile:
             return False
-        os.close(os.open(target, tmpfile | os.O_WRONLY | _O_CLOEXEC, 0o600))
+        os.close(os.open(target, tmpfile | os.O_WRONLY | O_CLOEXEC, 0o600))
     except OSError as exc:  # EOPNOTSUPP (no O_TMPFILE here), ENOSPC...: not read-only
         return exc.errno in (errno.EROFS, errno.EACCES)
     return False
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def dumps(record: dict[str, Any]) -> bytes:
-    """Serialise a record (orjson); non-string keys are refused by orjson itself."""
-    return orjson.dumps(record)
 
 
 def create_file(dir_fd: int, name: str, data: bytes, *, sync: bool) -> bool:
@@ -351,14 +328,14 @@ def create_file(dir_fd: int, name: str, data: bytes, *, sync: bool) -> bool:
     objects, and no proper prefix of one parses, so a partial file reads as "not written
     yet".
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC
     try:
         fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
     except FileExistsError:
         return False
     try:
         own_only(fd, 0o600)
-        _write_all(fd, data)
+        write_all(fd, data)
         if sync:
             os.fsync(fd)
     except OSError:
@@ -421,8 +398,11 @@ def read_bytes(path: str, limit: int | None = None) -> bytes | None:
         if not stat.S_ISREG(st.st_mode):
             raise StoreError(f"{path} is not a regular file; refusing to read it", path=path)
         if limit is not None and st.st_size > limit:
-            raise StoreError(f"{path} is {st.st_size} bytes, more than any record durably "
-                             f"writes ({limit}); refusing to read it", path=path)
+            raise StoreError(
+                f"{path} is {st.st_size} bytes, more than any record durably "
+                f"writes ({limit}); refusing to read it",
+                path=path,
+            )
         return _read_to_end(fd, max(st.st_size, 65536))
     finally:
         os.close(fd)
@@ -471,34 +451,112 @@ def read_from(path: str, offset: int) -> bytes:
         os.close(fd)
 
 
-def parse_record(data: bytes, path: str) -> dict[str, Any] | None:
-    """Parse a JSON record; None if incomplete (empty, truncated, NUL-filled, damaged).
+def publish_path(root: str, tmp_dir: str, path: str, data: bytes, *, sync: bool) -> bool:
+    """:func:`publish_once` of ``path`` below ``root`` (its temp file in ``tmp_dir``);
+    False if another writer published it first."""
+    with opened_dirs(root, tmp_dir, os.path.dirname(path)) as (tmp_fd, dir_fd):
+        return publish_once(tmp_fd, dir_fd, os.path.basename(path), data, sync=sync)
+
+
+def remove_path(root: str, path: str) -> bool:
+    """Remove file ``path`` below ``root``; False if it (or its directory) was already gone.
 
     Raises:
-        FormatError: the record names a newer format version.
+        StoreError: it could not be removed (the error names it and the cause).
     """
     try:
-        record = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    version = record.get("v")
-    if not isinstance(version, int):
-        return None
-    if version > FORMAT_VERSION:
-        raise FormatError(
-            f"{path} was written by a newer durably (format {version}, this one reads "
-            f"{FORMAT_VERSION}); it is left untouched",
-            path=path,
-        )
-    return record
+        with opened_dir(root, os.path.dirname(path)) as dir_fd:
+            return remove_file(dir_fd, os.path.basename(path))
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise wrap_os_error(exc, "remove", path) from exc
 
 
-def read_record(path: str) -> dict[str, Any] | None:
-    """Read and parse a JSON record file; None when missing or incomplete."""
-    data = read_bytes(path, MAX_RECORD_BYTES)
-    return None if data is None else parse_record(data, path)
+def sync_dir(dir_fd: int) -> None:
+    """fsync a directory: the names created, linked, renamed or removed in it are durable."""
+    os.fsync(dir_fd)
+
+
+def make_subdir(dir_fd: int, name: str) -> bool:
+    """Create directory ``name`` (0700) in directory ``dir_fd``; False if it existed.
+
+    The caller fsyncs ``dir_fd`` (when it needs the name durable) and opens the new
+    directory with :func:`open_subdir`, which refuses a symlink planted in its place.
+    """
+    try:
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+    except FileExistsError:
+        return False
+    return True
+
+
+def move(src_fd: int, name: str, dst_fd: int, new_name: str, *, sync: bool) -> None:
+    """Rename ``name`` of directory ``src_fd`` to ``new_name`` of ``dst_fd`` (never
+    following a link: the entry itself moves); with ``sync``, fsync both directories."""
+    os.rename(name, new_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+    if sync:
+        os.fsync(src_fd)
+        if dst_fd != src_fd:
+            os.fsync(dst_fd)
+
+
+def remove_tree(dir_fd: int, name: str, *, ignore_errors: bool = False) -> None:
+    """Remove directory ``name`` of ``dir_fd`` and everything in it; never follows a link."""
+    shutil.rmtree(name, dir_fd=dir_fd, ignore_errors=ignore_errors)
+
+
+def remove_entry(dir_fd: int, name: str) -> bool:
+    """Remove ``name`` of ``dir_fd``, a file or a whole directory; False if it was gone."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        remove_tree(dir_fd, name)
+        return True
+    return remove_file(dir_fd, name)
+
+
+def entries(dir_fd: int) -> list[tuple[str, os.stat_result]]:
+    """(name, lstat) of each entry of directory ``dir_fd`` (entries gone meanwhile are left out)."""
+    out = []
+    for name in os.listdir(dir_fd):
+        try:
+            out.append((name, os.stat(name, dir_fd=dir_fd, follow_symlinks=False)))
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def set_mode(root: str, path: str) -> int | None:
+    """Give a file (0600) or directory (0700) of the root its mode, through a descriptor
+    (a link planted meanwhile is never followed); return the mode set, None for others."""
+    fd = open_below(root, path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        mode = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600 if stat.S_ISREG(st.st_mode) else None
+        if mode is not None:
+            os.fchmod(fd, mode)
+        return mode
+    finally:
+        os.close(fd)
+
+
+def mtime(path: str) -> float:
+    """Modification time of ``path`` (not following a link); 0.0 if it is gone."""
+    try:
+        return os.stat(path, follow_symlinks=False).st_mtime
+    except OSError:
+        return 0.0
+
+
+def size(path: str) -> int:
+    """Size of ``path`` (not following a link); 0 if it is gone."""
+    try:
+        return os.stat(path, follow_symlinks=False).st_size
+    except OSError:
+        return 0
 
 
 def _unlink_quietly(dir_fd: int, name: str) -> None:
@@ -521,123 +579,3 @@ def list_dir(path: str) -> list[str]:
         return os.listdir(path)
     except (FileNotFoundError, NotADirectoryError):
         return []
-
-
-# -- journals: append-only, self-validating lines ------------------------------------
-
-
-def frame(record: dict[str, Any]) -> bytes:
-    """Frame one journal record: ``<json>\\t<crc32 hex>\\n`` (greppable, self-checking)."""
-    body = orjson.dumps(record)
-    return body + b"\t" + f"{zlib.crc32(body):08x}".encode() + b"\n"
-
-
-def iter_frames(data: bytes) -> Iterator[tuple[dict[str, Any], int]]:
-    """Yield (record, end offset) for each valid line, stopping at the first bad one.
-
-    A torn tail (crash mid-append), NUL bytes or a checksum mismatch end the valid
-    prefix: what follows is "not written yet", never data.
-    """
-    pos = 0
-    size = len(data)
-    while pos < size:
-        end = data.find(b"\n", pos)
-        if end < 0:
-            return
-        line = data[pos:end]
-        tab = line.rfind(b"\t")
-        if tab < 0:
-            return
-        body, crc = line[:tab], line[tab + 1 :]
-        try:
-            if int(crc, 16) != zlib.crc32(body):
-                return
-            record = orjson.loads(body)
-        except (ValueError, orjson.JSONDecodeError):
-            return
-        if not isinstance(record, dict):
-            return
-        pos = end + 1
-        yield record, pos
-
-
-class Journal:
-    """An open append-only journal of one lease generation of one run.
-
-    ``append`` writes one framed record; with ``sync`` it is on disk (fdatasync) when the
-    call returns. The file was created, and its name made durable, at claim time, so a
-    step commit costs exactly one fdatasync on the critical path.
-
-    ``path`` names the journal in messages; it is opened as its last component in the
-    directory ``dir_fd`` (see :func:`open_dir`).
-    """
-
-    def __init__(self, path: str, *, dir_fd: int) -> None:
-        self.path = path
-        # O_NONBLOCK: a FIFO planted at ``path`` fails (ENXIO) instead of blocking the
-        # open until a reader appears; regular files ignore the flag.
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK
-        self._fd = os.open(os.path.basename(path), flags, 0o600, dir_fd=dir_fd)
-        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
-            os.close(self._fd)
-            self._fd = -1
-            raise StoreError(f"{path} is not a regular file; refusing to write to it", path=path)
-        own_only(self._fd, 0o600)
-        self._lock = threading.Lock()
-        self._broken: str | None = None
-
-    def append(self, record: dict[str, Any], *, sync: bool) -> None:
-        """Append one record; fdatasync it when ``sync``.
-
-        A failed append is undone (the journal is truncated back to where it ended), so
-        a torn or unsynced record never sits in front of later ones: readers stop at the
-        first bad line, and records after it would be lost. If the undo fails too, every
-        later append is refused.
-
-        Raises:
-            StoreError: the write or the sync failed (disk full, I/O error); the record
-                is not acknowledged, and the error names the journal and the cause.
-        """
-        data = frame(record)
-        with self._lock:
-            if self._broken is not None:
-                raise StoreError(f"cannot append to journal {self.path}: an earlier append "
-                                 f"failed ({self._broken}) and could not be undone", path=self.path)
-            start = -1
-            try:
-                start = os.lseek(self._fd, 0, os.SEEK_END)
-                _write_all(self._fd, data)
-                if sync:
-                    os.fdatasync(self._fd)
-            except OSError as exc:
-                error = wrap_os_error(exc, "append to journal", self.path)
-                try:
-                    if start < 0:
-                        raise
-                    os.ftruncate(self._fd, start)
-                except OSError:
-                    self._broken = os.strerror(exc.errno) if exc.errno else str(exc)
-                raise error from exc
-
-    def touch(self) -> None:
-        """Move the journal's mtime forward: the lease heartbeat other hosts read.
-
-        Raises:
-            StoreError: the heartbeat could not be written; names the journal and the cause.
-        """
-        try:
-            os.utime(self._fd)
-        except OSError as exc:
-            raise wrap_os_error(exc, "renew the lease (heartbeat) of journal", self.path) from exc
-
-    def close(self) -> None:
-        """Close the journal (idempotent; the descriptor is gone even if close reports an
-        error, so it is never closed twice: the number may already name another file)."""
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-
-def loads(data: bytes) -> Any:
-    """Parse JSON bytes (orjson)."""
-    return orjson.loads(data)

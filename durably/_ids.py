@@ -44,8 +44,4 @@ def id_time_ms(run_id: str) -> int:
 
 def is_valid_id(run_id: object) -> bool:
     """Tell whether ``run_id`` looks like an id made by :func:`new_id`."""
-    return (
-        isinstance(run_id, str)
-        and len(run_id) == 26
-        and all(ch in _ALPHABET for ch in run_id)
-    )
+    return isinstance(run_id, str) and len(run_id) == 26 and all(ch in _ALPHABET for ch in run_id)

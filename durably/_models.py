@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
@@ -12,6 +13,9 @@ O = TypeVar("O")  # noqa: E741 - the output type parameter, named as in the orig
 Disposition = Literal["created", "idempotent", "coalesced"]
 StepStatus = Literal["running", "completed", "failed", "cancelled"]
 LogLevel = Literal["info", "warn", "error"]
+
+LABEL_KEY = re.compile(r"^[A-Za-z0-9\-_./]+$")
+"""What a label key may hold (as in the original)."""
 
 
 class RunStatus(enum.StrEnum):

@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import orjson
 
+from . import _entries as entries
+from . import _records as records
 from ._codec import codec_for, return_type
-from ._errors import ValidationError
+from ._errors import ValidationError, describe
 from ._events import (
     LogWriteEvent,
     RunProgressEvent,
@@ -21,11 +23,8 @@ from ._events import (
     StepFailEvent,
     StepStartEvent,
 )
+from ._execution import Execution
 from ._models import Progress
-from ._store import now_iso
-
-if TYPE_CHECKING:
-    from ._worker import Execution
 
 T = TypeVar("T")
 
@@ -33,20 +32,20 @@ T = TypeVar("T")
 class StepLog:
     """``step.log``: persisted log lines, attributed to the step they were written in."""
 
-    def __init__(self, step: Step) -> None:
-        self._step = step
+    def __init__(self, write: Callable[[str, str, Any], None]) -> None:
+        self._write = write
 
     def info(self, message: str, data: Any = None) -> None:
         """Write an ``info`` line."""
-        self._step._write_log("info", message, data)
+        self._write("info", message, data)
 
     def warn(self, message: str, data: Any = None) -> None:
         """Write a ``warn`` line."""
-        self._step._write_log("warn", message, data)
+        self._write("warn", message, data)
 
     def error(self, message: str, data: Any = None) -> None:
         """Write an ``error`` line."""
-        self._step._write_log("error", message, data)
+        self._write("error", message, data)
 
 
 class Step:
@@ -62,7 +61,7 @@ class Step:
         self._ex = execution
         self.run_id: str = execution.run_id
         self.signal: threading.Event = execution.signal
-        self.log = StepLog(self)
+        self.log = StepLog(self._write_log)
         self._names: set[str] = set()
         self._current: str | None = None
 
@@ -140,7 +139,8 @@ class Step:
             raise ValidationError(
                 f"step name {name!r} was already used in this execution of run "
                 f"{self.run_id}; step names must be unique",
-                run_id=self.run_id, step=name,
+                run_id=self.run_id,
+                step=name,
             )
         self._names.add(name)
         if name in self._ex.replay:
@@ -154,7 +154,7 @@ class Step:
         if rec is None:
             return _MISSING
         codec = codec_for(returns if returns is not None else return_type(fn))
-        value = codec.decode(rec.get("o"), f"step {name!r}")
+        value = codec.decode(rec.output, f"step {name!r}")
         self._ex.index += 1
         return value
 
@@ -163,7 +163,7 @@ class Step:
         index = ex.index
         started = time.time()
         self._current = name
-        ex.append({"k": "start", "s": name, "i": index, "t": now_iso()}, sync=False)
+        ex.append(entries.step_started(name, index, records.now_iso()), sync=False)
         ex.emit(StepStartEvent, step_name=name, step_index=index)
         return index, started
 
@@ -171,19 +171,32 @@ class Step:
         ex = self._ex
         self._current = None
         ex.detect_fence()
+        if ex.store_error is not None and ex.failed_by_store(exc):
+            return  # the store failed under the step: nothing to record, it stays resumable
         if ex.abort_reason is not None:
-            ex.append({"k": "cancel", "s": name, "i": index, "t": now_iso()}, sync=False)
+            ex.append(entries.step_cancelled(name, index, records.now_iso()), sync=False)
             ex.emit(StepCancelEvent, step_name=name, step_index=index)
             return
-        message = _message(exc)
+        message = describe(exc)
         tb = "".join(traceback.format_exception(exc))
         ex.failed_step = name
-        ex.append({"k": "fail", "s": name, "i": index, "t0": _iso(started), "t": now_iso(),
-                   "e": message, "tb": tb, "et": type(exc).__name__}, sync=ex.fsync)
+        ex.append(
+            entries.step_failed(
+                name,
+                index,
+                records.iso_epoch(started),
+                records.now_iso(),
+                error=message,
+                error_type=type(exc).__name__,
+                traceback=tb,
+            ),
+            sync=ex.fsync,
+        )
         ex.emit(StepFailEvent, step_name=name, step_index=index, error=message)
 
-    def _commit(self, name: str, index: int, started: float, value: Any, returns: Any,
-                fn: Callable[[], Any]) -> Any:
+    def _commit(
+        self, name: str, index: int, started: float, value: Any, returns: Any, fn: Callable[[], Any]
+    ) -> Any:
         ex = self._ex
         codec = codec_for(returns if returns is not None else return_type(fn))
         try:
@@ -192,19 +205,24 @@ class Step:
             exc.run_id, exc.step = self.run_id, name
             self._fail(name, index, started, exc)
             raise
-        if ex.signal.is_set() or ex.claim.fenced():
+        if ex.signal.is_set() or ex.lease.fenced():
             # Aborted while fn ran: the value is returned but never checkpointed; the
-            # next step.run raises (SPEC: "the next step.run raises CancelledError").
+            # next step.run raises (docs/api.md: "the next step.run raises CancelledError").
             ex.detect_fence()
             self._fail(name, index, started, ex.abort_error())
             return back
-        ex.append({"k": "done", "s": name, "i": index, "t0": _iso(started), "t": now_iso(),
-                   "o": orjson.Fragment(data)}, sync=ex.fsync)
+        ex.append(
+            entries.step_completed(
+                name, index, records.iso_epoch(started), records.now_iso(), orjson.Fragment(data)
+            ),
+            sync=ex.fsync,
+        )
         self._current = None
         ex.index += 1
         ex.completed += 1
-        ex.emit(StepCompleteEvent, step_name=name, step_index=index, output=back,
-                duration=time.time() - started)
+        ex.emit(
+            StepCompleteEvent, step_name=name, step_index=index, output=back, duration=time.time() - started
+        )
         return back
 
     # -- progress, logs, cancellation -----------------------------------------------
@@ -213,7 +231,7 @@ class Step:
         """Report progress; persisted with the run and visible to other processes at once."""
         progress = Progress(current=current, total=total, message=message)
         self._ex.progress = progress
-        self._ex.append({"k": "p", "c": current, "n": total, "m": message, "t": now_iso()}, sync=False)
+        self._ex.append(entries.progress_set(current, total, message, records.now_iso()), sync=False)
         self._ex.emit(RunProgressEvent, progress=progress)
 
     def _write_log(self, level: str, message: str, data: Any) -> None:
@@ -221,10 +239,10 @@ class Step:
             encoded = orjson.Fragment(orjson.dumps(data))
         except (TypeError, orjson.JSONEncodeError):
             encoded = orjson.Fragment(orjson.dumps(repr(data)))
-        self._ex.append({"k": "log", "s": self._current, "l": level, "m": str(message),
-                         "d": encoded, "t": now_iso()}, sync=False)
-        self._ex.emit(LogWriteEvent, step_name=self._current, level=level, message=str(message),
-                      data=data)
+        self._ex.append(
+            entries.log_written(self._current, level, str(message), encoded, records.now_iso()), sync=False
+        )
+        self._ex.emit(LogWriteEvent, step_name=self._current, level=level, message=str(message), data=data)
 
     def is_aborted(self) -> bool:
         """True once the run was cancelled or the lease was lost."""
@@ -240,17 +258,6 @@ class Step:
 _MISSING: Any = object()
 
 
-def _message(exc: BaseException) -> str:
-    text = str(exc)
-    return text if text else type(exc).__name__
-
-
-def _iso(ts: float) -> str:
-    from datetime import UTC, datetime  # noqa: PLC0415
-
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class AsyncStep(Step):
     """The first argument of an ``async def`` job: a :class:`Step` whose ``run`` is awaited.
 
@@ -260,11 +267,10 @@ class AsyncStep(Step):
     """
 
     if TYPE_CHECKING:
+
         @overload  # type: ignore[override]
-        def run(self, name: str, fn: Callable[[], Awaitable[T]], *,
-                returns: Any = None) -> Awaitable[T]: ...
+        def run(self, name: str, fn: Callable[[], Awaitable[T]], *, returns: Any = None) -> Awaitable[T]: ...
         @overload
         def run(self, name: str, fn: Callable[[], T], *, returns: Any = None) -> Awaitable[T]: ...
         def run(self, name: str, fn: Callable[[], Any], *, returns: Any = None) -> Any:
             """Like :meth:`Step.run`; ``await`` the result."""
-

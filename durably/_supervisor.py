@@ -42,8 +42,9 @@ from typing import IO, Any
 
 import orjson
 
+from . import _manage as manage
 from ._app_loader import AppError, load_app, one_line
-from ._durably import Durably
+from ._durably import Durably, runtime_of
 from ._errors import DurablyError
 from ._models import RunStatus
 
@@ -75,7 +76,7 @@ class _Child:
         data = orjson.dumps(message) + b"\n"
         with contextlib.suppress(OSError):  # the supervisor is gone: nobody to tell
             while data:
-                data = data[os.write(self.fd, data):]
+                data = data[os.write(self.fd, data) :]
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         if not self.started:  # still importing APP: nothing claimed, nothing to finish
@@ -96,8 +97,11 @@ class _Child:
 
     def _on_error(self, event: Any) -> None:
         where = f" (run {event.run_id})" if event.run_id else ""
-        print(f"durably worker [{os.getpid()}]: {event.context} error{where}: {event.error}",
-              file=sys.stderr, flush=True)
+        print(
+            f"durably worker [{os.getpid()}]: {event.context} error{where}: {event.error}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def run(self) -> int:
         os.set_inheritable(self.fd, False)  # a job's own subprocesses never hold the pipe
@@ -111,7 +115,8 @@ class _Child:
             return 0
         try:
             durably = load_app(self.app, self.root)
-            durably._store.ensure_ready()  # an unusable root stops the start-up, clearly
+            rt = runtime_of(durably)
+            rt.store.ensure_ready()  # an unusable root stops the start-up, clearly
         except (AppError, DurablyError) as exc:
             self.send(t="error", message=str(exc))
             return 2
@@ -122,7 +127,7 @@ class _Child:
         self.send(t="ready", pid=os.getpid(), root=durably.root, jobs=sorted(durably.jobs))
         durably.on("run:leased", self._on_leased)
         durably.on("worker:error", self._on_error)
-        interval = durably._polling_interval
+        interval = rt.options.polling_interval
         errors = 0
         # An orphan (the supervisor was killed) stops claiming, like a drained child: on
         # Linux its SIGTERM comes at once; elsewhere this check sees it before each claim.
@@ -132,16 +137,15 @@ class _Child:
                 errors = 0
             except Exception as exc:  # noqa: BLE001 - keep serving: report and back off
                 errors += 1
-                print(f"durably worker [{os.getpid()}]: {one_line(exc)}", file=sys.stderr,
-                      flush=True)
+                print(f"durably worker [{os.getpid()}]: {one_line(exc)}", file=sys.stderr, flush=True)
                 ran = False
             if self.current is not None:
                 self.send(t="idle", run=self.current)
                 self.current = None
             if not ran:
                 if not errors:
-                    durably._idle_maintenance()
-                self.stopping.wait(min(30.0, interval * 2 ** errors))
+                    manage.idle_maintenance(rt)
+                self.stopping.wait(min(30.0, interval * 2**errors))
         return 0
 
 
@@ -230,9 +234,18 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_CODE, self.options.app, str(write_fd),
-                 self.options.root or "", str(os.getpid())],
-                pass_fds=(write_fd,), stdin=subprocess.DEVNULL)
+                [
+                    sys.executable,
+                    "-c",
+                    _CHILD_CODE,
+                    self.options.app,
+                    str(write_fd),
+                    self.options.root or "",
+                    str(os.getpid()),
+                ],
+                pass_fds=(write_fd,),
+                stdin=subprocess.DEVNULL,
+            )
         finally:
             os.close(write_fd)
         os.set_blocking(read_fd, False)
@@ -296,10 +309,8 @@ class Supervisor:
             if code != 0 and child.ready:
                 self.say(f"process {child.pid} {_describe_exit(code)}{run}")
             return
-        quick = not child.ready or (time.monotonic() - child.ready_at < QUICK_DEATH
-                                    and not child.killed)
-        deaths = self.quick_deaths[child.slot] = self.quick_deaths.get(child.slot, 0) + 1 \
-            if quick else 0
+        quick = not child.ready or (time.monotonic() - child.ready_at < QUICK_DEATH and not child.killed)
+        deaths = self.quick_deaths[child.slot] = self.quick_deaths.get(child.slot, 0) + 1 if quick else 0
         death = f"process {child.pid} {_describe_exit(code)}"
         if not child.ready:
             death += " during start-up"
@@ -357,10 +368,15 @@ class Supervisor:
                 if child.ended_seen is None:
                     child.ended_seen = now
                 elif now - child.ended_seen >= grace and self._still_runs(child, run_id):
-                    why = "timed out" if child.timed_out else (
-                        "was deleted" if status is None else f"was {status}")
-                    self.say(f"run {child.run_id} {why} and did not stop within "
-                             f"{_seconds(grace)}s: killing process {child.pid}")
+                    why = (
+                        "timed out"
+                        if child.timed_out
+                        else ("was deleted" if status is None else f"was {status}")
+                    )
+                    self.say(
+                        f"run {child.run_id} {why} and did not stop within "
+                        f"{_seconds(grace)}s: killing process {child.pid}"
+                    )
                     self._kill(child)
 
     def _still_runs(self, child: _Proc, run_id: str) -> bool:
@@ -377,7 +393,7 @@ class Supervisor:
         child.timed_out = True
         message = f"Run timed out after {_seconds(limit)}s"
         try:
-            ended = self.durably._fail_run(child.run_id, message)
+            ended = manage.fail_run(runtime_of(self.durably), child.run_id, message)
         except DurablyError as exc:
             self.say(f"could not fail run {child.run_id} after its timeout: {exc}")
             return
@@ -418,12 +434,13 @@ class Supervisor:
             in_flight = [c.run_id for c in self.procs.values() if c.run_id]
             for child in list(self.procs.values()):
                 self._kill(child)
-            self.say(f"stopped at once; {len(in_flight)} run(s) in flight will be "
-                     "resumed by the next worker")
+            self.say(f"stopped at once; {len(in_flight)} run(s) in flight will be resumed by the next worker")
             return 1
         self._drain()  # first, so that once the line below is out, every child knows
-        self.say("stopping: no new runs are claimed; waiting for runs in flight "
-                 "(send the signal again to stop at once)")
+        self.say(
+            "stopping: no new runs are claimed; waiting for runs in flight "
+            "(send the signal again to stop at once)"
+        )
         return None
 
     def _loop(self) -> int:
@@ -464,8 +481,10 @@ class Supervisor:
 
 def read_only_error(root: str) -> str:
     """Why a worker refuses to serve ``root``."""
-    return (f"the root {os.path.abspath(root)} is read-only (a read-only file system, or "
-            "no write permission): a worker cannot execute runs there")
+    return (
+        f"the root {os.path.abspath(root)} is read-only (a read-only file system, or "
+        "no write permission): a worker cannot execute runs there"
+    )
 
 
 def _describe_exit(code: int) -> str:
@@ -489,8 +508,6 @@ def run_worker(options: WorkerOptions, out: IO[str] | None = None) -> int:
     first process to import APP refuses it).
     """
     if options.root is not None and Durably(options.root).is_read_only():
-        print(f"durably worker: error: {read_only_error(options.root)}", file=sys.stderr,
-              flush=True)
+        print(f"durably worker: error: {read_only_error(options.root)}", file=sys.stderr, flush=True)
         return 2
     return Supervisor(options, out).run()
-

@@ -8,26 +8,28 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, tzinfo
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from textual import work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 
 from durably import RunStatus
 
 from ._backend import Diff, Source
-from ._commands import RunCommands
+from ._commands import Action, run_commands
 from ._detail import RunDetailScreen
 from ._dialogs import ConfirmScreen, HelpScreen
 from ._index import RunIndex
 from ._model import RunRow
 from ._runlist import RunList
 from ._runs_screen import RunsScreen
+from ._state import MonitorState
 
 ACTIVE_REFRESH = 5.0
 """Seconds between rereads of running runs, whatever the feed says (it is only a hint)."""
@@ -37,7 +39,8 @@ ACTIVE_BATCH = 100
 RETRY_LOAD = 5.0
 """Seconds before a scan that failed (root unreadable) is tried again."""
 
-Action = Literal["cancel", "retrigger", "delete"]
+ROOT_CHECK = 0.5
+"""Seconds between looks for a root that does not exist yet (`--wait-for-root`)."""
 
 RETRIGGER_NEEDS_APP = (
     "Retrigger re-validates the run's input against its job, so the monitor needs your "
@@ -54,7 +57,7 @@ class MonitorApp(App[None]):
     """`durably monitor`: a live terminal UI over one root directory.
 
     Args:
-        source: where runs are read from (see `monitor._backend.Source`).
+        source: where runs are read from (see `durably_monitor.Source`).
         read_only: hide every action that writes (`--read-only`).
         clock: returns the current aware datetime; tests freeze it.
         tz: time zone for absolute times (None: local time).
@@ -63,15 +66,14 @@ class MonitorApp(App[None]):
     """
 
     TITLE = "durably monitor"
-    COMMANDS = App.COMMANDS | {RunCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit"),
-        Binding("space", "pause", "Pause"),
-        Binding("y", "copy_id", "Copy id"),
         Binding("c", "act('cancel')", "Cancel"),
         Binding("r", "act('retrigger')", "Retrigger"),
         Binding("d", "act('delete')", "Delete"),
+        Binding("y", "copy_id", "Copy id"),
+        Binding("space", "pause", "Pause"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
     ]
 
     class RunsLoaded(Message):
@@ -95,6 +97,13 @@ class MonitorApp(App[None]):
             self.text = text
             super().__init__()
 
+    class Retriggered(Message):
+        """`run_id` was retriggered as `new_id`, which the index now holds."""
+
+        def __init__(self, run_id: str, new_id: str) -> None:
+            self.run_id, self.new_id = run_id, new_id
+            super().__init__()
+
     class ReadOnly(Message):
         """Whether the root can be written."""
 
@@ -114,17 +123,13 @@ class MonitorApp(App[None]):
     ) -> None:
         super().__init__()
         self.source = source
-        self.index = RunIndex()
-        self.clock = clock
-        self.tz = tz
+        self.state = MonitorState(source.label, clock, tz, read_only_flag=read_only)
+        """What the screens draw from (the app alone changes it)."""
         self.poll_interval = poll_interval
         self.first_page = first_page
-        self.read_only_flag = read_only
-        self.root_read_only = False
-        self.paused = False
-        self.loading = True
         self.cursor: str | None = None
         self._polling = False
+        self._root_timer: Timer | None = None
         self._last_error = ""
         self._active_refreshed = time.monotonic()
         self._active_mark = ""
@@ -135,34 +140,54 @@ class MonitorApp(App[None]):
     # -- lifecycle -------------------------------------------------------------------------
 
     def get_default_screen(self) -> Screen[None]:
-        return RunsScreen()
+        return RunsScreen(self.state)
 
     def on_mount(self) -> None:
-        self.load()
         self.set_interval(self.poll_interval, self.poll)
         self.set_interval(1.0, self.tick)
+        if self.source.root_exists():
+            self.load()
+        else:  # --wait-for-root: polls wait (state.loading) until the first scan is done
+            self.state.waiting = True
+            self._refresh_views()
+            self._root_timer = self.set_interval(ROOT_CHECK, self._check_root)
+
+    def _check_root(self) -> None:
+        """While the root is missing: look again; once it is there, scan it."""
+        if not self.source.root_exists():
+            return
+        if self._root_timer is not None:
+            self._root_timer.stop()
+        self.state.waiting = False
+        self.load()
 
     @property
-    def runs_screen(self) -> RunsScreen:
-        """The main screen (always at the bottom of the stack)."""
-        screen = self.screen_stack[0]
-        assert isinstance(screen, RunsScreen)
-        return screen
+    def runs_screen(self) -> RunsScreen | None:
+        """The main screen, at the bottom of the stack; None once the app closed its screens
+        (a timer or a late message can still run then, on a loaded machine)."""
+        stack = self.screen_stack
+        screen = stack[0] if stack else None
+        return screen if isinstance(screen, RunsScreen) else None
+
+    @property
+    def index(self) -> RunIndex:
+        """Every known run (`state.index`)."""
+        return self.state.index
+
+    @property
+    def loading(self) -> bool:
+        """The first scan (or a full reload) has not finished yet."""
+        return self.state.loading
+
+    @property
+    def paused(self) -> bool:
+        """Live updates are paused."""
+        return self.state.paused
 
     @property
     def actions_allowed(self) -> bool:
         """False with --read-only or when the root cannot be written."""
-        return not (self.read_only_flag or self.root_read_only)
-
-    @property
-    def notices(self) -> list[str]:
-        """Short warnings shown in the filter bar."""
-        notes = []
-        if self.root_read_only:
-            notes.append("read-only root: actions hidden")
-        elif self.read_only_flag:
-            notes.append("read-only")
-        return notes
+        return self.state.actions_allowed
 
     # -- reading (thread workers) ----------------------------------------------------------
 
@@ -184,7 +209,7 @@ class MonitorApp(App[None]):
 
     def reload_all(self) -> None:
         """Scan the whole root again (polls pause until it is done)."""
-        self.loading = True
+        self.state.loading = True
         self.load()
 
     def poll(self) -> None:
@@ -194,7 +219,7 @@ class MonitorApp(App[None]):
         self._polling = True
         active: list[str] = []
         now = time.monotonic()
-        if now - self._active_refreshed >= ACTIVE_REFRESH or not self.source.has_feed:
+        if now - self._active_refreshed >= ACTIVE_REFRESH:
             # the feed is a hint written without fsync: reread running runs now and then
             self._active_refreshed = now
             active = self._next_active()
@@ -222,7 +247,7 @@ class MonitorApp(App[None]):
     # -- applying (event loop) -------------------------------------------------------------
 
     def on_monitor_app_runs_loaded(self, message: RunsLoaded) -> None:
-        now = self.clock()
+        now = self.state.clock()
         if message.first:
             self.index.replace_all(message.rows, now)
         elif message.rows:
@@ -230,7 +255,7 @@ class MonitorApp(App[None]):
         if message.failed:  # try the whole scan again in a while; polls wait for it
             self.set_timer(RETRY_LOAD, self.reload_all)
         elif message.last:
-            self.loading = False
+            self.state.loading = False
         self._refresh_views()
         if not message.failed:
             stage = "loaded" if message.last else "first_page"
@@ -242,7 +267,7 @@ class MonitorApp(App[None]):
             self.cursor = message.cursor
         diff = message.diff
         if diff.reload:
-            self.index.replace_all(diff.upserts, self.clock())
+            self.index.replace_all(diff.upserts, self.state.clock())
             changed: set[str] = {r.id for r in diff.upserts}
         else:
             changed = self.index.apply(diff.upserts, diff.removed)
@@ -258,7 +283,7 @@ class MonitorApp(App[None]):
             self.notify(message.text, severity="error", timeout=6)
 
     def on_monitor_app_read_only(self, message: ReadOnly) -> None:
-        self.root_read_only = message.read_only
+        self.state.root_read_only = message.read_only
         if message.read_only:
             self.notify("This root is read-only: cancel, retrigger and delete are hidden.")
         self.refresh_bindings()
@@ -266,6 +291,8 @@ class MonitorApp(App[None]):
 
     def _refresh_views(self) -> None:
         screen = self.runs_screen
+        if screen is None:
+            return
         for run_list in screen.query(RunList):
             run_list.sync()
             screen.refresh_header()
@@ -273,6 +300,8 @@ class MonitorApp(App[None]):
     def tick(self) -> None:
         """Once a second: relative times, running durations and the sparkline move on."""
         screen = self.runs_screen
+        if screen is None:
+            return
         for run_list in screen.query(RunList):
             run_list.tick()
             screen.refresh_header()
@@ -286,7 +315,8 @@ class MonitorApp(App[None]):
                 return self.index.rows.get(screen.run_id) or screen.row
             if isinstance(screen, RunsScreen):
                 break
-        selected = self.runs_screen.run_list.selected_id
+        screen = self.runs_screen
+        selected = None if screen is None else screen.run_list.selected_id
         return None if selected is None else self.index.rows.get(selected)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -300,8 +330,8 @@ class MonitorApp(App[None]):
 
     def action_pause(self) -> None:
         """Stop or resume applying changes (the feed keeps them until resumed)."""
-        self.paused = not self.paused
-        self.notify("Live updates paused" if self.paused else "Live updates resumed", timeout=2)
+        self.state.paused = not self.state.paused
+        self.notify("Live updates paused" if self.state.paused else "Live updates resumed", timeout=2)
         self._refresh_views()
 
     def action_copy_id(self) -> None:
@@ -313,7 +343,20 @@ class MonitorApp(App[None]):
 
     def open_run(self, run_id: str) -> None:
         """Show the detail screen of `run_id`."""
-        self.push_screen(RunDetailScreen(run_id, self.index.rows.get(run_id)))
+        self.push_screen(self._detail_screen(run_id))
+
+    def _detail_screen(self, run_id: str) -> RunDetailScreen:
+        return RunDetailScreen(run_id, self.index.rows.get(run_id), source=self.source, state=self.state)
+
+    def on_run_list_opened(self, message: RunList.Opened) -> None:
+        self.open_run(message.run_id)
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """The command palette: actions on the run, the screen's own commands, Textual's."""
+        yield from run_commands(self)
+        if isinstance(screen, RunsScreen):
+            yield from screen.commands()
+        yield from super().get_system_commands(screen)
 
     def action_act(self, action: Action) -> None:
         """Ask, then cancel, retrigger or delete the target run."""
@@ -360,6 +403,23 @@ class MonitorApp(App[None]):
         except Exception:  # noqa: BLE001 (the next poll will catch up)
             return
         self.post_message(self.RunsChanged(diff, None, from_poll=False))
+        new = [row.id for row in diff.upserts if row.id in new_ids]
+        if action == "retrigger" and new:
+            self.post_message(self.Retriggered(run_id, new[0]))
+
+    def on_monitor_app_retriggered(self, message: Retriggered) -> None:
+        """Put the cursor on the new run (showing every run if the filter hides it); a detail
+        screen of the old run moves on to the new one."""
+        screen = self.runs_screen
+        if screen is None:
+            return
+        if not screen.run_list.select(message.new_id):
+            screen.action_clear_filters()
+            screen.run_list.select(message.new_id)
+            self.notify("Filter cleared to show the new run", timeout=3)
+        top = self.screen
+        if isinstance(top, RunDetailScreen) and top.run_id == message.run_id:
+            self.switch_screen(self._detail_screen(message.new_id))
 
 
 def _why_not(action: Action, row: RunRow) -> str:

@@ -8,11 +8,11 @@ user confirmed (`cancel`, `delete`, `retrigger`).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from durably import Durably, DurablyError, NotFoundError
+from durably import Durably, DurablyError, LogEntry, NotFoundError, Run, StepRecord
 from durably._app_loader import AppError
 from durably._app_loader import load_app as _load_app
 
@@ -31,28 +31,78 @@ class Diff:
     reload: bool = False
 
 
+class DurablyReader(Protocol):
+    """Exactly what the monitor calls on a `durably.Durably` (which satisfies this protocol).
+
+    The reads never write and take no lock a worker waits on; `cancel`, `delete_run` and
+    `retrigger` run only after the user confirmed them.
+    """
+
+    def get_runs(self, *, limit: int | None = None, offset: int | None = None) -> Sequence[Run[Any]]:
+        """Runs newest first, one page."""
+        ...
+
+    def get_run(self, run_id: str) -> Run[Any] | None:
+        """One run, or None when it is gone."""
+        ...
+
+    def get_steps(self, run_id: str) -> Sequence[StepRecord]:
+        """The run's step attempts in execution order."""
+        ...
+
+    def get_logs(self, run_id: str) -> Sequence[LogEntry]:
+        """The run's log lines in the order they were written."""
+        ...
+
+    def changes(self, cursor: str | None = None) -> tuple[Sequence[str] | None, str]:
+        """Run ids changed since `cursor` (None: reload everything) and the next cursor."""
+        ...
+
+    def is_read_only(self) -> bool:
+        """Whether this process cannot write the root."""
+        ...
+
+    def cancel(self, run_id: str) -> None:
+        """Cancel a pending or running run."""
+        ...
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a finished run and all its files."""
+        ...
+
+    def retrigger(self, run_id: str) -> Run[Any]:
+        """Start a new run with a finished run's input, labels and concurrency key."""
+        ...
+
+
 class Source:
-    """Reads one root through a `Durably` instance (or anything with the same read API).
+    """Reads one root through a `Durably` instance (or anything with its read API).
 
     Args:
         durably: the instance to read through.
         label: how the root is named in the header.
+        root: the root directory's path, when known (the monitor waits while it is missing).
         can_retrigger: the instance has the jobs registered (the monitor was given an APP), so
             `retrigger` can re-validate a run's input against its job.
     """
 
-    def __init__(self, durably: Any, label: str, *, can_retrigger: bool = False) -> None:
+    def __init__(
+        self, durably: DurablyReader, label: str, *, root: str | None = None, can_retrigger: bool = False
+    ) -> None:
         self.durably = durably
         self.label = label
+        self.root = root
         self.can_retrigger = can_retrigger
-        self.has_feed = callable(getattr(durably, "changes", None))
 
     # -- reading ---------------------------------------------------------------------------
 
+    def root_exists(self) -> bool:
+        """Whether the root directory is there (True when its path is not known)."""
+        return self.root is None or os.path.isdir(self.root)
+
     def is_read_only(self) -> bool:
         """Whether this process cannot write the root (actions are then hidden)."""
-        check = getattr(self.durably, "is_read_only", None)
-        return bool(check()) if callable(check) else False
+        return self.durably.is_read_only()
 
     def pages(self, first: int, growth: int = 8) -> Iterator[list[RunRow]]:
         """The newest `first` runs, then the rest in pages `growth` times larger each time.
@@ -69,38 +119,35 @@ class Source:
                 return
             offset, limit = offset + len(runs), limit * growth
 
-    def cursor(self) -> str | None:
-        """A change-feed cursor at the end of the feed (None without a feed)."""
-        if not self.has_feed:
-            return None
+    def cursor(self) -> str:
+        """A change-feed cursor at the end of the feed."""
         _ids, cursor = self.durably.changes(None)
-        return str(cursor)
+        return cursor
 
-    def poll(self, cursor: str | None, active: list[str]) -> tuple[Diff, str | None]:
+    def poll(self, cursor: str | None, active: Iterable[str]) -> tuple[Diff, str]:
         """What changed since `cursor`, and the next cursor.
 
-        With the change feed, only the changed runs (and `active`, the runs the caller
-        wants refreshed anyway) are reread. When the feed cannot say (it returns None) or
-        too much changed, everything is reread. Without a feed, the newest page and the
-        active runs are reread.
+        Only the changed runs (and `active`, the runs the caller wants refreshed anyway) are
+        reread. When the feed cannot say (it returns None) or too much changed, everything
+        is reread.
         """
-        if not self.has_feed:
-            ids = [*active, *(r.id for r in self._newest(200))]
-            return self.read(dict.fromkeys(ids)), None
         changed, cursor = self.durably.changes(cursor)
         if changed is None or len(changed) > FULL_RELOAD_THRESHOLD:
             rows = [row for page in self.pages(5000) for row in page]
-            return Diff(upserts=tuple(rows), reload=True), str(cursor)
-        return self.read(dict.fromkeys([*changed, *active])), str(cursor)
+            return Diff(upserts=tuple(rows), reload=True), cursor
+        return self.read(dict.fromkeys([*changed, *active])), cursor
 
-    def read(self, ids: Any) -> Diff:
-        """Reread `ids` one by one; runs that are gone (or not readable yet) are removed."""
+    def read(self, ids: Iterable[str]) -> Diff:
+        """Reread `ids` one by one; runs that are gone are removed.
+
+        A run durably cannot read right now (still syncing, damaged) keeps its last row.
+        """
         upserts: list[RunRow] = []
         removed: list[str] = []
         for run_id in ids:
             try:
-                run = self._get_run(run_id)
-            except DurablyError:  # unreadable right now (syncing): keep what we showed
+                run = self.durably.get_run(run_id)
+            except DurablyError:
                 continue
             if run is None:
                 removed.append(run_id)
@@ -110,21 +157,15 @@ class Source:
 
     def detail(self, run_id: str) -> RunDetail | None:
         """A run with its steps and logs, or None if it is gone."""
-        run = self._get_run(run_id)
+        run = self.durably.get_run(run_id)
         if run is None:
             return None
-        steps = list(self.durably.get_steps(run_id))
-        logs = list(self.durably.get_logs(run_id))
-        return detail_from(run, steps, logs)
-
-    def _get_run(self, run_id: str) -> Any:
         try:
-            return self.durably.get_run(run_id)
-        except NotFoundError:
+            steps = list(self.durably.get_steps(run_id))
+            logs = list(self.durably.get_logs(run_id))
+        except NotFoundError:  # deleted between the reads
             return None
-
-    def _newest(self, limit: int) -> list[RunRow]:
-        return [row_from_run(r) for r in self.durably.get_runs(limit=limit)]
+        return detail_from(run, steps, logs)
 
     # -- actions (only after the user confirmed) -----------------------------------------
 
@@ -141,10 +182,10 @@ class Source:
     def retrigger(self, run_id: str) -> tuple[str, list[str]]:
         """Start a new run with the same input, labels and concurrency key."""
         run = self.durably.retrigger(run_id)
-        return f"Retriggered {run_id} as {run.id}", [str(run.id)]
+        return f"Retriggered {run_id} as {run.id}", [run.id]
 
 
-def load_app(spec: str, root: str | None) -> Any:
+def load_app(spec: str, root: str | None) -> Durably:
     """Import `module:attr` naming a `Durably` instance (with `root` as `$DURABLY_ROOT`)."""
     try:
         return _load_app(spec, root)
@@ -153,12 +194,23 @@ def load_app(spec: str, root: str | None) -> Any:
 
 
 def open_source(root: str | None, app: str | None) -> Source:
-    """The `Source` for `durably monitor [ROOT] [--app APP]`."""
+    """The `Source` for `durably monitor [ROOT] [--app APP]` (it may name a missing root)."""
     if app is not None:
         durably = load_app(app, root)
-        return Source(durably, _short(str(getattr(durably, "root", None) or root)), can_retrigger=True)
+        return Source(durably, _short(durably.root), root=durably.root, can_retrigger=True)
     resolved = root or os.environ.get("DURABLY_ROOT") or ".durably"
-    return Source(Durably(resolved), _short(resolved))
+    # mypy checks here that `Durably` satisfies `DurablyReader`
+    return Source(Durably(resolved), _short(resolved), root=resolved)
+
+
+def root_problem(path: str) -> str | None:
+    """Why `path` cannot be watched (missing, or not a directory), or None if it can."""
+    where = os.path.abspath(path)
+    if os.path.isdir(where):
+        return None
+    if os.path.exists(where):
+        return f"{where} is not a directory (ROOT must be a durably root directory)"
+    return f"no durably root at {where} (nothing triggered yet? pass --root or set $DURABLY_ROOT)"
 
 
 def _short(path: str) -> str:

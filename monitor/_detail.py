@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from datetime import datetime, tzinfo
+from typing import Any, ClassVar
 
 from rich.console import Group, RenderableType
 from rich.json import JSON
@@ -16,24 +16,28 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Log, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
 from . import _format as fmt
+from ._backend import Source
 from ._model import LogRow, RunDetail, RunRow, StepRow
-
-if TYPE_CHECKING:
-    from ._app import MonitorApp
+from ._state import MonitorState
+from ._widgets import LogView, MonitorFooter, StepTable
 
 LEVELS = ["info", "warn", "error"]
 _LEVEL_RANK = {"debug": -1, "info": 0, "warn": 1, "warning": 1, "error": 2}
 
 
-def log_line(entry: LogRow, app: MonitorApp) -> str:
-    """One log entry as a line of text."""
-    at = fmt.absolute(entry.at, app.tz, date=False)
+LOG_INDENT = 15
+"""Where a log entry's message starts (`18:04:05 WARN  `): continuation lines align there."""
+
+
+def log_line(entry: LogRow, tz: tzinfo | None) -> str:
+    """One log entry as a line of text; its data (if any) as JSON."""
+    at = fmt.absolute(entry.at, tz, date=False)
     step = f"[{entry.step}] " if entry.step else ""
-    data = "" if entry.data in (None, {}, []) else f" {entry.data!r}"
-    return f"{at} {entry.level.upper():5} {step}{entry.message}{data}".replace("\n", " ⏎ ")
+    data = "" if entry.data in (None, {}, []) else f" {fmt.json_text(entry.data)}"
+    return f"{at:8} {entry.level.upper():5} {step}{entry.message}{data}".replace("\n", " ⏎ ")
 
 
 def _value(title: str, value: Any) -> RenderableType:
@@ -96,7 +100,14 @@ def _append_progress(text: Text, row: RunRow, color: str) -> None:
 
 
 class RunDetailScreen(Screen[None]):
-    """Everything about one run, kept up to date while it runs."""
+    """Everything about one run, kept up to date while it runs.
+
+    Args:
+        run_id: the run to show.
+        row: its row in the list, if known (shown until the detail is read).
+        source: where the run is read from.
+        state: the clock and time zone (shared with the app).
+    """
 
     DEFAULT_CSS = """
     RunDetailScreen #summary { height: auto; padding: 0 1; background: $panel; }
@@ -129,8 +140,10 @@ class RunDetailScreen(Screen[None]):
             self.detail = detail
             super().__init__()
 
-    def __init__(self, run_id: str, row: RunRow | None = None) -> None:
+    def __init__(self, run_id: str, row: RunRow | None, *, source: Source, state: MonitorState) -> None:
         super().__init__()
+        self.source = source
+        self.state = state
         self.run_id = run_id
         self.row = row
         self.detail: RunDetail | None = None
@@ -144,20 +157,12 @@ class RunDetailScreen(Screen[None]):
         self._fetching = False
         self._first = True
 
-    @property
-    def monitor(self) -> MonitorApp:
-        """The app (typed)."""
-        from ._app import MonitorApp  # noqa: PLC0415 (import cycle)
-
-        assert isinstance(self.app, MonitorApp)
-        return self.app
-
     def compose(self) -> ComposeResult:
         yield Static(Text("loading…", style="dim"), id="summary")
         with Horizontal(id="body"):
             with Vertical(id="steps-pane"):
                 yield Static("STEPS", id="steps-title")
-                yield DataTable(id="steps", cursor_type="row", zebra_stripes=False)
+                yield StepTable(id="steps", cursor_type="row", zebra_stripes=False)
             with TabbedContent(id="tabs", initial="io"):
                 with TabPane("Input / output", id="io"), VerticalScroll():
                     yield Static("", id="io-body")
@@ -166,8 +171,8 @@ class RunDetailScreen(Screen[None]):
                 with TabPane("Logs", id="logs"):
                     yield Static("", id="logbar")
                     yield Input(placeholder="search logs", id="logsearch")
-                    yield Log(id="log", max_lines=10_000, highlight=True)
-        yield Footer()
+                    yield LogView(id="log", indent=LOG_INDENT, highlight=True)
+        yield MonitorFooter()
 
     def on_mount(self) -> None:
         table = self.query_one("#steps", DataTable)
@@ -175,18 +180,24 @@ class RunDetailScreen(Screen[None]):
         table.focus()
         self._update_logbar()
         self.reload()
-        self.set_interval(0.5, self._tick)
+        self.set_interval(0.5, self.tick)
 
     # -- data ------------------------------------------------------------------------------
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
+        """Twice a second: reread a run that is not finished; else move relative times on.
+
+        A run that is gone is neither reread nor redrawn: its notice stays.
+        """
+        if self.gone:
+            return
         if self.detail is None or not self.detail.row.is_terminal:
             self.reload()
-        elif self.detail is not None:
-            self._render_summary(self.detail)  # relative times move on
+        else:
+            self._render_summary(self.detail)
 
     def reload(self) -> None:
-        """Fetch the run, its steps and its logs again (in a thread)."""
+        """Fetch the run, its steps and its logs again (in a thread); not once it is gone."""
         if not self._fetching and not self.gone:
             self._fetching = True
             self._fetch()
@@ -194,7 +205,7 @@ class RunDetailScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
     def _fetch(self) -> None:
         try:
-            detail = self.monitor.source.detail(self.run_id)
+            detail = self.source.detail(self.run_id)
         except Exception as error:  # noqa: BLE001 (a syncing run: try again on the next tick)
             self.post_message(self.Loaded(self.detail))
             self.app.call_from_thread(self.notify, f"Cannot read run: {error}", severity="error")
@@ -220,8 +231,8 @@ class RunDetailScreen(Screen[None]):
     # -- rendering -------------------------------------------------------------------------
 
     def _render_summary(self, detail: RunDetail) -> None:
-        row, app = detail.row, self.monitor
-        now = app.clock()
+        row, tz = detail.row, self.state.tz
+        now = self.state.clock()
         look = fmt.STATUS_LOOK[row.status]
         text = Text()
         text.append(f"{look.glyph} {look.word}", style=f"bold {look.color}")
@@ -238,7 +249,7 @@ class RunDetailScreen(Screen[None]):
         for name, when in parts:
             if when is not None:
                 text.append(f"{name} ", style="dim")
-                text.append(f"{fmt.absolute(when, app.tz)} ({fmt.relative(when, now)})   ")
+                text.append(f"{fmt.absolute(when, tz)} ({fmt.relative(when, now)})   ")
         text.append("took ", style="dim")
         text.append(fmt.duration(row.duration(now)))
         text.append(f"   steps {row.completed_steps}", style="dim")
@@ -259,7 +270,7 @@ class RunDetailScreen(Screen[None]):
         table = self.query_one("#steps", DataTable)
         keep = table.cursor_row
         table.clear()
-        span = _span(detail, self.monitor.clock())
+        span = _span(detail, self.state.clock())
         for step in detail.steps:
             look = fmt.step_look(step.status)
             table.add_row(
@@ -295,7 +306,7 @@ class RunDetailScreen(Screen[None]):
         step = self._step()
         io: list[RenderableType] = [_value("Input", detail.input), _value("Output", detail.output)]
         if step is not None:
-            at = fmt.absolute(step.started_at, self.monitor.tz, date=False)
+            at = fmt.absolute(step.started_at, self.state.tz, date=False)
             title = (
                 f"Step {step.index} {step.name!r} output (started {at}, took {fmt.duration(step.duration)})"
             )
@@ -331,15 +342,13 @@ class RunDetailScreen(Screen[None]):
         return Group(*parts)
 
     def _render_logs(self, detail: RunDetail, *, rebuild: bool = False) -> None:
-        log = self.query_one("#log", Log)
+        log = self.query_one("#log", LogView)
         if rebuild or len(detail.logs) < self._logs_shown:
-            log.clear()
+            log.clear_entries()
             self._logs_shown = 0
         new = detail.logs[self._logs_shown :]
         self._logs_shown = len(detail.logs)
-        lines = [log_line(e, self.monitor) for e in new if self._keep(e)]
-        if lines:
-            log.write_lines(lines)
+        log.add_entries(log_line(e, self.state.tz) for e in new if self._keep(e))
         self._update_logbar()
 
     def _keep(self, entry: LogRow) -> bool:
@@ -369,7 +378,7 @@ class RunDetailScreen(Screen[None]):
         if box.has_class("active"):
             box.value = ""
             box.remove_class("active")
-            self.query_one("#log", Log).focus()
+            self.query_one("#log", LogView).focus()
             return
         self.dismiss(None)
 
@@ -380,7 +389,7 @@ class RunDetailScreen(Screen[None]):
     def action_follow(self) -> None:
         """Follow the log tail on or off."""
         self.follow = not self.follow
-        log = self.query_one("#log", Log)
+        log = self.query_one("#log", LogView)
         log.auto_scroll = self.follow
         if self.follow:
             log.scroll_end(animate=False)
@@ -406,7 +415,7 @@ class RunDetailScreen(Screen[None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "logsearch":
-            self.query_one("#log", Log).focus()
+            self.query_one("#log", LogView).focus()
 
     def _relog(self) -> None:
         self.action_tab("logs")

@@ -60,12 +60,14 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
     (
         "Run list",
         [
-            ("↑ ↓ PgUp PgDn Home End", "move; click a row to select it"),
+            ("j k  ↑ ↓", "move down / up; click a row to select it"),
+            ("g G  Home End", "first / last run"),
+            ("PgUp PgDn", "a screenful up / down"),
             ("enter / double click", "open the run"),
             ("/", "search: free text, or status:failed job:NAME label:k=v"),
             ("f", "failed runs only (again: all)"),
             ("1 2 3 4 5", "toggle pending / running / completed / failed / cancelled"),
-            ("j", "cycle the job filter"),
+            ("J", "next job filter (in name order), then all jobs"),
             ("l", "filter by label (type label:key=value)"),
             ("0 / escape", "clear every filter"),
             ("s / S", "next sort column / reverse order; click a header to sort"),
@@ -78,7 +80,8 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
         [
             ("escape / backspace", "back to the list"),
             ("i e l", "input+output, error, logs tab"),
-            ("↑ ↓ in steps", "select a step (its output and error are shown)"),
+            ("j k  ↑ ↓ in steps", "select a step (its output and error are shown)"),
+            ("j k g G in the log", "scroll a line, to the top, to the end"),
             ("F", "follow the log tail on or off"),
             ("v", "log level filter: all, warn and up, errors only"),
             ("/", "search the logs (escape clears)"),
@@ -110,6 +113,10 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,question_mark", "close", "Close"),
+        Binding("j,down", "scroll(1)", "Down", show=False),
+        Binding("k,up", "scroll(-1)", "Up", show=False),
+        Binding("g,home", "scroll(0)", "Top", show=False),
+        Binding("G,end", "scroll(2)", "End", show=False),
     ]
 
     def compose(self) -> ComposeResult:
@@ -122,8 +129,20 @@ class HelpScreen(ModalScreen[None]):
                 table.add_row(key, what)
             parts += [Text(title, style="bold underline"), table, Text("")]
         with VerticalScroll():
-            yield Static(Group(*parts))
+            yield Static(Group(*parts), id="sheet")
 
     def action_close(self) -> None:
         """Close the help."""
         self.dismiss(None)
+
+    def action_scroll(self, where: int) -> None:
+        """Scroll the sheet: a line down (1) or up (-1), to the top (0) or the end (2)."""
+        box = self.query_one(VerticalScroll)
+        if where == 1:
+            box.scroll_down(animate=False)
+        elif where == -1:
+            box.scroll_up(animate=False)
+        elif where == 0:
+            box.scroll_home(animate=False)
+        else:
+            box.scroll_end(animate=False)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from typing import Any
 
 from durably import RunStatus
 
@@ -128,3 +130,11 @@ def clip(text: str, width: int) -> str:
     if len(text) <= width:
         return text
     return text[: width - 1] + "…"
+
+
+def json_text(value: Any) -> str:
+    """`value` as one line of JSON (`{"user": 2, "ok": true}`); a repr if it is not JSON data."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)

@@ -37,13 +37,16 @@ class Column:
     sort: SortKey | None = None
 
 
+ID_WIDTH = 26
+"""Cells of a full run id (a ULID)."""
+
 # (name, title, min width, max extra width, sort key) per layout, widest layout first
 _LAYOUTS: list[list[tuple[str, str, int, int, SortKey | None]]] = [
     [
         ("glyph", "", 1, 0, None),
         ("status", "STATUS", 9, 0, SortKey.STATUS),
         ("job", "JOB", 12, 14, SortKey.JOB),
-        ("id", "ID", 26, 0, None),
+        ("id", "ID", ID_WIDTH, 0, None),
         ("labels", "LABELS", 12, 16, None),
         ("progress", "PROGRESS", 22, 200, None),
         ("started", "STARTED", 14, 0, SortKey.CREATED),
@@ -52,7 +55,7 @@ _LAYOUTS: list[list[tuple[str, str, int, int, SortKey | None]]] = [
     [
         ("glyph", "", 1, 0, None),
         ("job", "JOB", 12, 10, SortKey.JOB),
-        ("id", "ID", 10, 0, None),
+        ("id", "ID", 10, ID_WIDTH - 10, None),
         ("progress", "PROGRESS", 16, 200, None),
         ("started", "STARTED", 14, 0, SortKey.CREATED),
         ("duration", "DURATION", 8, 0, SortKey.DURATION),
@@ -82,8 +85,9 @@ def layout(width: int, *, absolute_times: bool = False) -> list[Column]:
     extra = max(0, width - minimum)
     widths = {name: low for name, _, low, _, _ in spec}
     growth = {name: grow for name, _, _, grow, _ in spec}
-    # job names get a little room first, then progress, then job and labels, then progress
+    # full run ids first, then a little room for job names, then progress, job, labels, progress
     for name, cap in (
+        ("id", ID_WIDTH),
         ("job", 4),
         ("progress", 18),
         ("labels", 8),
@@ -103,8 +107,8 @@ class RunList(ScrollView, can_focus=True):
     """Scrollable list of the runs in a `RunIndex`, one line each."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up", "cursor(-1)", "Up", show=False),
-        Binding("down", "cursor(1)", "Down", show=False),
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("down,j", "cursor(1)", "Down", show=False),
         Binding("pageup", "page(-1)", "Page up", show=False),
         Binding("pagedown", "page(1)", "Page down", show=False),
         Binding("home,g", "jump(0)", "Top", show=False),
@@ -159,6 +163,7 @@ class RunList(ScrollView, can_focus=True):
         self.absolute_times = False
         self.cursor = 0
         self.selected_id: str | None = None
+        self._pinned = False  # select() put the cursor on a run: no tail mode until a move
         self._now = clock()
 
     # -- model -> view ---------------------------------------------------------------------
@@ -173,12 +178,12 @@ class RunList(ScrollView, can_focus=True):
     def sync(self) -> None:
         """Re-read the index after a change: keep the selected run under the cursor.
 
-        At the very top of the list the cursor stays on the first row, so new runs appear
-        under it (tail mode); elsewhere the selected run keeps its place on screen.
+        When the user put the cursor on the very top row, it stays there, so new runs appear
+        under it (tail mode); otherwise (and after `select`) the selected run keeps the cursor.
         """
         count = len(self.index)
         self.virtual_size = Size(self.size.width, count + 1)
-        at_top = self.cursor == 0 and self.scroll_y == 0
+        at_top = self.cursor == 0 and self.scroll_y == 0 and not self._pinned
         previous_offset = self.cursor - int(self.scroll_y)
         position = None if at_top or self.selected_id is None else self.index.position_of(self.selected_id)
         if position is None:
@@ -187,6 +192,23 @@ class RunList(ScrollView, can_focus=True):
             self.scroll_to(y=max(0, position - previous_offset), animate=False, immediate=True)
         self._move_to(position)
         self.refresh()
+
+    def select(self, run_id: str) -> bool:
+        """Put the cursor on `run_id` and keep it there as runs come and go (until the user
+        moves it); False (cursor unchanged) if the filter hides the run."""
+        position = self.index.position_of(run_id)
+        if position is None:
+            return False
+        self._move_to(position)
+        self._pinned = True
+        return True
+
+    def to_top(self) -> None:
+        """Cursor and view back to the first row (tail mode), e.g. after a new filter."""
+        self._pinned = False
+        self.cursor = 0
+        self.scroll_to(y=0, animate=False, immediate=True)
+        self.sync()
 
     def _move_to(self, position: int) -> None:
         count = len(self.index)
@@ -210,16 +232,19 @@ class RunList(ScrollView, can_focus=True):
 
     def action_cursor(self, delta: int) -> None:
         """Move the cursor by `delta` rows."""
+        self._pinned = False
         self._move_to(self.cursor + delta)
 
     def action_page(self, direction: int) -> None:
         """Move the cursor by a screenful."""
         rows = max(1, self.scrollable_content_region.height - 2)
+        self._pinned = False
         self.scroll_to(y=max(0, int(self.scroll_y) + direction * rows), animate=False)
         self._move_to(self.cursor + direction * rows)
 
     def action_jump(self, position: int) -> None:
         """Go to the first (0) or last (-1) row."""
+        self._pinned = False
         self._move_to(len(self.index) - 1 if position < 0 else position)
 
     def action_open(self) -> None:
@@ -237,6 +262,7 @@ class RunList(ScrollView, can_focus=True):
             return
         position = int(self.scroll_y) + event.y - 1
         if 0 <= position < len(self.index):
+            self._pinned = False
             self._move_to(position)
             if event.chain >= 2:
                 self.action_open()

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Iterator
+from functools import partial
+from typing import ClassVar
 
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Input, Sparkline, Static
+from textual.widgets import Input, Sparkline, Static
+
+from durably import RunStatus
 
 from . import _format as fmt
 from ._index import RunFilter, SortKey
 from ._runlist import RunList
-
-if TYPE_CHECKING:
-    from ._app import MonitorApp
+from ._state import MonitorState
+from ._widgets import MonitorFooter
 
 DEBOUNCE_ABOVE = 20_000
 """With more runs than this, the search box filters 0.2 s after the last keystroke."""
@@ -26,7 +29,11 @@ _SORT_CYCLE = [SortKey.CREATED, SortKey.JOB, SortKey.STATUS, SortKey.DURATION]
 
 
 class RunsScreen(Screen[None]):
-    """Live list of every run under the root."""
+    """Live list of every run under the root.
+
+    Args:
+        state: what to draw (the app keeps it up to date and calls `refresh_header`).
+    """
 
     DEFAULT_CSS = """
     RunsScreen #top { height: 1; background: $panel; }
@@ -43,7 +50,7 @@ class RunsScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "search", "Search"),
         Binding("f", "failed", "Failed"),
-        Binding("j", "cycle_job", "Job"),
+        Binding("J", "cycle_job", "Job"),
         Binding("l", "label", "Label", show=False),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse", "Reverse", show=False),
@@ -55,30 +62,23 @@ class RunsScreen(Screen[None]):
         ),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, state: MonitorState) -> None:
         super().__init__()
+        self.state = state
         self._search_timer: Timer | None = None
 
-    @property
-    def monitor(self) -> MonitorApp:
-        """The app (typed)."""
-        from ._app import MonitorApp  # noqa: PLC0415 (import cycle)
-
-        assert isinstance(self.app, MonitorApp)
-        return self.app
-
     def compose(self) -> ComposeResult:
-        app = self.monitor
+        state = self.state
         with Horizontal(id="top"):
-            yield Static(Text.assemble(("durably monitor", "bold"), "  ", app.source.label), id="title")
+            yield Static(Text.assemble(("durably monitor", "bold"), "  ", state.label), id="title")
             yield Sparkline([], id="spark")
             yield Static("", id="rate")
             yield Static("", id="live")
         yield Static("", id="counts")
         yield Static("", id="filterbar")
         yield Input(placeholder="search: text  status:failed  job:NAME  label:k=v", id="search")
-        yield RunList(app.index, app.clock, app.tz)
-        yield Footer()
+        yield RunList(state.index, state.clock, state.tz)
+        yield MonitorFooter()
 
     def on_mount(self) -> None:
         self.query_one(RunList).focus()
@@ -93,8 +93,8 @@ class RunsScreen(Screen[None]):
 
     def refresh_header(self) -> None:
         """Redraw counts, throughput, live state and the filter bar from the index."""
-        app = self.monitor
-        index = app.index
+        state = self.state
+        index = state.index
         counts = Text()
         for status, look in fmt.STATUS_LOOK.items():
             n = index.counts.get(status, 0)
@@ -104,21 +104,27 @@ class RunsScreen(Screen[None]):
                 counts.append("   ")
             counts.append(f"{look.glyph} {n:,} {look.word}", style=look.color if n else "dim")
         self.query_one("#counts", Static).update(counts)
-        now = app.clock()
+        now = state.clock()
         series = index.throughput(now)
         self.query_one("#spark", Sparkline).data = series
         self.query_one("#rate", Static).update(f"{int(sum(series)):,} done/30m")
-        live = Text("⏸ paused", style="bold #e5c07b") if app.paused else Text("● live", "#5fbf5f")
-        if app.loading:
+        live = Text("⏸ paused", style="bold #e5c07b") if state.paused else Text("● live", "#5fbf5f")
+        if state.loading:
             live = Text("… loading", style="dim")
+        if state.waiting:
+            live = Text("… waiting for root", style="bold #e5c07b")
         self.query_one("#live", Static).update(live)
         bar = Text()
+        if state.waiting:
+            bar.append(f"{state.label} does not exist yet: the list starts when it is created")
+            self.query_one("#filterbar", Static).update(bar)
+            return
         description = index.filter.describe()
         bar.append(f"filter {description}" if description else "all runs")
         bar.append(f"  ·  {len(index):,} of {len(index.rows):,} runs")
         arrow = "▼" if index.descending else "▲"
         bar.append(f"  ·  sort {index.sort_key.value} {arrow}")
-        for notice in app.notices:
+        for notice in state.notices:
             bar.append("  ·  ")
             bar.append(notice, style="bold #e5c07b")
         self.query_one("#filterbar", Static).update(bar)
@@ -127,11 +133,8 @@ class RunsScreen(Screen[None]):
 
     def apply_filter(self, run_filter: RunFilter) -> None:
         """Show only the runs matching `run_filter`, from the top."""
-        app = self.monitor
-        app.index.set_filter(run_filter, app.clock())
-        self.run_list.cursor = 0
-        self.run_list.scroll_to(y=0, animate=False, immediate=True)
-        self.run_list.sync()
+        self.state.index.set_filter(run_filter, self.state.clock())
+        self.run_list.to_top()
         self.refresh_header()
 
     def action_search(self, prefix: str = "") -> None:
@@ -152,14 +155,14 @@ class RunsScreen(Screen[None]):
         if self._search_timer is not None:
             self._search_timer.stop()
             self._search_timer = None
-        if len(self.monitor.index.rows) > DEBOUNCE_ABOVE:  # big roots: filter when typing pauses
+        if len(self.state.index.rows) > DEBOUNCE_ABOVE:  # big roots: filter when typing pauses
             self._search_timer = self.set_timer(0.2, lambda: self._search(event.value))
         else:
             self._search(event.value)
 
     def _search(self, query: str) -> None:
         self._search_timer = None
-        index = self.monitor.index
+        index = self.state.index
         base = RunFilter(index.filter.statuses, index.filter.job, index.filter.label)
         self.apply_filter(RunFilter.parse(query, base))
 
@@ -175,25 +178,21 @@ class RunsScreen(Screen[None]):
 
     def action_failed(self) -> None:
         """Failed runs only; pressed again, all statuses."""
-        from durably import RunStatus  # noqa: PLC0415
-
-        current = self.monitor.index.filter
+        current = self.state.index.filter
         failed = frozenset({RunStatus.FAILED})
         statuses = frozenset() if current.statuses == failed else failed
         self.apply_filter(RunFilter(statuses, current.job, current.label, current.text))
 
     def action_toggle_status(self, value: str) -> None:
         """Add or remove one status from the status filter."""
-        from durably import RunStatus  # noqa: PLC0415
-
-        current = self.monitor.index.filter
+        current = self.state.index.filter
         statuses = set(current.statuses) ^ {RunStatus(value)}
         self.apply_filter(RunFilter(frozenset(statuses), current.job, current.label, current.text))
 
     def action_cycle_job(self) -> None:
         """Show only the next job (in name order); after the last, every job."""
-        current = self.monitor.index.filter
-        jobs = sorted(self.monitor.index.jobs)
+        current = self.state.index.filter
+        jobs = sorted(self.state.index.jobs)
         if current.job in jobs:
             at = jobs.index(current.job) + 1
             job = jobs[at] if at < len(jobs) else None
@@ -213,22 +212,22 @@ class RunsScreen(Screen[None]):
 
     def action_sort(self) -> None:
         """Sort by the next column."""
-        index = self.monitor.index
+        index = self.state.index
         key = _SORT_CYCLE[(_SORT_CYCLE.index(index.sort_key) + 1) % len(_SORT_CYCLE)]
         self.sort_by(key)
 
     def sort_by(self, key: SortKey) -> None:
         """Sort by `key` (clicking the sorted column again reverses it)."""
-        index = self.monitor.index
+        index = self.state.index
         descending = not index.descending if key is index.sort_key else key is not SortKey.JOB
-        index.set_sort(key, descending, self.monitor.clock())
+        index.set_sort(key, descending, self.state.clock())
         self.run_list.sync()
         self.refresh_header()
 
     def action_reverse(self) -> None:
         """Reverse the sort order."""
-        index = self.monitor.index
-        index.set_sort(index.sort_key, not index.descending, self.monitor.clock())
+        index = self.state.index
+        index.set_sort(index.sort_key, not index.descending, self.state.clock())
         self.run_list.sync()
         self.refresh_header()
 
@@ -240,5 +239,21 @@ class RunsScreen(Screen[None]):
     def on_run_list_sort_requested(self, event: RunList.SortRequested) -> None:
         self.sort_by(event.key)
 
-    def on_run_list_opened(self, event: RunList.Opened) -> None:
-        self.monitor.open_run(event.run_id)
+    # -- command palette -------------------------------------------------------------------
+
+    def commands(self) -> Iterator[SystemCommand]:
+        """This screen's entries in the command palette: filters, sorts, time display."""
+        yield SystemCommand("Show failed runs", "f", self.action_failed)
+        yield SystemCommand("Show all runs", "0: clear every filter", self.action_clear_filters)
+        yield SystemCommand("Search runs", "/", self.action_search)
+        yield SystemCommand("Next job filter", "J", self.action_cycle_job)
+        yield SystemCommand("Next sort column", "s", self.action_sort)
+        yield SystemCommand("Reverse sort order", "S", self.action_reverse)
+        yield SystemCommand("Relative / absolute times", "t", self.action_toggle_time)
+        for job in sorted(self.state.index.jobs):
+            yield SystemCommand(f"Filter by job: {job}", "show only this job", partial(self.only_job, job))
+
+    def only_job(self, job: str) -> None:
+        """Show only the runs of `job` (other filters stay)."""
+        current = self.state.index.filter
+        self.apply_filter(RunFilter(current.statuses, job, current.label, current.text))

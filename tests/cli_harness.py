@@ -11,10 +11,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 TESTS = Path(__file__).resolve().parent
-APP = "apps.jobs:durably"
+APP = "apps.cli_app:durably"
 T = TypeVar("T")
 
 
@@ -26,16 +26,27 @@ def env() -> dict[str, str]:
     return out
 
 
-def durably_cli(*args: str | Path, timeout: float = 60.0,
-                cwd: Path = TESTS, extra_env: dict[str, str] | None = None,
-                ) -> subprocess.CompletedProcess[str]:
+def durably_cli(
+    *args: str | Path,
+    timeout: float = 60.0,
+    cwd: Path = TESTS,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m durably ARGS` to its end."""
-    return subprocess.run([sys.executable, "-m", "durably", *map(str, args)], cwd=cwd,
-                          env={**env(), **(extra_env or {})}, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "durably", *map(str, args)],
+        cwd=cwd,
+        env={**env(), **(extra_env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.01) -> T:
+def wait_until(
+    predicate: Callable[[], T | Literal[False] | None], timeout: float = 60.0, interval: float = 0.01
+) -> T:
     """Poll `predicate` until it is truthy and return its value; fail after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -50,13 +61,35 @@ def wait_until(predicate: Callable[[], T], timeout: float = 60.0, interval: floa
 class Worker:
     """`durably worker` in its own process group; its stderr is collected line by line."""
 
-    def __init__(self, root: Path, *args: str, processes: int = 1, app: str = APP,
-                 extra_env: dict[str, str] | None = None) -> None:
-        cmd = [sys.executable, "-m", "durably", "worker", app, "--root", str(root),
-               "--processes", str(processes), *args]
-        self.proc = subprocess.Popen(cmd, cwd=TESTS, env={**env(), **(extra_env or {})},
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+    def __init__(
+        self,
+        root: Path,
+        *args: str,
+        processes: int = 1,
+        app: str = APP,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "durably",
+            "worker",
+            app,
+            "--root",
+            str(root),
+            "--processes",
+            str(processes),
+            *args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=TESTS,
+            env={**env(), **(extra_env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -72,8 +105,10 @@ class Worker:
 
     def wait_line(self, needle: str, timeout: float = 60.0) -> str:
         """Wait until a line containing `needle` was printed; return it."""
+
         def find() -> str | None:
             return next((line for line in list(self.lines) if needle in line), None)
+
         try:
             return wait_until(find, timeout)
         except AssertionError:
@@ -82,8 +117,7 @@ class Worker:
     def ready(self, processes: int = 1) -> list[int]:
         """Wait for every process's start-up line; return their pids."""
         wait_until(lambda: sum("ready (root" in line for line in self.lines) >= processes)
-        return [int(line.split("process ")[1].split()[0])
-                for line in self.lines if "ready (root" in line]
+        return [int(line.split("process ")[1].split()[0]) for line in self.lines if "ready (root" in line]
 
     def signal(self, signum: int, *, group: bool = False) -> None:
         if group:
@@ -155,10 +189,26 @@ def one_line(text: str) -> str:
 
 def popen_cli(*args: str | Path) -> subprocess.Popen[str]:
     """Start `python -m durably ARGS` without waiting."""
-    return subprocess.Popen([sys.executable, "-m", "durably", *map(str, args)], cwd=TESTS,
-                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "durably", *map(str, args)],
+        cwd=TESTS,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
-__all__: Sequence[str] = ["APP", "TESTS", "Worker", "durably_cli", "env", "files_under", "one_line",
-                          "pid_alive", "popen_cli", "wait_until", "worker_processes"]
+__all__: Sequence[str] = [
+    "APP",
+    "TESTS",
+    "Worker",
+    "durably_cli",
+    "env",
+    "files_under",
+    "one_line",
+    "pid_alive",
+    "popen_cli",
+    "wait_until",
+    "worker_processes",
+]

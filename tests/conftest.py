@@ -1,20 +1,48 @@
-"""Shared fixtures for the behaviour suite: a fresh root and auto-stopped instances."""
+"""Shared fixtures of the whole suite: a fresh root, auto-stopped instances, gates,
+child processes (``spawn``, ``zygote``), and the figures printed after the run."""
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import start_python
+from apps.children import Zygote, start_python
+from helpers import REPO_ROOT
 
 import durably
 
 _DEFAULT_ROOT: Any = object()
+
+
+def _import_this_checkouts_monitor() -> None:
+    """Make `import durably_monitor` load this checkout's `monitor/` folder, here and in children.
+
+    An install serves the package `durably_monitor` from some checkout's `monitor/` folder
+    (a wheel: a copy; `pip install -e .`: the live folder). Tests run from another checkout (a
+    worktree with PYTHONPATH pointing at it, as for `durably`) must test their own folder.
+    """
+    folder = (REPO_ROOT / "monitor").resolve()
+    spec = importlib.util.find_spec("durably_monitor")
+    if spec is not None and spec.origin and Path(spec.origin).resolve().parent == folder:
+        return
+    links = Path(tempfile.mkdtemp(prefix="durably-monitor-"))
+    atexit.register(shutil.rmtree, links, True)
+    (links / "durably_monitor").symlink_to(folder, target_is_directory=True)
+    sys.path.insert(0, str(links))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(links), os.environ.get("PYTHONPATH")]))
+
+
+_import_this_checkouts_monitor()
 
 
 @pytest.fixture
@@ -72,7 +100,8 @@ def durably_factory(root: Path, gates: Gates) -> Iterator[Callable[..., durably.
 
 @pytest.fixture
 def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start `proc_jobs` children (see helpers.start_python); any still running are killed."""
+    """Start `apps.second_process` children (`apps.children.start_python`); any still
+    running are killed."""
     children: list[subprocess.Popen[str]] = []
 
     def start(args: list[str], **extra_env: str) -> subprocess.Popen[str]:
@@ -85,6 +114,15 @@ def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
         if child.returncode is None:
             child.kill()
             child.communicate()
+
+
+@pytest.fixture
+def zygote(tmp_path: Path) -> Iterator[Zygote]:
+    """A fork server (``apps.zygote``) for one test; children still alive at the end are
+    killed. Its children run ``apps.<module>:<function>``."""
+    z = Zygote(tmp_path / "zygote.log")
+    yield z
+    z.close()
 
 
 @pytest.fixture

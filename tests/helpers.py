@@ -1,23 +1,43 @@
-"""Helpers for the behaviour suite: waiting on conditions and running Python elsewhere."""
+"""Helpers for the behaviour suite: waiting on conditions, test jobs, snapshots of a
+root, and the store below an instance. Child processes: ``apps.children``."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+
+from apps.children import REPO_ROOT, TESTS_DIR
+from pydantic import BaseModel
+
+import durably
+from durably import Durably
+from durably._durably import runtime_of
+from durably._store import FileStore
 
 T = TypeVar("T")
+__all__ = [
+    "REPO_ROOT",
+    "TESTS_DIR",
+    "Payload",
+    "Started",
+    "blocking_job",
+    "collect_in_thread",
+    "event_types",
+    "run_dir_of",
+    "status_of",
+    "store_of",
+    "tree",
+    "wait_until",
+]
 
-TESTS_DIR = Path(__file__).resolve().parent
-REPO_ROOT = TESTS_DIR.parent
 
-
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.01) -> T:
+def wait_until(
+    predicate: Callable[[], T | Literal[False] | None], timeout: float = 10.0, interval: float = 0.01
+) -> T:
     """Poll `predicate` until it returns a truthy value, and return that value.
 
     Raises AssertionError when `timeout` seconds pass first. This waits on a condition,
@@ -33,40 +53,6 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """The environment for a child Python that can import `durably` and the test jobs."""
-    env = dict(os.environ)
-    paths = [str(REPO_ROOT), str(TESTS_DIR)]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env.update(extra)
-    return env
-
-
-def start_python(args: Sequence[str], **extra_env: str) -> subprocess.Popen[str]:
-    """Start `python -m proc_jobs ARGS...` (see tests/proc_jobs.py) in a child process."""
-    return subprocess.Popen(
-        [sys.executable, "-c", "import proc_jobs, sys; proc_jobs.main(sys.argv[1:])", *args],
-        env=subprocess_env(**extra_env),
-        cwd=str(REPO_ROOT),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 60.0) -> tuple[int, str, str]:
-    """Wait for a child started by `start_python`; return (returncode, stdout, stderr)."""
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(f"child did not finish in {timeout} s; stderr:\n{err}") from None
-    return proc.returncode, out, err
-
-
 def tree(path: Path) -> dict[str, tuple[int, int, int, int]]:
     """Every entry under ``path`` (links not followed): size, mtime, ctime (a chmod
     changes it) and inode, to show that something wrote nothing."""
@@ -75,7 +61,11 @@ def tree(path: Path) -> dict[str, tuple[int, int, int, int]]:
         for name in dirnames + filenames:
             st = os.lstat(os.path.join(dirpath, name))
             out[os.path.relpath(os.path.join(dirpath, name), path)] = (
-                st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+            )
     return out
 
 
@@ -98,10 +88,6 @@ def event_types(events: Iterable[Any]) -> list[str]:
 
 
 # --- job builders shared by several test files ------------------------------------------
-
-from pydantic import BaseModel  # noqa: E402
-
-import durably  # noqa: E402
 
 
 class Payload(BaseModel):
@@ -163,3 +149,15 @@ def status_of(instance: durably.Durably, run_id: str) -> str | None:
     """The run's status as a plain string, or None when it does not exist."""
     run = instance.get_run(run_id)
     return None if run is None else str(run.status.value)
+
+
+def store_of(d: Durably) -> FileStore:
+    """The file store below an instance (for tests that damage or inspect files)."""
+    store = runtime_of(d).store
+    assert isinstance(store, FileStore)
+    return store
+
+
+def run_dir_of(d: Durably, run_id: str) -> str:
+    """The directory of a run."""
+    return store_of(d).layout.run_dir(run_id)

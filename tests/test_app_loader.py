@@ -7,16 +7,19 @@ import pytest
 
 from durably import Durably
 from durably._app_loader import AppError, load_app
-from monitor._backend import open_source
+from durably_monitor._backend import open_source
 
 
-@pytest.mark.parametrize(("app", "message"), [
-    ("apps.missing:durably", "no module named 'apps.missing'"),
-    ("apps.broken:durably", "RuntimeError: this module is broken on purpose"),
-    ("apps.jobs:nothing", "has no attribute 'nothing'"),
-    ("apps.jobs:not_durably", "is a dict, not a Durably instance"),
-    ("apps.jobs", "module:attribute"),
-])
+@pytest.mark.parametrize(
+    ("app", "message"),
+    [
+        ("apps.missing:durably", "no module named 'apps.missing'"),
+        ("apps.broken:durably", "RuntimeError: this module is broken on purpose"),
+        ("apps.cli_app:nothing", "has no attribute 'nothing'"),
+        ("apps.cli_app:not_durably", "is a dict, not a Durably instance"),
+        ("apps.cli_app", "module:attribute"),
+    ],
+)
 def test_the_monitor_reports_a_bad_app_as_the_cli_does(app: str, message: str) -> None:
     """An APP that cannot be loaded is one line in the monitor too (no traceback), with
     the words the CLI uses."""
@@ -28,9 +31,9 @@ def test_the_monitor_reports_a_bad_app_as_the_cli_does(app: str, message: str) -
 
 def test_an_app_is_the_instance_it_names() -> None:
     """APP gives the very instance its module created."""
-    from apps import jobs  # noqa: PLC0415
+    from apps import cli_app  # noqa: PLC0415
 
-    loaded = load_app("apps.jobs:durably")
+    loaded = load_app("apps.cli_app:durably")
 
     assert isinstance(loaded, Durably)
-    assert loaded is jobs.durably
+    assert loaded is cli_app.durably

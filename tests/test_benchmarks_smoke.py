@@ -16,9 +16,25 @@ def test_quick_durably_benchmarks_produce_every_figure(tmp_path: Path) -> None:
     """`run.py --quick --only durably` prints a table and measures every durably figure."""
     out = tmp_path / "figures.json"
     proc = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--only", "durably", "-q",
-         "--json", str(out), "--dir", str(tmp_path), "--cache", str(tmp_path / "cache")],
-        cwd=REPO, capture_output=True, text=True, timeout=280, check=False,
+        [
+            sys.executable,
+            "benchmarks/run.py",
+            "--quick",
+            "--only",
+            "durably",
+            "-q",
+            "--json",
+            str(out),
+            "--dir",
+            str(tmp_path),
+            "--cache",
+            str(tmp_path / "cache"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "step checkpoint" in proc.stdout

@@ -1,4 +1,4 @@
-"""SPEC §7: the `durably` command line, each subcommand run as a real subprocess."""
+"""The `durably` command line (docs/cli.md), each subcommand run as a real subprocess."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apps.jobs import ADD, FAIL, GATED, STEPS
+from apps.cli_app import ADD, FAIL, GATED, STEPS
 from cli_harness import (
     APP,
     TESTS,
@@ -25,8 +25,18 @@ from cli_harness import (
 from durably import Durably, RunStatus
 from durably._cli import main
 
-SUBCOMMANDS = ["worker", "monitor", "trigger", "runs", "show", "logs", "cancel",
-               "retrigger", "delete", "purge"]
+SUBCOMMANDS = [
+    "worker",
+    "monitor",
+    "trigger",
+    "runs",
+    "show",
+    "logs",
+    "cancel",
+    "retrigger",
+    "delete",
+    "purge",
+]
 
 
 @pytest.fixture
@@ -61,8 +71,9 @@ class TestHelp:
             assert name in result.stdout
 
     @pytest.mark.parametrize("command", SUBCOMMANDS)
-    def test_each_subcommand_has_help_with_root(self, command: str,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+    def test_each_subcommand_has_help_with_root(
+        self, command: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """Every subcommand's help exits 0 and documents `--root` (parsed in-process)."""
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
@@ -85,8 +96,20 @@ class TestHelp:
 class TestTrigger:
     def test_trigger_prints_the_new_run_id(self, root: Path, local: Durably) -> None:
         """`trigger` creates a pending run with the input, keys and labels given."""
-        run_id = trigger(root, "add", "--input", '{"a": 1, "b": 2}', "--idempotency-key", "k1",
-                         "--concurrency-key", "c1", "--label", "env=prod", "--label", "team=x")
+        run_id = trigger(
+            root,
+            "add",
+            "--input",
+            '{"a": 1, "b": 2}',
+            "--idempotency-key",
+            "k1",
+            "--concurrency-key",
+            "c1",
+            "--label",
+            "env=prod",
+            "--label",
+            "team=x",
+        )
 
         run = local.get_run(run_id)
         assert run is not None
@@ -96,8 +119,7 @@ class TestTrigger:
         assert run.labels == {"env": "prod", "team": "x"}
 
     @pytest.mark.parametrize("how", ["file", "stdin"])
-    def test_input_from_a_file_or_stdin(self, root: Path, local: Durably, tmp_path: Path,
-                                        how: str) -> None:
+    def test_input_from_a_file_or_stdin(self, root: Path, local: Durably, tmp_path: Path, how: str) -> None:
         """`--input @FILE` reads the input from a file, `--input -` from standard input."""
         path = tmp_path / "input.json"
         path.write_text('{"a": 6, "b": 7}')
@@ -105,9 +127,14 @@ class TestTrigger:
             result = durably_cli("trigger", APP, "add", "--input", f"@{path}", "--root", root)
         else:
             result = subprocess.run(
-                [sys.executable, "-m", "durably", "trigger", APP, "add", "--input", "-",
-                 "--root", str(root)], input=path.read_text(), cwd=TESTS, env=env(),
-                capture_output=True, text=True, check=False)
+                [sys.executable, "-m", "durably", "trigger", APP, "add", "--input", "-", "--root", str(root)],
+                input=path.read_text(),
+                cwd=TESTS,
+                env=env(),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
 
         assert result.returncode == 0, result.stderr
         run = local.get_run(one_line(result.stdout))
@@ -116,8 +143,9 @@ class TestTrigger:
 
     def test_root_defaults_to_the_environment_variable(self, root: Path, local: Durably) -> None:
         """Without `--root`, `$DURABLY_ROOT` is the root."""
-        result = durably_cli("trigger", APP, "add", "--input", '{"a": 1, "b": 1}',
-                             extra_env={"DURABLY_ROOT": str(root)})
+        result = durably_cli(
+            "trigger", APP, "add", "--input", '{"a": 1, "b": 1}', extra_env={"DURABLY_ROOT": str(root)}
+        )
 
         assert result.returncode == 0, result.stderr
         assert local.get_run(one_line(result.stdout)) is not None
@@ -128,14 +156,17 @@ class TestTrigger:
 
         assert trigger(root, "add", "--input", '{"a": 5, "b": 5}', "--idempotency-key", "same") == first
 
-    @pytest.mark.parametrize(("args", "message"), [
-        (["add", "--input", "{not json"], "not valid JSON"),
-        (["add", "--input", "@/nonexistent/input.json"], "cannot read --input file"),
-        (["add", "--input", '{"a": 1}'], "Invalid input"),
-        (["add", "--input", '{"a": 1, "b": 2}', "--label", "novalue"], "KEY=VALUE"),
-        (["add", "--input", '{"a": 1, "b": 2}', "--label", "bad key!=x"], "label"),
-        (["nope", "--input", "{}"], "no job named 'nope'"),
-    ])
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["add", "--input", "{not json"], "not valid JSON"),
+            (["add", "--input", "@/nonexistent/input.json"], "cannot read --input file"),
+            (["add", "--input", '{"a": 1}'], "Invalid input"),
+            (["add", "--input", '{"a": 1, "b": 2}', "--label", "novalue"], "KEY=VALUE"),
+            (["add", "--input", '{"a": 1, "b": 2}', "--label", "bad key!=x"], "label"),
+            (["nope", "--input", "{}"], "no job named 'nope'"),
+        ],
+    )
     def test_bad_trigger_writes_nothing(self, root: Path, args: list[str], message: str) -> None:
         """Bad input, labels or job names: one line on stderr, non-zero exit, no root."""
         line = assert_error(durably_cli("trigger", APP, *args, "--root", root))
@@ -143,18 +174,22 @@ class TestTrigger:
         assert message in line
         assert files_under(root) == []
 
-    @pytest.mark.parametrize(("app", "message"), [
-        ("apps.jobs", "module:attribute"),
-        ("apps.missing:durably", "no module named 'apps.missing'"),
-        ("apps.broken:durably", "this module is broken on purpose"),
-        ("apps.jobs:nothing", "no attribute 'nothing'"),
-        ("apps.jobs:not_durably", "not a Durably instance"),
-        ("apps.elsewhere:durably", "but --root is"),
-    ])
+    @pytest.mark.parametrize(
+        ("app", "message"),
+        [
+            ("apps.cli_app", "module:attribute"),
+            ("apps.missing:durably", "no module named 'apps.missing'"),
+            ("apps.broken:durably", "this module is broken on purpose"),
+            ("apps.cli_app:nothing", "no attribute 'nothing'"),
+            ("apps.cli_app:not_durably", "not a Durably instance"),
+            ("apps.elsewhere:durably", "but --root is"),
+        ],
+    )
     def test_bad_app_writes_nothing(self, root: Path, app: str, message: str) -> None:
         """A bad APP: one line on stderr, exit 2, nothing written to the root."""
-        line = assert_error(durably_cli("trigger", app, "add", "--input", '{"a": 1, "b": 2}',
-                                        "--root", root), 2)
+        line = assert_error(
+            durably_cli("trigger", app, "add", "--input", '{"a": 1, "b": 2}', "--root", root), 2
+        )
 
         assert message in line
         assert files_under(root) == []
@@ -172,8 +207,7 @@ class TestTriggerWait:
 
     def test_wait_prints_the_output_as_json(self, root: Path, worker: Worker) -> None:
         """`--wait` prints the id, then the output as JSON; logs and progress go to stderr."""
-        result = durably_cli("trigger", APP, "add", "--input", '{"a": 2, "b": 3}', "--wait",
-                             "--root", root)
+        result = durably_cli("trigger", APP, "add", "--input", '{"a": 2, "b": 3}', "--wait", "--root", root)
 
         assert result.returncode == 0, result.stderr
         run_id, output = result.stdout.splitlines()
@@ -184,8 +218,9 @@ class TestTriggerWait:
 
     def test_wait_exits_1_when_the_run_fails(self, root: Path, worker: Worker) -> None:
         """`--wait` on a failing run prints only its id on stdout and exits 1."""
-        result = durably_cli("trigger", APP, "fail", "--input", '{"message": "kaput"}', "--wait",
-                             "--root", root)
+        result = durably_cli(
+            "trigger", APP, "fail", "--input", '{"message": "kaput"}', "--wait", "--root", root
+        )
 
         assert result.returncode == 1
         assert len(one_line(result.stdout)) == 26
@@ -195,8 +230,7 @@ class TestTriggerWait:
 @pytest.mark.slow
 def test_wait_exits_1_when_the_run_is_cancelled(root: Path, local: Durably) -> None:
     """`--wait` on a run that is cancelled exits 1 and says so."""
-    waiter = popen_cli("trigger", APP, "add", "--input", '{"a": 1, "b": 1}', "--wait",
-                       "--root", root)
+    waiter = popen_cli("trigger", APP, "add", "--input", '{"a": 1, "b": 1}', "--wait", "--root", root)
     assert waiter.stdout is not None
     run_id = waiter.stdout.readline().strip()
     local.cancel(run_id)
@@ -208,8 +242,9 @@ def test_wait_exits_1_when_the_run_is_cancelled(root: Path, local: Durably) -> N
 
 def test_wait_timeout_exits_1_and_the_run_goes_on(root: Path, local: Durably) -> None:
     """`--wait --timeout` gives up with exit 1; the run is still pending."""
-    result = durably_cli("trigger", APP, "add", "--input", '{"a": 1, "b": 1}', "--wait",
-                         "--timeout", "0.2", "--root", root)
+    result = durably_cli(
+        "trigger", APP, "add", "--input", '{"a": 1, "b": 1}', "--wait", "--timeout", "0.2", "--root", root
+    )
 
     assert result.returncode == 1
     run = local.get_run(one_line(result.stdout))
@@ -224,8 +259,18 @@ def test_wait_shows_the_whole_run_even_if_it_ended_first(root: Path, local: Dura
     local.register(ADD).trigger({"a": 3, "b": 4}, idempotency_key="done-before")
     local.process_until_idle()
 
-    result = durably_cli("trigger", APP, "add", "--input", '{"a": 3, "b": 4}',
-                         "--idempotency-key", "done-before", "--wait", "--root", root)
+    result = durably_cli(
+        "trigger",
+        APP,
+        "add",
+        "--input",
+        '{"a": 3, "b": 4}',
+        "--idempotency-key",
+        "done-before",
+        "--wait",
+        "--root",
+        root,
+    )
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[1]) == {"sum": 7}
@@ -271,15 +316,17 @@ class TestRuns:
         assert runs[-1]["output"] == {"sum": 3}
         assert runs[-1]["progress"] == {"current": 2, "total": 2, "message": "done"}
 
-    @pytest.mark.parametrize(("args", "expected"), [
-        (["--status", "failed"], ["failed"]),
-        (["--status", "failed", "--status", "cancelled"], ["cancelled", "failed"]),
-        (["--job", "fail"], ["failed"]),
-        (["--label", "env=dev"], ["pending"]),
-        (["--limit", "2"], ["pending", "cancelled"]),
-    ])
-    def test_filters(self, root: Path, history: dict[str, str], args: list[str],
-                     expected: list[str]) -> None:
+    @pytest.mark.parametrize(
+        ("args", "expected"),
+        [
+            (["--status", "failed"], ["failed"]),
+            (["--status", "failed", "--status", "cancelled"], ["cancelled", "failed"]),
+            (["--job", "fail"], ["failed"]),
+            (["--label", "env=dev"], ["pending"]),
+            (["--limit", "2"], ["pending", "cancelled"]),
+        ],
+    )
+    def test_filters(self, root: Path, history: dict[str, str], args: list[str], expected: list[str]) -> None:
         """`--status`, `--job`, `--label` and `--limit` narrow the list."""
         result = durably_cli("runs", "--json", *args, "--root", root)
 
@@ -293,8 +340,9 @@ class TestRuns:
         assert not missing.exists()
 
     @pytest.mark.parametrize("args", [["--status", "bogus"], ["--limit", "0"]])
-    def test_bad_options_are_one_line_errors(self, root: Path, history: dict[str, str],
-                                             args: list[str]) -> None:
+    def test_bad_options_are_one_line_errors(
+        self, root: Path, history: dict[str, str], args: list[str]
+    ) -> None:
         """A bad filter value is a usage error: one line, exit 2."""
         assert_error(durably_cli("runs", *args, "--root", root), 2)
 
@@ -325,8 +373,7 @@ class TestShow:
         assert run["steps"][0]["duration"] >= 0
 
     @pytest.mark.parametrize("command", ["show", "logs", "cancel", "delete"])
-    def test_unknown_run_is_an_error(self, root: Path, history: dict[str, str],
-                                     command: str) -> None:
+    def test_unknown_run_is_an_error(self, root: Path, history: dict[str, str], command: str) -> None:
         """Commands given an unknown run id: one line, exit 1, nothing written."""
         before = files_under(root)
 
@@ -371,24 +418,23 @@ class TestManage:
 
     def test_cancel_an_ended_run_is_a_conflict(self, root: Path, history: dict[str, str]) -> None:
         """Cancelling a completed run is refused with one line and exit 1."""
-        assert "Cannot cancel" in assert_error(
-            durably_cli("cancel", history["completed"], "--root", root), 1)
+        assert "Cannot cancel" in assert_error(durably_cli("cancel", history["completed"], "--root", root), 1)
 
     def test_retrigger_prints_a_new_run_with_the_same_input(
-            self, root: Path, local: Durably, history: dict[str, str]) -> None:
+        self, root: Path, local: Durably, history: dict[str, str]
+    ) -> None:
         """`retrigger` prints the id of a new pending run with the old input and labels."""
         result = durably_cli("retrigger", APP, history["completed"], "--root", root)
 
         new = local.get_run(one_line(result.stdout))
         assert new is not None
         assert new.id != history["completed"]
-        assert (new.status, new.input, new.labels) == (
-            RunStatus.PENDING, {"a": 1, "b": 2}, {"env": "prod"})
+        assert (new.status, new.input, new.labels) == (RunStatus.PENDING, {"a": 1, "b": 2}, {"env": "prod"})
 
-    @pytest.mark.parametrize(("which", "message"), [("pending", "Cannot retrigger"),
-                                                    ("unknown", "Run not found")])
-    def test_retrigger_errors(self, root: Path, history: dict[str, str], which: str,
-                              message: str) -> None:
+    @pytest.mark.parametrize(
+        ("which", "message"), [("pending", "Cannot retrigger"), ("unknown", "Run not found")]
+    )
+    def test_retrigger_errors(self, root: Path, history: dict[str, str], which: str, message: str) -> None:
         """Retriggering a pending or unknown run: one line, exit 1, nothing written."""
         run_id = history.get(which, "01ARZ3NDEKTSV4RRFFQ69G5FAV")
         before = files_under(root)
@@ -403,15 +449,16 @@ class TestManage:
         assert result.returncode == 0, result.stderr
         assert local.get_run(history["failed"]) is None
 
-    def test_delete_a_pending_run_is_a_conflict(self, root: Path, local: Durably,
-                                               history: dict[str, str]) -> None:
+    def test_delete_a_pending_run_is_a_conflict(
+        self, root: Path, local: Durably, history: dict[str, str]
+    ) -> None:
         """Deleting a pending run is refused and the run stays."""
-        assert "Cannot delete" in assert_error(
-            durably_cli("delete", history["pending"], "--root", root), 1)
+        assert "Cannot delete" in assert_error(durably_cli("delete", history["pending"], "--root", root), 1)
         assert local.get_run(history["pending"]) is not None
 
     def test_purge_deletes_ended_runs_older_than_the_age(
-            self, root: Path, local: Durably, history: dict[str, str]) -> None:
+        self, root: Path, local: Durably, history: dict[str, str]
+    ) -> None:
         """`purge --older-than` deletes ended runs older than the age, never active ones."""
         kept = durably_cli("purge", "--older-than", "30d", "--root", root)
         assert kept.returncode == 0, kept.stderr
@@ -423,13 +470,11 @@ class TestManage:
         assert [r.id for r in local.get_runs()] == [history["pending"]]
 
     @pytest.mark.parametrize("age", ["30", "thirty days", "-1d"])
-    def test_purge_with_a_bad_age_writes_nothing(self, root: Path, history: dict[str, str],
-                                                 age: str) -> None:
+    def test_purge_with_a_bad_age_writes_nothing(self, root: Path, history: dict[str, str], age: str) -> None:
         """A malformed age is one line on stderr with exit 2."""
         before = files_under(root)
 
-        assert "--older-than" in assert_error(
-            durably_cli("purge", f"--older-than={age}", "--root", root), 2)
+        assert "--older-than" in assert_error(durably_cli("purge", f"--older-than={age}", "--root", root), 2)
         assert files_under(root) == before
 
 
@@ -437,13 +482,13 @@ class TestMonitor:
     def test_missing_monitor_is_one_clear_line(self, root: Path, tmp_path: Path) -> None:
         """Without textual, `durably monitor` says how to install it, in one line."""
         fake = tmp_path / "fake"
-        (fake / "monitor").mkdir(parents=True)
-        (fake / "monitor" / "__init__.py").write_text(
-            "raise ModuleNotFoundError(\"No module named 'textual'\", name='textual')\n")
+        (fake / "durably_monitor").mkdir(parents=True)
+        (fake / "durably_monitor" / "__init__.py").write_text(
+            "raise ModuleNotFoundError(\"No module named 'textual'\", name='textual')\n"
+        )
 
         result = durably_cli("monitor", root, cwd=fake)
 
         line = assert_error(result, 2)
         assert "textual" in line
         assert "durably[monitor]" in line
-

@@ -1,7 +1,7 @@
 """Crash consistency with real processes: SIGKILL at seeded points and at every
 file-system call of each operation, then recovery by a fresh process.
 
-Children are forked from a pre-imported fork server (tests/crashapps/zygote.py) so that
+Children are forked from a pre-imported fork server (tests/apps/zygote.py) so that
 a fresh process costs milliseconds; every run uses ``Durably(root, fsync=True)``.
 """
 
@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from crashapps import jobs
-from crashapps.proc import Zygote
+from apps import crash_jobs
+from apps.children import Zygote
 
 import durably
 
@@ -26,14 +25,6 @@ STEPS = 20
 STATS = {"seeded_kills": 0, "kill_points": 0, "batch_kill_points": 0}
 
 
-@pytest.fixture
-def zygote(tmp_path: Path) -> Iterator[Zygote]:
-    """A fork server for this test; children still alive at the end are killed."""
-    z = Zygote(tmp_path / "zygote.log")
-    yield z
-    z.close()
-
-
 def _kill_points(seed: int, count: int) -> list[dict[str, object]]:
     """``count`` kill points in execution order: inside a step's body, just before it
     (the previous step's checkpoint is acknowledged), or at the j-th file-system call
@@ -42,9 +33,9 @@ def _kill_points(seed: int, count: int) -> list[dict[str, object]]:
     points = []
     for _ in range(count):
         k = rng.randrange(STEPS)
-        phase = rng.choice(jobs.PHASES)
+        phase = rng.choice(crash_jobs.PHASES)
         points.append({"k": k, "phase": phase, "j": rng.randint(1, 6) if phase == "commit" else 0})
-    points.sort(key=lambda p: (p["k"], jobs.PHASES.index(str(p["phase"])), p["j"]))
+    points.sort(key=lambda p: (p["k"], crash_jobs.PHASES.index(str(p["phase"])), p["j"]))
     return points
 
 
@@ -68,16 +59,17 @@ class TestSeededKills:
         only the step in flight at a kill runs again."""
         root, workdir = tmp_path / "root", tmp_path / "work"
         workdir.mkdir()
-        reader = jobs.make(str(root), preserve_steps=True)
-        run_id = reader.get_job("steps").trigger(jobs.Tag(steps=STEPS)).id  # type: ignore[union-attr]
+        reader = crash_jobs.make(str(root), preserve_steps=True)
+        run_id = reader.get_job("steps").trigger(crash_jobs.Tag(steps=STEPS)).id  # type: ignore[union-attr]
         points = _kill_points(SEED, 20)
         done_before: set[int] = set()
         seen = 0
         killed = 0
         for child, point in enumerate([*points, None]):
             who = f"c{child}"
-            code = zygote.run("crashapps.jobs:crash_worker", root=str(root), workdir=str(workdir),
-                              who=who, kill=point)
+            code = zygote.run(
+                "apps.crash_jobs:crash_worker", root=str(root), workdir=str(workdir), who=who, kill=point
+            )
             ran = [k for w, k in _executions(workdir)[seen:] if w == who]
             seen = len(_executions(workdir))
             where = f"seed {SEED}, child {child}, kill point {point}"
@@ -103,10 +95,10 @@ class TestSeededKills:
         run = reader.get_run(run_id)
         assert run is not None
         assert run.status == "completed"
-        assert run.output == jobs.expected_output(STEPS)
+        assert run.output == crash_jobs.expected_output(STEPS)
         steps = reader.get_steps(run_id)
         completed = {s.name: s.output for s in steps if s.status == "completed"}
-        assert completed == {f"step-{k:02d}": jobs.value_of(k) for k in range(STEPS)}
+        assert completed == {f"step-{k:02d}": crash_jobs.value_of(k) for k in range(STEPS)}
         counts = {k: 0 for k in range(STEPS)}
         for _, k in _executions(workdir):
             counts[k] += 1
@@ -127,8 +119,14 @@ SCENARIOS = {
 
 def _op(zygote: Zygote, case: Path, op: str, kill_at: int) -> tuple[int, dict[str, object]]:
     result = case / f"result-{op}-{kill_at}.json"
-    code = zygote.run("crashapps.jobs:sweep_op", root=str(case / "root"),
-                      workdir=str(case / "work"), op=op, kill_at=kill_at, result=str(result))
+    code = zygote.run(
+        "apps.crash_jobs:sweep_op",
+        root=str(case / "root"),
+        workdir=str(case / "work"),
+        op=op,
+        kill_at=kill_at,
+        result=str(result),
+    )
     return code, json.loads(result.read_text()) if result.exists() else {}
 
 
@@ -154,17 +152,30 @@ def _sweep(zygote: Zygote, tmp_path: Path, scenario: str) -> tuple[int, list[str
         cases = {n: tmp_path / f"{scenario}-{n}" for n in ns}
         for case in cases.values():
             shutil.copytree(template, case, symlinks=True)
-        pids = {n: zygote.spawn("crashapps.jobs:sweep_op", root=str(case / "root"),
-                                workdir=str(case / "work"), op=op, kill_at=n,
-                                result=str(case / "op.json"))
-                for n, case in cases.items()}
+        pids = {
+            n: zygote.spawn(
+                "apps.crash_jobs:sweep_op",
+                root=str(case / "root"),
+                workdir=str(case / "work"),
+                op=op,
+                kill_at=n,
+                result=str(case / "op.json"),
+            )
+            for n, case in cases.items()
+        }
         for n, pid in pids.items():
             code = zygote.wait(pid)
             where = f"{scenario}: killed at call {n}/{total} ({trace[n - 1]}) of {op!r}"
             assert code in (-9, 0), f"{where}: exit {code}\n{zygote.stderr()}"
-        pids = {n: zygote.spawn("crashapps.jobs:sweep_check", root=str(case / "root"),
-                                workdir=str(case / "work"), result=str(case / "check.json"))
-                for n, case in cases.items()}
+        pids = {
+            n: zygote.spawn(
+                "apps.crash_jobs:sweep_check",
+                root=str(case / "root"),
+                workdir=str(case / "work"),
+                result=str(case / "check.json"),
+            )
+            for n, case in cases.items()
+        }
         for n, pid in pids.items():
             where = f"{scenario}: killed at call {n}/{total} ({trace[n - 1]}) of {op!r}"
             assert zygote.wait(pid) == 0, f"{where}: recovery check failed:\n{zygote.stderr()}"
@@ -195,7 +206,7 @@ class TestBatchTriggerCrash:
         self, tmp_path: Path, zygote: Zygote
     ) -> None:
         """batch_trigger of 3 runs killed at each of its file-system calls leaves either no
-        run or all three (SPEC: the batch is all-or-nothing)."""
+        run or all three (docs/api.md: the batch is all-or-nothing)."""
         template = tmp_path / "template"
         (template / "work").mkdir(parents=True)
         assert _op(zygote, template, "init", 0)[0] == 0
@@ -210,7 +221,7 @@ class TestBatchTriggerCrash:
             case = tmp_path / f"case-{n}"
             shutil.copytree(template, case)
             assert _op(zygote, case, "batch", n)[0] in (-9, 0)
-            count = len(jobs.make(str(case / "root")).get_runs())
+            count = len(crash_jobs.make(str(case / "root")).get_runs())
             if count not in (0, 3):
                 partial.append((n, count))
             shutil.rmtree(case)

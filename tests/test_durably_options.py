@@ -1,4 +1,4 @@
-"""SPEC §3: the `Durably` constructor, its options and job registration."""
+"""The `Durably` constructor, its options and job registration (docs/api.md: Durably)."""
 
 from __future__ import annotations
 

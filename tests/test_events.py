@@ -1,4 +1,5 @@
-"""SPEC §5: events: `on()` listeners, event order and payloads, `subscribe(run_id)`."""
+"""Events (docs/api.md: Listening to events, Events): `on()` listeners, event order and
+payloads, `subscribe(run_id)`."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import proc_jobs
 import pytest
-from helpers import collect_in_thread, event_types, finish, wait_until
+from apps import second_process
+from apps.children import finish
+from helpers import collect_in_thread, event_types, wait_until
 from pydantic import BaseModel
 
 import durably
@@ -540,9 +542,9 @@ class TestSubscribe:
         self, d: Durably, root: Path, tmp_path: Path, spawn: Any
     ) -> None:
         """`subscribe` yields events of a run that another process executes, then ends."""
-        other = proc_jobs.make(root)
+        other = second_process.make(root)
         try:
-            result = other.jobs["gated"].trigger(proc_jobs.WorkIn(workdir=str(tmp_path)))
+            result = other.jobs["gated"].trigger(second_process.WorkIn(workdir=str(tmp_path)))
             gate = tmp_path / "gate"
 
             def events() -> Any:

@@ -1,6 +1,7 @@
-"""SPEC §6: `durably worker APP --processes N`, the multiprocess executor, as a real process.
+"""`durably worker APP --processes N` (docs/workers.md, docs/cli.md), the multiprocess
+executor, as a real process.
 
-The test app (tests/apps/jobs.py) leases for an hour, so any run that resumes after a
+The test app (tests/apps/cli_app.py) leases for an hour, so any run that resumes after a
 worker process dies proves it was claimed without waiting for the lease to expire.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from apps.jobs import ADD, CRASH, GATED, POLITE, STEPS, STUBBORN
+from apps.cli_app import ADD, CRASH, GATED, POLITE, STEPS, STUBBORN
 from cli_harness import (
     APP,
     TESTS,
@@ -50,8 +51,9 @@ def workers(root: Path) -> Iterator[Callable[..., Worker]]:
     """Start `durably worker` processes; all are killed at teardown."""
     started: list[Worker] = []
 
-    def start(*args: str, processes: int = 1, app: str = APP,
-              extra_env: dict[str, str] | None = None) -> Worker:
+    def start(
+        *args: str, processes: int = 1, app: str = APP, extra_env: dict[str, str] | None = None
+    ) -> Worker:
         worker = Worker(root, *args, processes=processes, app=app, extra_env=extra_env)
         started.append(worker)
         return worker
@@ -78,7 +80,8 @@ def started_pid(workdir: Path, name: str) -> int:
 
 class TestStartUp:
     def test_prints_one_line_per_process_with_pid_and_root(
-            self, root: Path, workers: Callable[..., Worker]) -> None:
+        self, root: Path, workers: Callable[..., Worker]
+    ) -> None:
         """Each child prints its pid and the root it serves once it is ready."""
         worker = workers(processes=2)
 
@@ -89,15 +92,17 @@ class TestStartUp:
         ready = [line for line in worker.lines if "ready (root" in line]
         assert all(f"root {root}" in line for line in ready)
 
-    @pytest.mark.parametrize(("app", "message"), [
-        ("apps.missing:durably", "no module named 'apps.missing'"),
-        ("apps.broken:durably", "this module is broken on purpose"),
-        ("apps.jobs:not_durably", "not a Durably instance"),
-        ("apps.elsewhere:durably", "but --root is"),
-        ("apps.jobs", "module:attribute"),
-    ])
-    def test_a_bad_app_is_one_line_and_a_non_zero_exit(self, root: Path, app: str,
-                                                       message: str) -> None:
+    @pytest.mark.parametrize(
+        ("app", "message"),
+        [
+            ("apps.missing:durably", "no module named 'apps.missing'"),
+            ("apps.broken:durably", "this module is broken on purpose"),
+            ("apps.cli_app:not_durably", "not a Durably instance"),
+            ("apps.elsewhere:durably", "but --root is"),
+            ("apps.cli_app", "module:attribute"),
+        ],
+    )
+    def test_a_bad_app_is_one_line_and_a_non_zero_exit(self, root: Path, app: str, message: str) -> None:
         """Import errors and a root mismatch: one line on stderr, non-zero exit, no root."""
         result = durably_cli("worker", app, "--processes", "2", "--root", root)
 
@@ -109,14 +114,14 @@ class TestStartUp:
         """A root that cannot be created (under a regular file) stops the start-up."""
         (tmp_path / "a-file").write_text("")
 
-        result = durably_cli("worker", "apps.jobs:durably", "--root", tmp_path / "a-file" / "root")
+        result = durably_cli("worker", "apps.cli_app:durably", "--root", tmp_path / "a-file" / "root")
 
         assert result.returncode == 2
         assert "Not a directory" in one_line(result.stderr)
 
     def test_root_is_exported_before_the_app_is_imported(
-            self, root: Path, local: Durably, workdir: Path,
-            workers: Callable[..., Worker]) -> None:
+        self, root: Path, local: Durably, workdir: Path, workers: Callable[..., Worker]
+    ) -> None:
         """An app created with the default root executes the runs of `--root`."""
         run_id = local.register(ADD).trigger({"a": 20, "b": 22}).id
         workers()
@@ -132,13 +137,13 @@ def _calls(workdir: Path, run_id: str) -> Counter[str]:
 
 
 def test_crash_of_the_whole_group_loses_nothing(
-        local: Durably, workdir: Path, workers: Callable[..., Worker]) -> None:
+    local: Durably, workdir: Path, workers: Callable[..., Worker]
+) -> None:
     """SIGKILL of supervisor and children mid-way, then a restart: every run completes,
     and in each run every step ran once, except at most one step in flight at the kill."""
     handle = local.get_job("steps")
     assert handle is not None
-    ids = [handle.trigger({"workdir": str(workdir), "n": 10, "work": 60_000}).id
-           for _ in range(40)]
+    ids = [handle.trigger({"workdir": str(workdir), "n": 10, "work": 60_000}).id for _ in range(40)]
     first = workers(processes=2)
 
     def total_calls() -> int:
@@ -160,14 +165,17 @@ def test_crash_of_the_whole_group_loses_nothing(
 
 
 class TestSignals:
-    @pytest.mark.parametrize(("signum", "group"), [
-        (signal.SIGTERM, False),  # systemd, docker stop: the supervisor forwards it
-        (signal.SIGINT, True),  # Ctrl-C in a terminal reaches the whole group
-        (signal.SIGTERM, True),  # systemd KillMode=control-group
-    ])
-    def test_first_signal_drains(self, local: Durably, workdir: Path,
-                                 workers: Callable[..., Worker], signum: int,
-                                 group: bool) -> None:
+    @pytest.mark.parametrize(
+        ("signum", "group"),
+        [
+            (signal.SIGTERM, False),  # systemd, docker stop: the supervisor forwards it
+            (signal.SIGINT, True),  # Ctrl-C in a terminal reaches the whole group
+            (signal.SIGTERM, True),  # systemd KillMode=control-group
+        ],
+    )
+    def test_first_signal_drains(
+        self, local: Durably, workdir: Path, workers: Callable[..., Worker], signum: int, group: bool
+    ) -> None:
         """Runs in flight complete, nothing new is claimed, and the exit code is 0."""
         worker = workers(processes=2)
         busy = [gated(local, workdir, "a"), gated(local, workdir, "b")]
@@ -184,8 +192,7 @@ class TestSignals:
         assert [status(local, r) for r in busy] == [RunStatus.COMPLETED] * 2
         assert status(local, waiting) is RunStatus.PENDING
 
-    def test_a_signal_to_the_group_exits_idle_processes_quietly(
-            self, workers: Callable[..., Worker]) -> None:
+    def test_a_signal_to_the_group_exits_idle_processes_quietly(self, workers: Callable[..., Worker]) -> None:
         """SIGTERM to the whole group (the supervisor forwards it too): idle processes
         exit 0, and no process is reported killed."""
         worker = workers(processes=4)
@@ -196,8 +203,9 @@ class TestSignals:
         assert worker.wait() == 0, worker.output()
         assert "killed" not in worker.output()
 
-    def test_second_signal_stops_at_once(self, local: Durably, workdir: Path,
-                                         workers: Callable[..., Worker]) -> None:
+    def test_second_signal_stops_at_once(
+        self, local: Durably, workdir: Path, workers: Callable[..., Worker]
+    ) -> None:
         """A second signal kills the runs in flight; they stay leased, to be resumed."""
         worker = workers()
         run_id = gated(local, workdir, "a")
@@ -214,7 +222,8 @@ class TestSignals:
 
 
 def test_a_killed_child_is_replaced_and_its_run_resumes(
-        local: Durably, workdir: Path, workers: Callable[..., Worker]) -> None:
+    local: Durably, workdir: Path, workers: Callable[..., Worker]
+) -> None:
     """SIGKILL of the child running a run: a new child resumes it (no lease wait)."""
     worker = workers("--verbose")
     run_id = gated(local, workdir, "k")
@@ -230,12 +239,14 @@ def test_a_killed_child_is_replaced_and_its_run_resumes(
     run = local.wait_for_run(run_id, timeout=60)
     assert run.output == {"pid": resumed_by, "after": 1}
     assert (workdir / "calls-k").read_text().split("\n")[:3] == [
-        f"wait {victim}", f"wait {resumed_by}", "after"]
+        f"wait {victim}",
+        f"wait {resumed_by}",
+        "after",
+    ]
     assert "will be resumed; starting a new one" in worker.wait_line(f"process {victim} was killed")
 
 
-def test_a_crash_loop_backs_off(local: Durably, workdir: Path,
-                                workers: Callable[..., Worker]) -> None:
+def test_a_crash_loop_backs_off(local: Durably, workdir: Path, workers: Callable[..., Worker]) -> None:
     """A run that kills its process every time is resumed again and again, but the
     replacements are spaced out once the deaths come in a row."""
     worker = workers()
@@ -249,7 +260,8 @@ def test_a_crash_loop_backs_off(local: Durably, workdir: Path,
 
 
 def test_a_process_killed_during_start_up_is_replaced(
-        root: Path, local: Durably, workers: Callable[..., Worker]) -> None:
+    root: Path, local: Durably, workers: Callable[..., Worker]
+) -> None:
     """A replacement SIGKILLed before it is ready is replaced in turn (spaced out while
     it keeps dying); the other process serves meanwhile, and the worker goes on."""
     worker = workers(processes=2, app="apps.dies_at_start:durably")
@@ -259,8 +271,9 @@ def test_a_process_killed_during_start_up_is_replaced(
 
     os.kill(victim, signal.SIGKILL)
 
-    wait_until(lambda: worker.proc.poll() is not None
-               or (deaths.exists() and len(deaths.read_text().split()) >= 2))
+    wait_until(
+        lambda: worker.proc.poll() is not None or (deaths.exists() and len(deaths.read_text().split()) >= 2)
+    )
     assert worker.proc.poll() is None, worker.output()
     served = local.register(ADD).trigger({"a": 1, "b": 2}).id
     assert local.wait_for_run(served, timeout=60).output == {"sum": 3}
@@ -285,14 +298,20 @@ def test_an_app_that_never_starts_stops_the_worker(tmp_path: Path, root: Path) -
 
 
 def test_processes_orphaned_during_start_up_exit_without_claiming(
-        root: Path, local: Durably, workers: Callable[..., Worker]) -> None:
+    root: Path, local: Durably, workers: Callable[..., Worker]
+) -> None:
     """SIGKILL of the supervisor while its processes are still starting (held before any
     durably code runs): they never claim a run, and they exit."""
     gate = root.parent / "start-gate"
-    worker = workers(processes=2, extra_env={
-        "DURABLY_TEST_START_GATE": str(gate),
-        "PYTHONPATH": os.pathsep.join([str(TESTS / "startgate"), os.environ.get("PYTHONPATH", "")]),
-    })
+    worker = workers(
+        processes=2,
+        extra_env={
+            "DURABLY_TEST_START_GATE": str(gate),
+            "PYTHONPATH": os.pathsep.join(
+                [str(TESTS / "apps" / "startgate"), os.environ.get("PYTHONPATH", "")]
+            ),
+        },
+    )
     wait_until(lambda: len(worker_processes(root)) == 2)
 
     worker.signal(signal.SIGKILL)
@@ -305,7 +324,8 @@ def test_processes_orphaned_during_start_up_exit_without_claiming(
 
 
 def test_processes_orphaned_while_importing_the_app_exit_at_once(
-        root: Path, local: Durably, workers: Callable[..., Worker]) -> None:
+    root: Path, local: Durably, workers: Callable[..., Worker]
+) -> None:
     """SIGKILL of the supervisor while its processes import a slow APP: they exit without
     finishing the import, so they never claim a run."""
     importing = root.parent / "importing"
@@ -321,7 +341,8 @@ def test_processes_orphaned_while_importing_the_app_exit_at_once(
 
 
 def test_workers_outliving_a_killed_supervisor_finish_their_run_and_exit(
-        local: Durably, workdir: Path, workers: Callable[..., Worker]) -> None:
+    local: Durably, workdir: Path, workers: Callable[..., Worker]
+) -> None:
     """SIGKILL of the supervisor alone: its worker finishes the run in flight and exits."""
     worker = workers()
     run_id = gated(local, workdir, "o")
@@ -337,8 +358,8 @@ def test_workers_outliving_a_killed_supervisor_finish_their_run_and_exit(
 
 class TestCancel:
     def test_a_step_polling_its_signal_sees_a_cancel_from_another_process(
-            self, root: Path, local: Durably, workdir: Path,
-            workers: Callable[..., Worker]) -> None:
+        self, root: Path, local: Durably, workdir: Path, workers: Callable[..., Worker]
+    ) -> None:
         """`durably cancel` in another process sets the executing step's signal."""
         worker = workers("--cancel-grace", "60")
         run_id = gated(local, workdir, "p", job="polite")
@@ -354,8 +375,8 @@ class TestCancel:
         assert "killing" not in worker.output()
 
     def test_a_run_ignoring_cancel_is_stopped_after_the_grace(
-            self, root: Path, local: Durably, workdir: Path,
-            workers: Callable[..., Worker]) -> None:
+        self, root: Path, local: Durably, workdir: Path, workers: Callable[..., Worker]
+    ) -> None:
         """A step that ignores the signal: its process is killed after `--cancel-grace`,
         the run stays cancelled with that step cancelled, and a new process takes over."""
         worker = workers("--cancel-grace", "1")
@@ -374,7 +395,8 @@ class TestCancel:
 
 class TestTimeouts:
     def test_job_timeout_fails_the_run_and_kills_a_stubborn_step(
-            self, local: Durably, workdir: Path, workers: Callable[..., Worker]) -> None:
+        self, local: Durably, workdir: Path, workers: Callable[..., Worker]
+    ) -> None:
         """`--job-timeout JOB=S` fails the run with a clear error and kills its process."""
         worker = workers("--job-timeout", "stubborn=1", "--cancel-grace", "1")
         run_id = gated(local, workdir, "t", job="stubborn")
@@ -390,7 +412,8 @@ class TestTimeouts:
         assert f"killing process {pid}" in worker.wait_line(f"run {run_id} timed out")
 
     def test_run_timeout_ends_a_polite_run_without_killing(
-            self, local: Durably, workdir: Path, workers: Callable[..., Worker]) -> None:
+        self, local: Durably, workdir: Path, workers: Callable[..., Worker]
+    ) -> None:
         """`--run-timeout` fails any job's run; a step watching its signal stops by itself."""
         worker = workers("--run-timeout", "1", "--cancel-grace", "60")
         run_id = gated(local, workdir, "q", job="polite")
@@ -404,8 +427,9 @@ class TestTimeouts:
         assert pid_alive(pid)
         assert "killing" not in worker.output()
 
-    def test_other_jobs_are_not_timed_out(self, local: Durably, workdir: Path,
-                                          workers: Callable[..., Worker]) -> None:
+    def test_other_jobs_are_not_timed_out(
+        self, local: Durably, workdir: Path, workers: Callable[..., Worker]
+    ) -> None:
         """`--job-timeout` applies to its job only."""
         workers("--job-timeout", "stubborn=1")
         run_id = local.register(ADD).trigger({"a": 1, "b": 2}).id
@@ -413,11 +437,13 @@ class TestTimeouts:
         assert local.wait_for_run(run_id, timeout=60).output == {"sum": 3}
 
 
-@pytest.mark.parametrize("args", [["--processes", "0"], ["--cancel-grace", "-1"],
-                                  ["--job-timeout", "stubborn"], ["--run-timeout", "x"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--processes", "0"], ["--cancel-grace", "-1"], ["--job-timeout", "stubborn"], ["--run-timeout", "x"]],
+)
 def test_bad_worker_options_are_one_line_errors(root: Path, args: list[str]) -> None:
     """Bad option values: one line on stderr, exit 2, no root created."""
-    result = durably_cli("worker", "apps.jobs:durably", *args, "--root", root)
+    result = durably_cli("worker", "apps.cli_app:durably", *args, "--root", root)
 
     assert result.returncode == 2
     one_line(result.stderr)

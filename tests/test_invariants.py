@@ -1,4 +1,5 @@
-"""One test per invariant of DESIGN.md that can fail, with real processes and files.
+"""One test per invariant of docs/architecture.md ("Invariants and where they hold") that
+can fail, with real processes and files.
 
 Several invariants also have broader sweeps elsewhere: crash consistency in
 test_crash.py, races and fencing between processes in test_races.py, names, formats and
@@ -11,27 +12,25 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from crashapps import durability, jobs
-from crashapps.proc import Zygote, poll
+from apps import crash_jobs, durability_trace
+from apps.children import Zygote, poll
 from helpers import tree
 
 import durably
+from durably import _entries as entries
 from durably import _files as files
+from durably import _records as records
+from durably._durably import runtime_of
+from durably._entries import StepEnded
+from durably._layout import job_hash
+from durably._queue import QueueEntry
+from durably._records import now_iso
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def zygote(tmp_path: Path) -> Iterator[Zygote]:
-    z = Zygote(tmp_path / "zygote.log")
-    yield z
-    z.close()
-
 
 
 class TestAtomicVisibility:
@@ -43,10 +42,16 @@ class TestAtomicVisibility:
         completed-step count going backwards, or a state file that does not parse."""
         root, work = tmp_path / "root", tmp_path / "work"
         work.mkdir()
-        d = jobs.make(str(root), preserve_steps=True)
-        run_id = d.get_job("steps").trigger(jobs.Tag(steps=150)).id  # type: ignore[union-attr]
-        writer = zygote.spawn("crashapps.jobs:crash_worker", group="writer", root=str(root),
-                              workdir=str(work), who="w", kill=None)
+        d = crash_jobs.make(str(root), preserve_steps=True)
+        run_id = d.get_job("steps").trigger(crash_jobs.Tag(steps=150)).id  # type: ignore[union-attr]
+        writer = zygote.spawn(
+            "apps.crash_jobs:crash_worker",
+            group="writer",
+            root=str(root),
+            workdir=str(work),
+            who="w",
+            kill=None,
+        )
         run_dir = next(Path(root, "runs").glob(f"*/*/{run_id}"))
         last_count, polls, seen_states = 0, 0, set()
         while True:
@@ -59,7 +64,7 @@ class TestAtomicVisibility:
             last_count = run.completed_step_count
             for s in d.get_steps(run_id):
                 if s.status == "completed" and run.status != "completed":
-                    assert s.output == jobs.value_of(int(s.name[5:])), s
+                    assert s.output == crash_jobs.value_of(int(s.name[5:])), s
             for p in run_dir.glob("s.*"):
                 data = files.read_bytes(str(p))
                 assert data is not None, p
@@ -68,7 +73,7 @@ class TestAtomicVisibility:
             if run.status == "completed":
                 break
         assert zygote.wait(writer) == 0, zygote.stderr()
-        assert d.get_run(run_id).output == jobs.expected_output(150)  # type: ignore[union-attr]
+        assert d.get_run(run_id).output == crash_jobs.expected_output(150)  # type: ignore[union-attr]
         assert polls > 1
         assert seen_states >= {"s.1", "s.2"}
 
@@ -81,13 +86,19 @@ class TestReadAcrossCompaction:
         worker compacts its journals into journal.jsonl, sees every completed step."""
         root, work = tmp_path / "root", tmp_path / "work"
         work.mkdir()
-        d = jobs.make(str(root), fsync=False)
-        run_id = d.get_job("steps").trigger(jobs.Tag(steps=3)).id  # type: ignore[union-attr]
+        d = crash_jobs.make(str(root), fsync=False)
+        run_id = d.get_job("steps").trigger(crash_jobs.Tag(steps=3)).id  # type: ignore[union-attr]
         out = tmp_path / "steps.json"
-        reader = zygote.spawn("crashapps.jobs:read_steps_across_compaction", root=str(root),
-                              workdir=str(work), run_id=run_id, out=str(out))
-        writer = zygote.spawn("crashapps.jobs:complete_then_pause_compaction", root=str(root),
-                              workdir=str(work))
+        reader = zygote.spawn(
+            "apps.crash_jobs:read_steps_across_compaction",
+            root=str(root),
+            workdir=str(work),
+            run_id=run_id,
+            out=str(out),
+        )
+        writer = zygote.spawn(
+            "apps.crash_jobs:complete_then_pause_compaction", root=str(root), workdir=str(work)
+        )
         assert zygote.wait(writer) == 0, zygote.stderr()
         assert zygote.wait(reader) == 0, zygote.stderr()
         assert (work / "reader-ready").exists()
@@ -104,11 +115,15 @@ class TestDurability:
         the call that made it returns. The control run with fsync=False must be caught by
         the same check."""
         result = tmp_path / "trace.json"
-        zygote.check("crashapps.durability:trace_workload", root=str(tmp_path / "root"),
-                     result=str(result), fsync=fsync)
+        zygote.check(
+            "apps.durability_trace:trace_workload",
+            root=str(tmp_path / "root"),
+            result=str(result),
+            fsync=fsync,
+        )
         trace = json.loads(result.read_text())
         assert sum(1 for op, _ in trace if op == "ack") == 9, trace
-        found = durability.violations(trace, str(tmp_path / "root"))
+        found = durability_trace.violations(trace, str(tmp_path / "root"))
         if fsync:
             assert found == []
         else:
@@ -124,37 +139,41 @@ class TestWriteOnce:
         (read with their cuts) hold exactly one completed record per step name."""
         root, work = tmp_path / "root", tmp_path / "work"
         work.mkdir()
-        d = jobs.make(str(root), preserve_steps=True)
-        run_id = d.get_job("steps").trigger(jobs.Tag(steps=5)).id  # type: ignore[union-attr]
-        for who, kill in (("a", {"k": 1, "phase": "commit", "j": 2}),
-                          ("b", {"k": 3, "phase": "in", "j": 0}), ("c", None)):
-            zygote.run("crashapps.jobs:crash_worker", root=str(root), workdir=str(work),
-                       who=who, kill=kill)
-        state = d._store.load(run_id)
+        d = crash_jobs.make(str(root), preserve_steps=True)
+        run_id = d.get_job("steps").trigger(crash_jobs.Tag(steps=5)).id  # type: ignore[union-attr]
+        for who, kill in (
+            ("a", {"k": 1, "phase": "commit", "j": 2}),
+            ("b", {"k": 3, "phase": "in", "j": 0}),
+            ("c", None),
+        ):
+            zygote.run("apps.crash_jobs:crash_worker", root=str(root), workdir=str(work), who=who, kill=kill)
+        state = runtime_of(d).store.load(run_id)
         assert state is not None
         assert state.status == "completed"
-        done = [rec["s"] for _, rec in d._store.journal(state).records if rec.get("k") == "done"]
+        done = [
+            e.name
+            for _, e in runtime_of(d).store.journal(state).entries
+            if isinstance(e, StepEnded) and e.status == "completed"
+        ]
         assert sorted(done) == [f"step-{k:02d}" for k in range(5)]
 
 
 class TestFencing:
-    def test_writes_of_a_fenced_generation_never_become_the_run_state(
-        self, tmp_path: Path
-    ) -> None:
+    def test_writes_of_a_fenced_generation_never_become_the_run_state(self, tmp_path: Path) -> None:
         """Invariant 4: once a run's next state is published (here a cancel) the owner of
         the older generation can neither end the run nor add a checkpoint that readers
         see; its journal bytes past the cut are ignored."""
-        d = jobs.make(str(tmp_path / "root"), preserve_steps=True)
-        run_id = d.get_job("steps").trigger(jobs.Tag(steps=2)).id  # type: ignore[union-attr]
-        store = d._store
-        claim = store.try_claim(run_id, "-", "stale-owner", 30.0, set())
+        d = crash_jobs.make(str(tmp_path / "root"), preserve_steps=True)
+        run_id = d.get_job("steps").trigger(crash_jobs.Tag(steps=2)).id  # type: ignore[union-attr]
+        store = runtime_of(d).store
+        claim = store.try_claim(QueueEntry(run_id, job_hash("steps"), "-"), "stale-owner", 30.0, set())
         assert claim is not None
         assert claim.gen == 1
-        claim.append({"k": "done", "s": "before", "i": 0, "t": store_now(), "o": 1}, sync=True)
+        claim.append(entries.step_completed("before", 0, now_iso(), now_iso(), 1), sync=True)
         d.cancel(run_id)
-        claim.append({"k": "done", "s": "after", "i": 1, "t": store_now(), "o": 2}, sync=True)
+        claim.append(entries.step_completed("after", 1, now_iso(), now_iso(), 2), sync=True)
         assert claim.fenced()
-        assert store.end(claim.state, claim.gen, {"kind": "completed", "output": 3}) is None
+        assert store.end(claim.state, claim.gen, records.ending("completed", output=3)) is None
         claim.release()
         run = d.get_run(run_id)
         assert run is not None
@@ -163,27 +182,31 @@ class TestFencing:
         assert [s.name for s in d.get_steps(run_id) if s.status == "completed"] == ["before"]
 
 
-def store_now() -> str:
-    from durably._store import now_iso  # noqa: PLC0415
-
-    return now_iso()
-
-
 class TestExactlyOneRunPerKey:
     def test_racing_processes_bind_one_run_to_a_key(self, tmp_path: Path, zygote: Zygote) -> None:
         """Invariant 5: eight processes released together on one idempotency key leave one
         run (test_races.py repeats this over rounds, hosts and concurrency keys)."""
         outs = [tmp_path / f"out-{i}.json" for i in range(8)]
-        pids = [zygote.spawn("crashapps.jobs:race_trigger", group="g", root=str(tmp_path / "root"),
-                             out=str(o), idem="k", conc=None, coalesce=None, value=str(i))
-                for i, o in enumerate(outs)]
+        pids = [
+            zygote.spawn(
+                "apps.crash_jobs:race_trigger",
+                group="g",
+                root=str(tmp_path / "root"),
+                out=str(o),
+                idem="k",
+                conc=None,
+                coalesce=None,
+                value=str(i),
+            )
+            for i, o in enumerate(outs)
+        ]
         zygote.release("g")
         for pid in pids:
             assert zygote.wait(pid) == 0, zygote.stderr()
         ids = {json.loads(o.read_text()).get("id") for o in outs}
         assert len(ids) == 1
         assert None not in ids
-        assert len(jobs.make(str(tmp_path / "root")).get_runs()) == 1
+        assert len(crash_jobs.make(str(tmp_path / "root")).get_runs()) == 1
 
 
 class TestNothingStranded:
@@ -195,18 +218,17 @@ class TestNothingStranded:
         once (no lease wait: the child inherited no lock) and completes it."""
         root, work = tmp_path / "root", tmp_path / "work"
         work.mkdir()
-        d = jobs.make(str(root), lease_duration=3600.0)
-        run_id = d.get_job("forker").trigger(jobs.Tag()).id  # type: ignore[union-attr]
-        assert zygote.run("crashapps.jobs:die_holding_run", root=str(root),
-                          workdir=str(work)) == -9
+        d = crash_jobs.make(str(root), lease_duration=3600.0)
+        run_id = d.get_job("forker").trigger(crash_jobs.OrphanIn()).id  # type: ignore[union-attr]
+        assert zygote.run("apps.crash_jobs:die_holding_run", root=str(root), workdir=str(work)) == -9
         grandchild = int((work / "grandchild").read_text())
         try:
             os.kill(grandchild, 0)  # still alive, holding every descriptor it inherited
             run = d.get_run(run_id)
             assert run is not None
             assert run.status == "leased"
-            monkeypatch.setattr(jobs, "WORKDIR", str(work))
-            monkeypatch.setattr(jobs, "WHO", "resumer")
+            monkeypatch.setattr(crash_jobs, "WORKDIR", str(work))
+            monkeypatch.setattr(crash_jobs, "WHO", "resumer")
             assert d.process_one() is True
             run = d.get_run(run_id)
             assert run is not None
@@ -224,15 +246,16 @@ class TestNothingStranded:
         keep a trigger's run.json and lose its queue marker (see test_rel_powerloss.py,
         per-dir); the retried trigger finds the run through its key and queues it again, so
         a worker runs it."""
-        d = jobs.make(str(tmp_path / "root"))
+        d = crash_jobs.make(str(tmp_path / "root"))
         steps = d.get_job("steps")
         assert steps is not None
-        keys = ({"idempotency_key": "k"} if key == "idempotency"
-                else {"concurrency_key": "k", "coalesce": "skip"})
-        run_id = steps.trigger(jobs.Tag(steps=1), **keys).id  # type: ignore[arg-type]
+        keys = (
+            {"idempotency_key": "k"} if key == "idempotency" else {"concurrency_key": "k", "coalesce": "skip"}
+        )
+        run_id = steps.trigger(crash_jobs.Tag(steps=1), **keys).id  # type: ignore[arg-type]
         for marker in (tmp_path / "root" / "queue").iterdir():
             marker.unlink()
-        again = steps.trigger(jobs.Tag(steps=1), **keys)  # type: ignore[arg-type]
+        again = steps.trigger(crash_jobs.Tag(steps=1), **keys)  # type: ignore[arg-type]
         assert again.id == run_id
         assert again.disposition in ("idempotent", "coalesced")
         d.process_until_idle()
@@ -249,18 +272,18 @@ class TestReadersNeverBlockWriters:
         arbitrary moments while a worker triggers and executes runs: the worker always
         finishes. A read-only pass changes no file in the root."""
         root = tmp_path / "root"
-        d = jobs.make(str(root), fsync=False, preserve_steps=True)
+        d = crash_jobs.make(str(root), fsync=False, preserve_steps=True)
         handle = d.get_job("steps")
         assert handle is not None
-        handle.trigger(jobs.Tag(steps=2), idempotency_key="k", concurrency_key="c")
+        handle.trigger(crash_jobs.Tag(steps=2), idempotency_key="k", concurrency_key="c")
         d.process_until_idle()
         stop = tmp_path / "stop"
-        reader = zygote.spawn("crashapps.jobs:read_forever", root=str(root), stop=str(stop))
+        reader = zygote.spawn("apps.crash_jobs:read_forever", root=str(root), stop=str(stop))
         try:
             for i in range(30):
                 os.kill(reader, signal.SIGSTOP)
                 poll(lambda: _state(reader) == "T", what="reader stopped")
-                handle.trigger(jobs.Tag(steps=2), idempotency_key=f"k{i}", concurrency_key="c")
+                handle.trigger(crash_jobs.Tag(steps=2), idempotency_key=f"k{i}", concurrency_key="c")
                 assert d.process_until_idle() == 1
                 os.kill(reader, signal.SIGCONT)
         finally:
@@ -268,7 +291,7 @@ class TestReadersNeverBlockWriters:
             stop.write_text("1")
         assert zygote.wait(reader) == 0, zygote.stderr()
         before = tree(root)
-        reader_only = jobs.make(str(root))
+        reader_only = crash_jobs.make(str(root))
         for run in reader_only.get_runs():
             reader_only.get_run(run.id)
             reader_only.get_steps(run.id)
@@ -290,12 +313,12 @@ class TestVersionedFormat:
         """Invariant 8: run.json, state files, keys and format.json carry ``"v"``; a state
         file of a newer version makes the run unreadable with a clear error and is left
         byte-identical by readers and workers."""
-        d = jobs.make(str(tmp_path / "root"), fsync=False)
+        d = crash_jobs.make(str(tmp_path / "root"), fsync=False)
         handle = d.get_job("steps")
         assert handle is not None
-        done = handle.trigger(jobs.Tag(steps=1), idempotency_key="k", concurrency_key="c").id
+        done = handle.trigger(crash_jobs.Tag(steps=1), idempotency_key="k", concurrency_key="c").id
         d.process_until_idle()
-        pending = handle.trigger(jobs.Tag(steps=1)).id
+        pending = handle.trigger(crash_jobs.Tag(steps=1)).id
         for p in Path(d.root).rglob("*"):
             if p.is_file() and (p.suffix == ".json" or p.name.startswith("s.")):
                 assert isinstance(orjson.loads(p.read_bytes()).get("v"), int), p
@@ -311,13 +334,11 @@ class TestVersionedFormat:
 
 class TestNamesAreData:
     @pytest.mark.parametrize("where", ["run-dir", "shard"])
-    def test_a_symlink_planted_in_the_root_is_never_followed(
-        self, tmp_path: Path, where: str
-    ) -> None:
+    def test_a_symlink_planted_in_the_root_is_never_followed(self, tmp_path: Path, where: str) -> None:
         """Invariant 9: a run directory (or its shard directory) replaced by a symlink to a
         directory outside the root is refused: no worker or reader writes through it."""
-        d = jobs.make(str(tmp_path / "root"), fsync=False)
-        run_id = d.get_job("steps").trigger(jobs.Tag(steps=1)).id  # type: ignore[union-attr]
+        d = crash_jobs.make(str(tmp_path / "root"), fsync=False)
+        run_id = d.get_job("steps").trigger(crash_jobs.Tag(steps=1)).id  # type: ignore[union-attr]
         run_dir = next(Path(d.root, "runs").glob(f"*/*/{run_id}"))
         moved = run_dir if where == "run-dir" else run_dir.parent
         outside = tmp_path / "outside"
@@ -338,7 +359,7 @@ class TestPrivateByDefault:
         """Invariant 10: under umask 002 every directory is 0700 and every file 0600
         (test_bad_input.py checks umasks 000, 077 and 022 the same way)."""
         root = tmp_path / "root"
-        zygote.check("crashapps.jobs:exercise_root", root=str(root), umask=0o002)
+        zygote.check("apps.crash_jobs:exercise_root", root=str(root), umask=0o002)
         modes = {p: (p.lstat().st_mode & 0o777) for p in [root, *root.rglob("*")]}
         assert {oct(m) for p, m in modes.items() if p.is_dir()} == {"0o700"}
         assert {oct(m) for p, m in modes.items() if not p.is_dir()} == {"0o600"}

@@ -1,4 +1,4 @@
-"""SPEC §1: the public namespace of `durably`."""
+"""The public namespace of `durably` (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT, subprocess_env
+from apps.children import REPO_ROOT, child_env
 
 import durably
 
-SPEC_NAMES = {
+API_NAMES = {
     "Durably",
     "define_job",
     "Step",
@@ -31,7 +31,7 @@ ERROR_NAMES = {
     "RunFailedError",
     "WaitTimeoutError",
 }
-# Named by SPEC's signatures: the definition, handle and result types, and run progress.
+# Named by the signatures of docs/api.md: the definition, handle and result types, and run progress.
 SIGNATURE_NAMES = {
     "JobDefinition",
     "JobHandle",
@@ -39,11 +39,11 @@ SIGNATURE_NAMES = {
     "TriggerAndWaitResult",
     "Progress",
 }
-# What an `async def` job receives (SPEC §2), typed so `await step.run(name, sync_fn)` checks.
+# What an `async def` job receives (docs/api.md: Step), typed so `await step.run(name, sync_fn)` checks.
 TYPING_NAMES = {"AsyncStep"}
-# Errors beyond SPEC §8's list: a corrupted or newer-format root (SPEC §8, DESIGN.md).
+# Errors of a corrupted or newer-format root (docs/errors.md: StoreError and FormatError).
 EXTRA_ERROR_NAMES = {"FormatError", "StoreError"}
-# One class per event type of SPEC §5, plus their common base `Event`.
+# One class per event type (docs/api.md: Events), plus their common base `Event`.
 EVENT_NAMES = {
     "Event",
     "LogWriteEvent",
@@ -63,8 +63,7 @@ EVENT_NAMES = {
     "WorkerErrorEvent",
 }
 
-EXPECTED = (SPEC_NAMES | ERROR_NAMES | EXTRA_ERROR_NAMES | SIGNATURE_NAMES | EVENT_NAMES
-            | TYPING_NAMES)
+EXPECTED = API_NAMES | ERROR_NAMES | EXTRA_ERROR_NAMES | SIGNATURE_NAMES | EVENT_NAMES | TYPING_NAMES
 
 
 class TestAll:
@@ -77,7 +76,7 @@ class TestAll:
         assert len(set(durably.__all__)) == len(durably.__all__)
 
     def test_all_is_exactly_the_public_names(self) -> None:
-        """`__all__` holds exactly the names SPEC makes public."""
+        """`__all__` holds exactly the names docs/api.md makes public."""
         assert set(durably.__all__) == EXPECTED
 
     @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -103,7 +102,7 @@ class TestPackage:
         code = "import sys, durably; print('textual' in sys.modules)"
         out = subprocess.run(
             [sys.executable, "-c", code],
-            env=subprocess_env(),
+            env=child_env(),
             cwd=str(REPO_ROOT),
             capture_output=True,
             text=True,

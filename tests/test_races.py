@@ -1,10 +1,11 @@
 """Races between real processes: idempotency keys, concurrency keys, same-key execution,
-and lease fencing of a stale owner paused past its lease.
+and lease fencing of a stale owner paused past its lease (and, as its control, of a
+paused owner nobody re-claims).
 
-Racers are forked from a pre-imported fork server (tests/crashapps/zygote.py) and
+Racers are forked from a pre-imported fork server (tests/apps/zygote.py) and
 released together: they all block reading one pipe whose write end is then closed.
 "Other host" racers take no lock another racer sees (see
-``crashapps.jobs.pose_as_other_host``), so exclusion must come from the files.
+``apps.common.pose_as_other_host``), so exclusion must come from the files.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from crashapps import jobs
-from crashapps.proc import Zygote, poll
+from apps import crash_jobs
+from apps.children import Zygote, poll
+
+from durably._durably import runtime_of
 
 pytestmark = pytest.mark.slow
 
@@ -28,20 +31,21 @@ STATS = {"race_rounds": 0, "racing_processes": 0}
 WINDOW = 0.02  # each racer pauses this long between publishing a key file and its run
 
 
-@pytest.fixture
-def zygote(tmp_path: Path) -> Iterator[Zygote]:
-    z = Zygote(tmp_path / "zygote.log")
-    yield z
-    z.close()
-
-
-def _race(zygote: Zygote, tmp_path: Path, group: str, hosts: bool,
-          **kwargs: Any) -> list[dict[str, Any]]:
+def _race(zygote: Zygote, tmp_path: Path, group: str, hosts: bool, **kwargs: Any) -> list[dict[str, Any]]:
     outs = [tmp_path / f"{group}-{i}.json" for i in range(RACERS)]
-    pids = [zygote.spawn("crashapps.jobs:race_trigger", group=group, root=str(tmp_path / "root"),
-                         out=str(out), value=f"racer-{i}", host=f"host-{i}" if hosts else None,
-                         window=WINDOW if hosts else WINDOW / 4, **kwargs)
-            for i, out in enumerate(outs)]
+    pids = [
+        zygote.spawn(
+            "apps.crash_jobs:race_trigger",
+            group=group,
+            root=str(tmp_path / "root"),
+            out=str(out),
+            value=f"racer-{i}",
+            host=f"host-{i}" if hosts else None,
+            window=WINDOW if hosts else WINDOW / 4,
+            **kwargs,
+        )
+        for i, out in enumerate(outs)
+    ]
     zygote.release(group)
     STATS["race_rounds"] += 1
     STATS["racing_processes"] += RACERS
@@ -60,16 +64,16 @@ class TestIdempotencyRace:
     ) -> None:
         """8 processes released together with one idempotency key: one run is created, every
         racer gets that run (the others as ``idempotent``, with the winner's input)."""
-        reader = jobs.make(str(tmp_path / "root"))
+        reader = crash_jobs.make(str(tmp_path / "root"))
         for r in range(ROUNDS):
-            outcomes = _race(zygote, tmp_path, f"idem-{r}", hosts, idem=f"key-{r}", conc=None,
-                             coalesce=None)
+            outcomes = _race(zygote, tmp_path, f"idem-{r}", hosts, idem=f"key-{r}", conc=None, coalesce=None)
             runs = [run for run in reader.get_runs() if run.idempotency_key == f"key-{r}"]
             assert len(runs) == 1, f"round {r}: {len(runs)} runs for one key"
             assert all("error" not in o for o in outcomes), f"round {r}: {outcomes}"
             assert {o["id"] for o in outcomes} == {runs[0].id}, f"round {r}"
-            assert sorted(o["disposition"] for o in outcomes) == \
-                ["created"] + ["idempotent"] * (RACERS - 1), f"round {r}: {outcomes}"
+            assert sorted(o["disposition"] for o in outcomes) == ["created"] + ["idempotent"] * (
+                RACERS - 1
+            ), f"round {r}: {outcomes}"
             assert {o["tag"] for o in outcomes} == {runs[0].input["tag"]}, f"round {r}"
 
 
@@ -82,18 +86,18 @@ class TestConcurrencyKeyRace:
         """8 processes released together with one concurrency key (fresh, or still bound to
         a completed run): exactly one pending run is created; the others get ConflictError,
         or that run as ``coalesced`` with coalesce="skip"."""
-        reader = jobs.make(str(tmp_path / "root"), fsync=False)
+        reader = crash_jobs.make(str(tmp_path / "root"), fsync=False)
         steps = reader.get_job("steps")
         assert steps is not None
         for r in range(ROUNDS // 2):
             if r % 2:  # the key is still bound to an earlier run, which has completed
-                earlier = steps.trigger(jobs.Tag(steps=0), concurrency_key=f"ck-{r}").id
+                earlier = steps.trigger(crash_jobs.Tag(steps=0), concurrency_key=f"ck-{r}").id
                 reader.process_until_idle()
                 assert reader.get_run(earlier).status == "completed"  # type: ignore[union-attr]
-            outcomes = _race(zygote, tmp_path, f"conc-{r}", hosts, idem=None, conc=f"ck-{r}",
-                             coalesce=coalesce)
-            runs = [run for run in reader.get_runs(status="pending")
-                    if run.concurrency_key == f"ck-{r}"]
+            outcomes = _race(
+                zygote, tmp_path, f"conc-{r}", hosts, idem=None, conc=f"ck-{r}", coalesce=coalesce
+            )
+            runs = [run for run in reader.get_runs(status="pending") if run.concurrency_key == f"ck-{r}"]
             assert len(runs) == 1, f"round {r}: {len(runs)} runs for one key: {outcomes}"
             assert runs[0].status == "pending"
             created = [o for o in outcomes if o.get("disposition") == "created"]
@@ -103,8 +107,9 @@ class TestConcurrencyKeyRace:
             if coalesce is None:
                 assert {o.get("error") for o in others} == {"ConflictError"}, f"round {r}: {others}"
             else:
-                assert {(o.get("disposition"), o.get("id")) for o in others} == \
-                    {("coalesced", runs[0].id)}, f"round {r}: {others}"
+                assert {(o.get("disposition"), o.get("id")) for o in others} == {("coalesced", runs[0].id)}, (
+                    f"round {r}: {others}"
+                )
 
 
 class TestCancelRacesClaim:
@@ -115,18 +120,25 @@ class TestCancelRacesClaim:
         rounds, the run 3 or 300 steps long in turn): the run ends once; if it was
         cancelled exactly one cancel succeeded and the others got ConflictError; if it
         completed no cancel succeeded."""
-        d = jobs.make(str(tmp_path / "root"), fsync=False)
+        d = crash_jobs.make(str(tmp_path / "root"), fsync=False)
         steps = d.get_job("steps")
         assert steps is not None
         ended = set()
         for r in range(ROUNDS):
             n = 3 if r % 2 else 300  # a long run in every other round: the cancels get a chance
-            run_id = steps.trigger(jobs.Tag(steps=n)).id
+            run_id = steps.trigger(crash_jobs.Tag(steps=n)).id
             outs = [tmp_path / f"end-{r}-{i}.json" for i in range(RACERS)]
-            pids = [zygote.spawn("crashapps.jobs:race_end", group=f"end-{r}",
-                                 root=str(tmp_path / "root"), out=str(o), run_id=run_id,
-                                 role="cancel" if i % 2 else "work")
-                    for i, o in enumerate(outs)]
+            pids = [
+                zygote.spawn(
+                    "apps.crash_jobs:race_end",
+                    group=f"end-{r}",
+                    root=str(tmp_path / "root"),
+                    out=str(o),
+                    run_id=run_id,
+                    role="cancel" if i % 2 else "work",
+                )
+                for i, o in enumerate(outs)
+            ]
             zygote.release(f"end-{r}")
             STATS["race_rounds"] += 1
             STATS["racing_processes"] += RACERS
@@ -138,12 +150,11 @@ class TestCancelRacesClaim:
             assert run.is_terminal, (r, run)
             cancels = [o for o in outcomes if o["role"] == "cancel"]
             ok = [o for o in cancels if o.get("ok")]
-            assert {o.get("error") for o in cancels if not o.get("ok")} <= {"ConflictError"}, \
-                cancels
+            assert {o.get("error") for o in cancels if not o.get("ok")} <= {"ConflictError"}, cancels
             assert len(ok) == (1 if run.status == "cancelled" else 0), (r, run.status, outcomes)
             assert sum(1 for o in outcomes if o["role"] == "work" and o.get("ok")) <= 1
             if run.status == "completed":
-                assert run.output == jobs.expected_output(n)
+                assert run.output == crash_jobs.expected_output(n)
             ended.add(str(run.status.value))
         assert "cancelled" in ended
 
@@ -157,19 +168,19 @@ class TestDeleteRacesTrigger:
         trigger of the key returns the new run and the key holds exactly one run."""
         root, work = tmp_path / "root", tmp_path / "work"
         work.mkdir()
-        d = jobs.make(str(root), fsync=False)
+        d = crash_jobs.make(str(root), fsync=False)
         steps = d.get_job("steps")
         assert steps is not None
-        old = steps.trigger(jobs.Tag(steps=0), idempotency_key="key").id
+        old = steps.trigger(crash_jobs.Tag(steps=0), idempotency_key="key").id
         d.process_until_idle()
-        deleter = zygote.spawn("crashapps.jobs:delete_paused", root=str(root), workdir=str(work),
-                               run_id=old)
-        trigger = zygote.spawn("crashapps.jobs:trigger_after_rename", root=str(root),
-                               workdir=str(work), key="key")
+        deleter = zygote.spawn("apps.crash_jobs:delete_paused", root=str(root), workdir=str(work), run_id=old)
+        trigger = zygote.spawn(
+            "apps.crash_jobs:trigger_after_rename", root=str(root), workdir=str(work), key="key"
+        )
         assert zygote.wait(deleter) == 0, zygote.stderr()
         assert zygote.wait(trigger) == 0, zygote.stderr()
         assert (work / "triggered").read_text() == "created"
-        again = steps.trigger(jobs.Tag(tag="third", steps=0), idempotency_key="key")
+        again = steps.trigger(crash_jobs.Tag(tag="third", steps=0), idempotency_key="key")
         runs = [r for r in d.get_runs() if r.idempotency_key == "key"]
         assert len(runs) == 1, [(r.id, r.input) for r in runs]
         assert again.disposition == "idempotent"
@@ -185,15 +196,24 @@ class TestSameKeyNeverOverlaps:
         of one key never overlap, and every run completes."""
         root, work = tmp_path / "root", tmp_path / "work"
         work.mkdir()
-        d = jobs.make(str(root), fsync=False)
+        d = crash_jobs.make(str(root), fsync=False)
         for n in range(12):
             keyed = d.get_job(f"keyed-{n // 3}")
             assert keyed is not None
-            keyed.trigger(jobs.KeyIn(key=f"k{n % 3}", n=n), concurrency_key=f"k{n % 3}")
-        pids = [zygote.spawn("crashapps.jobs:keyed_worker", group="workers", root=str(root),
-                             workdir=str(work), who=who, expect=12,
-                             host=f"host-{who}" if hosts else None, job_names=names)
-                for who, names in (("w1", ["keyed-0", "keyed-2"]), ("w2", ["keyed-1", "keyed-3"]))]
+            keyed.trigger(crash_jobs.KeyIn(key=f"k{n % 3}", n=n), concurrency_key=f"k{n % 3}")
+        pids = [
+            zygote.spawn(
+                "apps.crash_jobs:keyed_worker",
+                group="workers",
+                root=str(root),
+                workdir=str(work),
+                who=who,
+                expect=12,
+                host=f"host-{who}" if hosts else None,
+                job_names=names,
+            )
+            for who, names in (("w1", ["keyed-0", "keyed-2"]), ("w2", ["keyed-1", "keyed-3"]))
+        ]
         zygote.release("workers")
         for pid in pids:
             assert zygote.wait(pid) == 0, zygote.stderr()
@@ -203,13 +223,15 @@ class TestSameKeyNeverOverlaps:
         lines = (work / "intervals.log").read_text().splitlines()
         open_by_key: dict[str, str] = {}
         for line in lines:
-            kind, key, n, who = line.split()
+            kind, key, number, who = line.split()
             if kind == "start":
-                assert key not in open_by_key, f"{who} started run {n} of {key} while " \
+                assert key not in open_by_key, (
+                    f"{who} started run {number} of {key} while "
                     f"{open_by_key.get(key)} was running:\n" + "\n".join(lines)
-                open_by_key[key] = f"run {n} on {who}"
+                )
+                open_by_key[key] = f"run {number} on {who}"
             else:
-                assert open_by_key.pop(key) == f"run {n} on {who}"
+                assert open_by_key.pop(key) == f"run {number} on {who}"
         assert len(lines) == 24
         assert not open_by_key
 
@@ -223,13 +245,18 @@ class TestLeaseRenewal:
         B never claims, and A completes the run in generation 1."""
         root, work = tmp_path / "root", tmp_path / "work"
         work.mkdir()
-        d = jobs.make(str(root), fsync=False)
-        run_id = d.get_job("slow").trigger(jobs.Tag()).id  # type: ignore[union-attr]
-        a = zygote.spawn("crashapps.jobs:hold_lease", root=str(root), workdir=str(work),
-                         who="A", lease=2.0)
+        d = crash_jobs.make(str(root), fsync=False)
+        run_id = d.get_job("slow").trigger(crash_jobs.Tag()).id  # type: ignore[union-attr]
+        a = zygote.spawn("apps.crash_jobs:hold_lease", root=str(root), workdir=str(work), who="A", lease=2.0)
         poll((work / "inside-A").exists, what="A inside its step")
-        b = zygote.spawn("crashapps.jobs:try_to_steal", root=str(root), workdir=str(work),
-                         who="B", host="other-host", lease=2.0)
+        b = zygote.spawn(
+            "apps.crash_jobs:try_to_steal",
+            root=str(root),
+            workdir=str(work),
+            who="B",
+            host="other-host",
+            lease=2.0,
+        )
         journal = next(Path(root, "runs").glob(f"*/*/{run_id}/j.1"))
         beats: set[int] = set()
 
@@ -267,18 +294,32 @@ class TestLeaseFencing:
         appears, and A's step raises LeaseLostError (or its completion is refused)."""
         root, work = tmp_path / "root", tmp_path / "work"
         work.mkdir()
-        d = jobs.make(str(root), fsync=False)
+        d = crash_jobs.make(str(root), fsync=False)
         handle = d.get_job("fence")
         assert handle is not None
-        run_id = handle.trigger(jobs.FenceIn(steps=4, stop_step=1, stop_phase=phase)).id
-        a = zygote.spawn("crashapps.jobs:fence_worker", root=str(root), workdir=str(work),
-                         who="A", host=None, run_id=run_id, lease=0.5)
+        run_id = handle.trigger(crash_jobs.FenceIn(steps=4, stop_step=1, stop_phase=phase)).id
+        a = zygote.spawn(
+            "apps.crash_jobs:fence_worker",
+            root=str(root),
+            workdir=str(work),
+            who="A",
+            host=None,
+            run_id=run_id,
+            lease=0.5,
+        )
         try:
             poll(lambda: _stopped(a), what="A stops itself")
         except AssertionError:
             raise AssertionError(zygote.stderr()) from None
-        b = zygote.spawn("crashapps.jobs:fence_worker", root=str(root), workdir=str(work),
-                         who="B", host="other-host", run_id=run_id, lease=0.5)
+        b = zygote.spawn(
+            "apps.crash_jobs:fence_worker",
+            root=str(root),
+            workdir=str(work),
+            who="B",
+            host="other-host",
+            run_id=run_id,
+            lease=0.5,
+        )
         assert zygote.wait(b) == 0, zygote.stderr()
         run = d.get_run(run_id)
         assert run is not None
@@ -291,15 +332,16 @@ class TestLeaseFencing:
         assert run is not None
         assert run.status == "completed"
         assert run.lease_generation == 2
+        assert run.output is not None
         assert run.output["by"] == "B"
         a_done = 1 if phase in ("in", "commit") else 4  # A's steps acknowledged before B claimed
         expected = [f"A-{k}" if k < a_done else f"B-{k}" for k in range(4)]
         assert run.output["values"] == expected
         steps = [s for s in d.get_steps(run_id) if s.status == "completed"]
-        assert [(s.name, s.output, s.generation) for s in steps] == \
-            [(f"s{k}", expected[k], 1 if k < a_done else 2) for k in range(4)]
-        raised = (work / "raised.log").read_text().splitlines() \
-            if (work / "raised.log").exists() else []
+        assert [(s.name, s.output, s.generation) for s in steps] == [
+            (f"s{k}", expected[k], 1 if k < a_done else 2) for k in range(4)
+        ]
+        raised = (work / "raised.log").read_text().splitlines() if (work / "raised.log").exists() else []
         errors = json.loads((work / "errors-A.json").read_text())
         if phase == "in":  # the fenced step's value is not checkpointed; it or the next raises
             assert raised in (["A s1 LeaseLostError"], ["A s2 LeaseLostError"]), raised
@@ -308,3 +350,46 @@ class TestLeaseFencing:
         else:
             assert raised == []
             assert any("Lease lost" in e for e in errors), errors
+
+    def test_a_paused_owner_nobody_claims_over_completes_the_run(
+        self, tmp_path: Path, zygote: Zygote
+    ) -> None:
+        """K6 control: worker A (lease 0.5 s) stops itself inside a step and stays stopped
+        well past its lease, and no other worker looks for runs meanwhile. After SIGCONT A
+        completes the run in generation 1 with every step its own: an expired owner that
+        nobody took over may finish (a worker that looks for runs takes it over: see
+        tests/reliability/test_rel_stalled_owners.py)."""
+        root, work = tmp_path / "root", tmp_path / "work"
+        work.mkdir()
+        d = crash_jobs.make(str(root), fsync=False)
+        handle = d.get_job("fence")
+        assert handle is not None
+        run_id = handle.trigger(crash_jobs.FenceIn(steps=3, stop_step=1, stop_phase="in")).id
+        a = zygote.spawn(
+            "apps.crash_jobs:fence_worker",
+            root=str(root),
+            workdir=str(work),
+            who="A",
+            host=None,
+            run_id=run_id,
+            lease=0.5,
+        )
+        try:
+
+            def stopped() -> bool:
+                with open(f"/proc/{a}/stat") as f:
+                    return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+            poll(stopped, what="A stopped itself")
+            state = runtime_of(d).store.load(run_id)
+            assert state is not None
+            poll(lambda: time.time() > runtime_of(d).store.lease_expiry(state) + 0.5, what="lease expired")
+            assert d.get_run(run_id).lease_generation == 1  # type: ignore[union-attr]
+        finally:
+            os.kill(a, signal.SIGCONT)
+        assert zygote.wait(a) == 0, zygote.stderr()
+        run = d.get_run(run_id)
+        assert run is not None
+        assert (run.status, run.lease_generation) == ("completed", 1)
+        assert run.output == {"values": ["A-0", "A-1", "A-2"], "by": "A"}
+        assert json.loads((work / "errors-A.json").read_text()) == []

@@ -14,15 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apps.jobs import ADD
+from apps.cli_app import ADD
 from cli_harness import APP, TESTS, durably_cli, one_line
 
 from durably import Durably, RunStatus
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
-                       reason="mounting file systems needs root"),
+    pytest.mark.skipif(
+        not hasattr(os, "geteuid") or os.geteuid() != 0, reason="mounting file systems needs root"
+    ),
 ]
 
 
@@ -78,8 +79,14 @@ def mount(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mount]:
 
 
 def _root_with_a_pending_run(root: Path) -> str:
-    return Durably(root, jobs=[ADD], fsync=False).get_job("add").trigger(  # type: ignore[union-attr]
-        {"a": 1, "b": 2}).id
+    return (
+        Durably(root, jobs=[ADD], fsync=False)
+        .get_job("add")
+        .trigger(  # type: ignore[union-attr]
+            {"a": 1, "b": 2}
+        )
+        .id
+    )
 
 
 def test_is_read_only_on_a_read_only_file_system(mount: Mount) -> None:
@@ -119,8 +126,9 @@ def test_a_worker_refuses_a_read_only_root_named_by_its_app(mount: Mount) -> Non
     mount.make_read_only()
     path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
 
-    result = durably_cli("worker", APP, "--processes", "2", cwd=mount.path, timeout=30,
-                         extra_env={"PYTHONPATH": path})
+    result = durably_cli(
+        "worker", APP, "--processes", "2", cwd=mount.path, timeout=30, extra_env={"PYTHONPATH": path}
+    )
 
     assert result.returncode == 2
     assert "read-only" in one_line(result.stderr)

@@ -1,16 +1,21 @@
-"""SPEC §5: runs: fields, queries, waiting, cancel, retrigger, delete, purge, retention."""
+"""Runs (docs/api.md: Reading runs, Waiting, Managing runs, Run): fields, queries,
+waiting, cancel, retrigger, delete, purge, retention and the clean-up of `tmp/`."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import proc_jobs
 import pytest
-from helpers import Payload, Started, blocking_job, finish, status_of, wait_until
+from apps import second_process
+from apps.children import finish
+from apps.cli_app import FailIn
+from helpers import Payload, Started, blocking_job, status_of, wait_until
 from pydantic import BaseModel
 
 import durably
@@ -142,6 +147,8 @@ class TestRunFields:
         assert run.completed_step_count == 2
         assert run.lease_generation == 1
         assert all(_aware_utc(t) for t in (run.created_at, run.started_at, run.completed_at, run.updated_at))
+        assert run.started_at is not None
+        assert run.completed_at is not None
         assert before - timedelta(milliseconds=1) <= run.created_at <= run.started_at
         assert run.started_at <= run.completed_at <= run.updated_at
         assert (run.is_terminal, run.is_active) == (True, False)
@@ -151,7 +158,7 @@ class TestRunFields:
         run = _failed(d)
 
         assert run.status is RunStatus.FAILED
-        assert "Intentional failure" in run.error
+        assert "Intentional failure" in (run.error or "")
         assert run.output is None
         assert run.completed_step_count == 1
         assert _aware_utc(run.completed_at)
@@ -310,6 +317,8 @@ class TestStepsAndLogs:
         for s in steps:
             assert _aware_utc(s.started_at)
             assert _aware_utc(s.completed_at)
+            assert s.started_at is not None
+            assert s.completed_at is not None
             assert s.started_at <= s.completed_at
 
     def test_get_steps_of_a_run_without_steps_is_empty(self, d: Durably) -> None:
@@ -446,14 +455,15 @@ class TestWaitForRun:
         self, d: Durably, root: Path, tmp_path: Path, spawn: Any
     ) -> None:
         """`wait_for_run` returns the run when another process executes it."""
-        other = proc_jobs.make(root)
+        other = second_process.make(root)
         try:
-            result = other.jobs["echo"].trigger(proc_jobs.WorkIn(workdir=str(tmp_path), value="v"))
+            result = other.jobs["echo"].trigger(second_process.WorkIn(workdir=str(tmp_path), value="v"))
             child = spawn(["process", str(root)])
 
             run = d.wait_for_run(result.id, timeout=60)
 
             assert run.status == "completed"
+            assert run.output is not None
             assert run.output["echo"] == "v"
             assert run.output["pid"] == child.pid
             code, _, err = finish(child)
@@ -466,9 +476,9 @@ class TestWaitForRun:
         self, d: Durably, root: Path, tmp_path: Path, spawn: Any
     ) -> None:
         """Progress reported by a run executing in another process is readable here."""
-        other = proc_jobs.make(root)
+        other = second_process.make(root)
         try:
-            result = other.jobs["gated"].trigger(proc_jobs.WorkIn(workdir=str(tmp_path)))
+            result = other.jobs["gated"].trigger(second_process.WorkIn(workdir=str(tmp_path)))
             child = spawn(["process", str(root)])
 
             def progressed() -> Any:
@@ -490,9 +500,9 @@ class TestWaitForRun:
         self, d: Durably, root: Path, tmp_path: Path, spawn: Any
     ) -> None:
         """`wait_for_run` raises RunFailedError when another process fails the run."""
-        other = proc_jobs.make(root)
+        other = second_process.make(root)
         try:
-            result = other.jobs["fail"].trigger(proc_jobs.WorkIn(workdir=str(tmp_path)))
+            result = other.jobs["fail"].trigger(FailIn(message="exploded in child"))
             child = spawn(["process", str(root)])
 
             with pytest.raises(RunFailedError) as info:
@@ -546,7 +556,7 @@ class TestCancel:
 
     def test_cancelling_a_leased_run_sets_its_signal_and_stops_the_next_step(self, d: Durably) -> None:
         """A leased run is cancelled at once; its signal is set; the next step raises."""
-        reached, record = threading.Event(), {}
+        reached, record = threading.Event(), dict[str, Any]()
         handle = d.register(_cancellable_job(reached, record))
         result = handle.trigger(In())
         d.start()
@@ -615,9 +625,9 @@ class TestCancel:
         self, d: Durably, root: Path, tmp_path: Path, spawn: Any
     ) -> None:
         """Cancelling here sets the signal of the step executing in another process."""
-        other = proc_jobs.make(root)
+        other = second_process.make(root)
         try:
-            result = other.jobs["cancellable"].trigger(proc_jobs.WorkIn(workdir=str(tmp_path)))
+            result = other.jobs["cancellable"].trigger(second_process.WorkIn(workdir=str(tmp_path)))
             child = spawn(["process", str(root)])
             wait_until((tmp_path / "waiting").exists, timeout=30)
 
@@ -728,7 +738,8 @@ class TestDeleteRun:
         marker = "marker-7f3a9c-in-the-input"
         run = MAKE_TERMINAL[outcome](d, name=marker) if outcome == "completed" else None
         if run is None:
-            handle = d.register(FAIL if outcome == "failed" else GREET)
+            job: durably.JobDefinition[In, Any] = FAIL if outcome == "failed" else GREET
+            handle = d.register(job)
             result = handle.trigger(In(name=marker))
             if outcome == "failed":
                 d.process_until_idle()
@@ -869,6 +880,29 @@ class TestRetainRuns:
 
         wait_until(lambda: all(d.get_run(i) is None for i in ids))
         assert d.get_runs() == []
+
+
+class TestTempCleanUp:
+    def test_orphan_temp_files_are_swept_by_an_idle_worker(self, durably_factory: Factory) -> None:
+        """Plan case C7: temp files and deleted-run leftovers a crash left in ``tmp/`` more than an hour
+        ago are removed by an idle worker, also without ``retain_runs``; a young temp file
+        (a publish in flight in another process) is left alone, and nothing in tmp/ ever
+        reads as a run or a step."""
+        d = durably_factory()
+        handle = d.register(define_job(name="sweep", input=In, run=lambda step, p: None))
+        run_id = handle.trigger(In()).id
+        tmp = Path(d.root) / "tmp"
+        old = time.time() - 7200
+        (tmp / "123-deadbeef0000.tmp").write_bytes(b'{"v":1,"kind":"claim"}')
+        trash = tmp / f"del-{run_id}-0000"
+        (trash / "s.1").parent.mkdir()
+        (trash / "s.1").write_bytes(b"{}")
+        (tmp / "456-young.tmp").write_bytes(b"{}")
+        for p in (tmp / "123-deadbeef0000.tmp", trash / "s.1", trash):
+            os.utime(p, (old, old))
+        assert d.process_until_idle() == 1
+        assert sorted(os.listdir(tmp)) == ["456-young.tmp"]
+        assert [r.id for r in d.get_runs()] == [run_id]
 
 
 class TestPreserveSteps:

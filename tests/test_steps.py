@@ -1,4 +1,5 @@
-"""SPEC §4: steps: checkpoints, replay, value fidelity, names, progress, logs, async."""
+"""Steps (docs/api.md: Step; docs/concepts.md: Steps): checkpoints, replay, value fidelity,
+names, progress, logs, async."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import pickle
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-import proc_jobs
 import pytest
-from helpers import finish, start_python, wait_until
+from apps import second_process
+from apps.children import finish, start_python
+from helpers import wait_until
 from pydantic import BaseModel
 
 from durably import AsyncStep, Durably, Step, ValidationError, define_job
@@ -118,9 +121,9 @@ def crash_resume(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     base = tmp_path_factory.mktemp("replay")
     root, workdir = base / "root", base / "work"
     workdir.mkdir()
-    d = proc_jobs.make(root)
+    d = second_process.make(root)
     try:
-        result = d.jobs["fidelity"].trigger(proc_jobs.WorkIn(workdir=str(workdir)))
+        result = d.jobs["fidelity"].trigger(second_process.WorkIn(workdir=str(workdir)))
         code, _, err = finish(start_python(["process", str(root)]))
         assert code == 17, err
         # The dead child's run is claimable at once on the same host.
@@ -162,7 +165,7 @@ class TestReplay:
     @pytest.mark.parametrize("name", FIDELITY_STEPS)
     def test_completed_steps_are_not_called_again(self, crash_resume: dict[str, Any], name: str) -> None:
         """On replay a completed step returns its checkpoint without calling `fn`."""
-        assert proc_jobs.calls(crash_resume["workdir"], name) == 1
+        assert second_process.calls(crash_resume["workdir"], name) == 1
 
     @pytest.mark.parametrize("name", FIDELITY_STEPS)
     def test_replay_returns_an_equal_value_of_the_same_type(
@@ -178,12 +181,12 @@ class TestReplay:
         ("name", "expected"),
         [
             ("json", {"a": [1, 2.5, "x", None, True], "b": {"nested": -3}}),
-            ("annotated-datetime", proc_jobs.WHEN),
-            ("returns-datetime", proc_jobs.WHEN),
-            ("model", proc_jobs.Point(x=1, y=2)),
-            ("returns-model", proc_jobs.Point(x=3, y=4, label="q")),
+            ("annotated-datetime", second_process.WHEN),
+            ("returns-datetime", second_process.WHEN),
+            ("model", second_process.Point(x=1, y=2)),
+            ("returns-model", second_process.Point(x=3, y=4, label="q")),
             ("tuple", (1, "a")),
-            ("list-of-models", [proc_jobs.Point(x=5, y=6), proc_jobs.Point(x=7, y=8)]),
+            ("list-of-models", [second_process.Point(x=5, y=6), second_process.Point(x=7, y=8)]),
             ("none", None),
         ],
     )
@@ -315,7 +318,7 @@ class TestUnstorableValues:
         async def fn():  # type: ignore[no-untyped-def]
             return {1, 2}
 
-        async def job(step: Step, payload: In) -> None:
+        async def job(step: AsyncStep, payload: In) -> None:
             await step.run("async-bad-step", fn)
 
         run = run_job(d, job)
@@ -332,10 +335,14 @@ class TestStepNames:
         caught: list[BaseException] = []
         calls: list[str] = []
 
+        def call(name: str, value: int) -> int:
+            calls.append(name)
+            return value
+
         def job(step: Step, payload: In) -> None:
-            step.run("same", lambda: calls.append("first") or 1)
+            step.run("same", partial(call, "first", 1))
             try:
-                step.run("same", lambda: calls.append("second") or 2)
+                step.run("same", partial(call, "second", 2))
             except ValidationError as exc:
                 caught.append(exc)
 
@@ -395,9 +402,9 @@ class TestStepFailure:
         steps = d.get_steps(run.id)
         assert [(s.name, s.status) for s in steps] == [("ok", "completed"), ("explodes", "failed")]
         failed = steps[1]
-        assert "boom goes the step" in failed.error
-        assert "RuntimeError" in failed.traceback
-        assert "boom" in failed.traceback
+        assert "boom goes the step" in (failed.error or "")
+        assert "RuntimeError" in (failed.traceback or "")
+        assert "boom" in (failed.traceback or "")
 
     def test_error_outside_any_step_fails_the_run(self, d: Durably) -> None:
         """An exception raised by the job outside any step fails the run with its message."""
@@ -457,6 +464,7 @@ class TestProgressAndLogs:
         run = reader.get_run(result.id)
         assert run is not None
         assert run.status == "leased"
+        assert run.progress is not None
         assert (run.progress.current, run.progress.total, run.progress.message) == (
             1,
             3,
@@ -516,9 +524,9 @@ class TestAsyncJobs:
             await asyncio.sleep(0)
             return 20
 
-        async def job(step: Step, payload: In) -> dict[str, int]:
-            a = await step.run("sync-fn", lambda: 1)  # type: ignore[misc]
-            b = await step.run("async-fn", fetch)  # type: ignore[misc]
+        async def job(step: AsyncStep, payload: In) -> dict[str, int]:
+            a = await step.run("sync-fn", lambda: 1)
+            b = await step.run("async-fn", fetch)
             return {"total": a + b}
 
         run = run_job(d, job)
@@ -533,8 +541,8 @@ class TestAsyncJobs:
         async def broken() -> None:
             raise RuntimeError("async boom")
 
-        async def job(step: Step, payload: In) -> None:
-            await step.run("broken", broken)  # type: ignore[func-returns-value]
+        async def job(step: AsyncStep, payload: In) -> None:
+            await step.run("broken", broken)
 
         run = run_job(d, job)
 
@@ -545,8 +553,8 @@ class TestAsyncJobs:
         """Async steps apply `returns=` like sync ones."""
         seen: list[Any] = []
 
-        async def job(step: Step, payload: In) -> None:
-            seen.append(await step.run("when", WHEN.isoformat, returns=datetime))  # type: ignore[misc]
+        async def job(step: AsyncStep, payload: In) -> None:
+            seen.append(await step.run("when", WHEN.isoformat, returns=datetime))
 
         run = run_job(d, job)
 
@@ -556,7 +564,7 @@ class TestAsyncJobs:
     def test_async_job_progress_and_logs_are_persisted(self, d: Durably) -> None:
         """An async job's progress and logs (with their step) are persisted like a sync job's."""
 
-        async def job(step: Step, payload: In) -> None:
+        async def job(step: AsyncStep, payload: In) -> None:
             step.progress(1, 1, "one")
 
             async def inside() -> int:
@@ -581,7 +589,7 @@ class TestAsyncJobs:
 
         def job(step: Step, payload: In) -> None:
             try:
-                step.run("async-in-sync", fetch)
+                step.run("async-in-sync", fetch)  # type: ignore[unused-coroutine]  # the misuse tested
             except TypeError as exc:
                 caught.append(exc)
                 raise

@@ -1,11 +1,11 @@
-"""SPEC §3: triggering runs: inputs, idempotency, concurrency keys, coalescing, labels,
-batches, `trigger_and_wait` and handle queries."""
+"""Triggering runs (docs/api.md: JobHandle): inputs, idempotency, concurrency keys,
+coalescing, labels, batches, `trigger_and_wait` and handle queries."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from helpers import Payload, Started, blocking_job, status_of, wait_until
@@ -237,7 +237,7 @@ class TestIdempotency:
 
     @pytest.mark.parametrize("coalesce", [None, "skip"])
     def test_idempotency_outranks_the_concurrency_rules(
-        self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut], coalesce: str | None
+        self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut], coalesce: Literal["skip"] | None
     ) -> None:
         """Same idempotency and concurrency key while pending is "idempotent", not a conflict."""
         first = sync.trigger(SyncIn(org_id="a"), idempotency_key="k", concurrency_key="c")
@@ -723,6 +723,7 @@ class TestTriggerAndWait:
             handle.trigger_and_wait(SyncIn(org_id="a"), timeout=10)
 
         assert "Intentional failure" in str(info.value.error)
+        assert info.value.run_id is not None
         assert status_of(d, info.value.run_id) == "failed"
 
     def test_timeout_raises_wait_timeout_error(

@@ -1,4 +1,4 @@
-"""SPEC §2 static typing: mypy infers the public API's generics and flags misuse."""
+"""Static typing of the public API (docs/api.md): mypy infers its generics and flags misuse."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT, TESTS_DIR, subprocess_env
+from apps.children import REPO_ROOT, TESTS_DIR, child_env
 
 TYPING_DIR = TESTS_DIR / "typing"
 ERROR_LINE = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+): error: (?P<message>.*)$")
@@ -50,7 +50,7 @@ def run_mypy(path: Path, cache: Path) -> tuple[int, dict[int, list[str]]]:
             str(path),
         ],
         cwd=str(REPO_ROOT),
-        env=subprocess_env(MYPYPATH=str(REPO_ROOT)),
+        env=child_env(MYPYPATH=str(REPO_ROOT)),
         capture_output=True,
         text=True,
         check=False,

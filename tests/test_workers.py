@@ -1,5 +1,6 @@
-"""SPEC §6: workers: start/stop, the context manager, process_one/process_until_idle,
-claim order, concurrency limits and keys, registered jobs, lease generations."""
+"""Workers (docs/workers.md, docs/api.md: Workers): start/stop, the context manager,
+process_one/process_until_idle, claim order, concurrency limits and keys, registered
+jobs, lease generations."""
 
 from __future__ import annotations
 

@@ -1,3 +1,3 @@
-"""An app whose import fails."""
+"""An app whose import fails (`apps.broken:durably`)."""
 
 raise RuntimeError("this module is broken on purpose")

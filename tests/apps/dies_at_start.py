@@ -1,4 +1,4 @@
-"""`apps.jobs:durably` again, but a process importing it SIGKILLs itself while a file
+"""`apps.cli_app:durably` again, but a process importing it SIGKILLs itself while a file
 `die-at-start` exists next to the root (`$DURABLY_ROOT`, which `durably worker` exports),
 after appending its pid to `died-at-start` there: a worker process killed during start-up."""
 
@@ -8,7 +8,7 @@ import os
 import signal
 from pathlib import Path
 
-from .jobs import durably, record
+from .cli_app import durably, record
 
 _HERE = Path(os.environ["DURABLY_ROOT"]).parent
 if (_HERE / "die-at-start").exists():

@@ -2,6 +2,6 @@
 
 from durably import Durably
 
-from .jobs import ADD
+from .cli_app import ADD
 
 durably = Durably("/tmp/durably-tests-elsewhere-root-never-written", jobs=[ADD])

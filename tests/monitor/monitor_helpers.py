@@ -15,7 +15,7 @@ from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
 
-from monitor import MonitorApp, Source
+from durably_monitor import MonitorApp, Source
 
 
 def make_app(fake: FakeDurably, *, can_retrigger: bool = True, **options: Any) -> MonitorApp:
@@ -48,7 +48,26 @@ async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], timeout: fl
         await pilot.pause(0.05)
 
 
+def notifications(app: MonitorApp) -> list[str]:
+    """Record every notification `app` shows from now on (the list fills as it runs)."""
+    told: list[str] = []
+    show = app.notify
+
+    def record(message: str, **options: Any) -> None:
+        told.append(message)
+        show(message, **options)
+
+    app.notify = record  # type: ignore[method-assign]
+    return told
+
+
+def palette(app: MonitorApp) -> list[str]:
+    """The titles the command palette offers on the current screen."""
+    return [command.title for command in app.get_system_commands(app.screen)]
+
+
 def text_of(widget: Widget) -> str:
     """What a widget shows, as plain text."""
-    lines = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
+    size = widget.region.size or widget.size  # padding included
+    lines = widget.render_lines(Region(0, 0, size.width, size.height))
     return "\n".join(line.text for line in lines)

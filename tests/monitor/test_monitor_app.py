@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from monitor_fakes import NOW, FakeDurably, FakeLog, FakeRun, sample
-from monitor_helpers import make_app, settle, text_of, wait_for
+from monitor_helpers import make_app, notifications, palette, settle, text_of, wait_for
 from textual.widgets import DataTable, Input, Log, Static, TabbedContent
 
 from durably import RunStatus
-from monitor._commands import RunCommands
-from monitor._detail import RunDetailScreen
-from monitor._dialogs import ConfirmScreen, HelpScreen
-from monitor._runlist import RunList
+from durably_monitor import MonitorApp
+from durably_monitor._detail import RunDetailScreen
+from durably_monitor._dialogs import ConfirmScreen, HelpScreen
+from durably_monitor._runlist import RunList
 
 FAILED = "01JDQ0000000000000000000A2"
 RUNNING = "01JDQ0000000000000000000A4"
@@ -25,8 +25,7 @@ def shown(app: object) -> list[str]:
 
 
 def select(app: object, run_id: str) -> None:
-    run_list = app.screen.query_one(RunList)  # type: ignore[attr-defined]
-    run_list._move_to(run_list.index.position_of(run_id))
+    assert app.screen.query_one(RunList).select(run_id)  # type: ignore[attr-defined]
 
 
 class TestList:
@@ -61,9 +60,10 @@ class TestList:
         fake = FakeDurably()
         fake.get_runs = lambda **kw: (_ for _ in ()).throw(OSError("disk gone"))  # type: ignore[method-assign]
         app = make_app(fake)
+        told = notifications(app)
         async with app.run_test() as pilot:
             await settle(pilot)
-            assert any("disk gone" in n.message for n in app._notifications)
+            assert any("disk gone" in n for n in told)
             assert shown(app) == []
             assert app.loading  # the scan is retried; polls wait for it
             fake.get_runs = FakeDurably.get_runs.__get__(fake)  # type: ignore[method-assign]
@@ -133,15 +133,15 @@ class TestFilters:
             assert len(shown(app)) == 6
 
     async def test_job_cycle(self, fake: FakeDurably) -> None:
-        """`j` steps through the jobs by name, then back to all."""
+        """`J` steps through the jobs by name, then back to all."""
         app = make_app(fake)
         async with app.run_test() as pilot:
             await settle(pilot)
-            await pilot.press("j")
+            await pilot.press("J")
             assert shown(app) == ["A6", "A4"]
-            await pilot.press("j", "j")
+            await pilot.press("J", "J")
             assert shown(app) == ["A2", "A1"]
-            await pilot.press("j")
+            await pilot.press("J")
             assert len(shown(app)) == 6
 
     async def test_search_box_filters_as_you_type(self, fake: FakeDurably) -> None:
@@ -237,21 +237,24 @@ class TestDetail:
             assert log.scroll_y == 0
 
     async def test_deleted_run_shows_a_notice(self, fake: FakeDurably) -> None:
-        """A run deleted while open says so instead of crashing."""
+        """A run deleted while open says so, and keeps saying so, instead of crashing."""
         app = make_app(fake)
         async with app.run_test() as pilot:
             await settle(pilot)
             app.open_run(DONE)
             await settle(pilot)
-            del fake.runs[DONE]
             screen = app.screen
             assert isinstance(screen, RunDetailScreen)
-            screen.gone = False
-            screen._fetching = False
-            screen.reload()
-            await wait_for(pilot, lambda: screen.gone and "no longer exists" in text_of(
-                screen.query_one("#summary", Static)))
-            assert "no longer exists" in text_of(screen.query_one("#summary", Static))
+            summary = screen.query_one("#summary", Static)
+            assert DONE in text_of(summary)
+            with fake.lock:  # another process deletes it: the feed names it
+                del fake.runs[DONE]
+                fake.feed.append(DONE)
+            app.poll()
+            await wait_for(pilot, lambda: "no longer exists" in text_of(summary))
+            screen.tick()  # what the screen's timer does twice a second
+            await settle(pilot)
+            assert "no longer exists" in text_of(summary)
 
 
 class TestActions:
@@ -292,12 +295,13 @@ class TestActions:
     async def test_retrigger_without_app_explains(self, fake: FakeDurably) -> None:
         """Without an APP the monitor explains why it cannot retrigger, and asks nothing."""
         app = make_app(fake, can_retrigger=False)
+        told = notifications(app)
         async with app.run_test() as pilot:
             await settle(pilot)
             select(app, FAILED)
             await pilot.press("r")
             assert not isinstance(app.screen, ConfirmScreen)
-            assert any("--app module:attr" in n.message for n in app._notifications)
+            assert any("--app module:attr" in n for n in told)
             assert fake.calls == []
 
     async def test_delete_from_the_detail_screen(self, fake: FakeDurably) -> None:
@@ -345,8 +349,7 @@ class TestReadOnly:
             await pilot.press("c", "d", "r")
             assert not isinstance(app.screen, ConfirmScreen)
             assert app.check_action("act", ("cancel",)) is False
-            names = [c[0] for c in RunCommands(app.screen)._commands()]
-            assert "Cancel run" not in names
+            assert "Cancel run" not in palette(app)
             assert fake.calls == []
 
     async def test_read_only_root_is_detected(self) -> None:
@@ -432,6 +435,20 @@ class TestLive:
             await wait_for(pilot, lambda: app.index.rows[RUNNING].status is RunStatus.FAILED)
 
 
+class TestClosing:
+    async def test_timers_that_fire_while_the_app_closes_do_nothing(self, fake: FakeDurably) -> None:
+        """On a loaded machine the once-a-second tick (or a late scan result) can run after
+        the app closed its screens: it then does nothing instead of raising."""
+        app = make_app(fake)
+        async with app.run_test() as pilot:
+            await settle(pilot)
+        assert not app.screen_stack
+        app.tick()
+        app.on_monitor_app_runs_loaded(MonitorApp.RunsLoaded([], first=True, last=True))
+        app.on_monitor_app_retriggered(MonitorApp.Retriggered(FAILED, DONE))
+        assert app.target_run() is None
+
+
 class TestKeyboard:
     async def test_help_screen(self, fake: FakeDurably) -> None:
         """`?` opens the key sheet, escape closes it."""
@@ -448,7 +465,7 @@ class TestKeyboard:
         app = make_app(fake)
         async with app.run_test() as pilot:
             await settle(pilot)
-            names = [c[0] for c in RunCommands(app.screen)._commands()]
+            names = palette(app)
             for wanted in (
                 "Cancel run",
                 "Retrigger run",

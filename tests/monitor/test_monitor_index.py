@@ -8,8 +8,8 @@ import pytest
 from monitor_fakes import NOW, ago, sample
 
 from durably import RunStatus
-from monitor._index import RunFilter, RunIndex, SortKey
-from monitor._model import row_from_run
+from durably_monitor._index import RunFilter, RunIndex, SortKey
+from durably_monitor._model import row_from_run
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ class TestSortAndThroughput:
 
 def test_bulk_diff_matches_row_by_row() -> None:
     """A diff over the bulk threshold leaves the same view and counts as small diffs do."""
-    from monitor._index import BULK_THRESHOLD  # noqa: PLC0415
+    from durably_monitor._index import BULK_THRESHOLD  # noqa: PLC0415
 
     base = row_from_run(next(iter(sample().runs.values())))
     rows = [

@@ -12,10 +12,10 @@ import pytest
 from monitor_helpers import settle, text_of, wait_for
 
 from durably import RunStatus
-from monitor import MonitorApp
-from monitor._backend import open_source
-from monitor._dialogs import ConfirmScreen
-from monitor._runlist import RunList
+from durably_monitor import MonitorApp
+from durably_monitor._backend import open_source
+from durably_monitor._dialogs import ConfirmScreen
+from durably_monitor._runlist import RunList
 
 HERE = Path(__file__).parent
 
@@ -196,11 +196,15 @@ class TestDamagedRoot:
 
 
 def test_python_dash_m_monitor_passes_its_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`python -m monitor ROOT --read-only --app A` calls monitor.run with those values."""
-    import monitor.__main__ as entry  # noqa: PLC0415
+    """`python -m durably_monitor ROOT --read-only --app A --wait-for-root` calls run() with those."""
+    import durably_monitor.__main__ as entry  # noqa: PLC0415
 
     calls: list[tuple[object, ...]] = []
-    monkeypatch.setattr(entry, "run", lambda root, *, read_only, app: calls.append((root, read_only, app)))
-    entry.main(["some/root", "--read-only", "--app", "pkg.mod:durably"])
+
+    def record(root: str | None, *, read_only: bool, app: str | None, wait_for_root: bool) -> None:
+        calls.append((root, read_only, app, wait_for_root))
+
+    monkeypatch.setattr(entry, "run", record)
+    entry.main(["some/root", "--read-only", "--app", "pkg.mod:durably", "--wait-for-root"])
     entry.main([])
-    assert calls == [("some/root", True, "pkg.mod:durably"), (None, False, None)]
+    assert calls == [("some/root", True, "pkg.mod:durably", True), (None, False, None, False)]

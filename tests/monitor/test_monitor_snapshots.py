@@ -9,7 +9,7 @@ from monitor_fakes import FakeDurably, sample
 from monitor_helpers import make_app, settle
 from textual.pilot import Pilot
 
-from monitor._runlist import RunList
+from durably_monitor._runlist import RunList
 
 FAILED = "01JDQ0000000000000000000A2"
 RUNNING = "01JDQ0000000000000000000A4"
@@ -24,8 +24,7 @@ async def ready(pilot: Pilot[Any]) -> None:
 def choose(run_id: str, *keys: str) -> Any:
     async def run_before(pilot: Pilot[Any]) -> None:
         await settle(pilot)
-        run_list = pilot.app.screen.query_one(RunList)
-        run_list._move_to(run_list.index.position_of(run_id))
+        assert pilot.app.screen.query_one(RunList).select(run_id)
         await pilot.press(*keys)
         await settle(pilot)
 

@@ -1,18 +1,18 @@
 """The reliability suite: every test here is marked ``reliability`` and ``slow``.
 
 Run it alone with ``python -m pytest -m reliability``; see ``relhelpers.py`` for the
-tools, mounts and child processes, and docs/reliability.md for what each test enforces.
+tools, mounts and the fault server, ``tests/apps/`` for the child processes, and
+docs/reliability.md for what each test enforces.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from crashapps.proc import Zygote
-from relhelpers import HERE, FaultServer, need_libfiu
+
+from .relhelpers import HERE, FaultServer, need_libfiu
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -37,13 +37,3 @@ def inline_server(tmp_path: Path) -> Iterator[FaultServer]:
     server = FaultServer(tmp_path / "root", tmp_path / "server.log", worker=False)
     yield server
     server.close()
-
-
-@pytest.fixture
-def zygote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Zygote]:
-    """A fork server whose children can import the suite's apps (``gapapp``)."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HERE),
-                                                                   os.environ.get("PYTHONPATH")])))
-    z = Zygote(tmp_path / "zygote.log")
-    yield z
-    z.close()

@@ -1,9 +1,10 @@
-"""Helpers of the reliability suite: tools, root-only mounts, child processes.
+"""Helpers of the reliability suite: tools, root-only mounts, the fault server's client.
 
 Every test here is marked ``reliability`` and ``slow``. A test that needs a tool (libfiu,
 strace, bindfs, faketime, rsync) or root skips with the reason when it is missing, except
 under CI (``CI=true``), where ``.ci/run`` installs them: there a missing tool fails the
-test, so the suite is never green because it was skipped.
+test, so the suite is never green because it was skipped. Child processes and their
+environment: ``apps.children``.
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from apps.children import REPO_ROOT, call_argv, child_env
 
-T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-                 "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1")
+FAKETIME_LIBS = (
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+)
 
 
 def _missing(reason: str) -> None:
@@ -48,8 +49,14 @@ def need_root(what: str) -> None:
 
 def need_libfiu() -> None:
     need_tool("fiu-run", "fiu-utils")
-    if not any(Path(p).exists() for p in ("/usr/lib/libfiu.so.0", "/usr/lib/x86_64-linux-gnu/libfiu.so.0",
-                                          "/usr/local/lib/libfiu.so.0")):
+    if not any(
+        Path(p).exists()
+        for p in (
+            "/usr/lib/libfiu.so.0",
+            "/usr/lib/x86_64-linux-gnu/libfiu.so.0",
+            "/usr/local/lib/libfiu.so.0",
+        )
+    ):
         _missing("needs libfiu.so.0 (Debian package libfiu0)")
 
 
@@ -61,28 +68,48 @@ def need_faketime() -> str:
     return ""
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(HERE), *filter(None, [env.get("PYTHONPATH")])])
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # CPython writes .pyc by temp+rename: not under test
-    env.update(extra)
-    return env
-
-
-def poll(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
-    """The first truthy value of ``predicate()``; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.005)
-
-
 def run_cmd(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=60)
+
+
+def traced(
+    calls: str, inject: str, fn: str, *, path: str | None = None, **kwargs: Any
+) -> subprocess.Popen[bytes]:
+    """``fn(**kwargs)`` (``module:function``) in a fresh process under ``strace -f -e
+    inject=...`` (no root needed: strace starts the child itself); ``path``: inject only
+    into calls on that file (``-P``). ``--seccomp-bpf`` (stop only at the traced calls)
+    is left out for ``signal=`` injection, which strace 6.1 then never performs."""
+    strace = need_tool("strace", "strace")
+    fast = [] if "signal=" in inject else ["--seccomp-bpf"]
+    return subprocess.Popen(
+        [
+            strace,
+            "-f",
+            "-qq",
+            *fast,
+            "-o",
+            "/dev/null",
+            *(["-P", path] if path else []),
+            "-e",
+            f"trace={calls}",
+            "-e",
+            f"inject={inject}",
+            *call_argv(fn, **kwargs),
+        ],
+        env=child_env(),
+        cwd=str(REPO_ROOT),
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish_traced(proc: subprocess.Popen[bytes], timeout: float = 60) -> str:
+    """Wait for a child of ``traced`` (killed after ``timeout``); return its stderr."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err.decode(errors="replace")
 
 
 @contextlib.contextmanager
@@ -113,31 +140,45 @@ def bindfs_view(source: Path, target: Path, options: str = "") -> Iterator[Path]
         _missing("needs /dev/fuse")
     target.mkdir(parents=True, exist_ok=True)
     try:
-        run_cmd(bindfs, "--no-allow-other", *(["-o", options] if options else []), str(source),
-                str(target))
+        run_cmd(bindfs, "--no-allow-other", *(["-o", options] if options else []), str(source), str(target))
     except subprocess.CalledProcessError as exc:
         _missing(f"bindfs failed here: {exc.stderr.decode(errors='replace').strip()}")
     try:
         yield target
     finally:
         for tool in ("fusermount3", "fusermount"):
-            if shutil.which(tool) and subprocess.run([tool, "-u", str(target)], check=False,
-                                                     capture_output=True).returncode == 0:
+            if (
+                shutil.which(tool)
+                and subprocess.run([tool, "-u", str(target)], check=False, capture_output=True).returncode
+                == 0
+            ):
                 break
         else:
             subprocess.run(["umount", "-l", str(target)], check=False, capture_output=True)
 
 
 class FaultServer:
-    """``relapp serve`` under ``fiu-run -x``: one command in, one JSON answer out."""
+    """``apps.fault_server serve`` under ``fiu-run -x``: one command in, one JSON answer out."""
 
     def __init__(self, root: Path, log: Path, *, worker: bool = True) -> None:
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
-            ["fiu-run", "-x", sys.executable, str(HERE / "relapp.py"), "serve", str(root),
-             *([] if worker else ["--inline"])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=child_env(),
-            cwd=str(REPO))
+            [
+                "fiu-run",
+                "-x",
+                sys.executable,
+                "-m",
+                "apps.fault_server",
+                "serve",
+                str(root),
+                *([] if worker else ["--inline"]),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=child_env(),
+            cwd=str(REPO_ROOT),
+        )
         self.log = log
 
     def call(self, **cmd: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ never produce a second run for an idempotency key nor re-run a completed step, a
 ``durably doctor`` must report every such loss instead of saying "healthy". Files are
 found, damaged and deleted through the on-disk layout of docs/architecture.md
 (``runs/<id[:6]>/<id[6:8]>/<id>/``, ``s.<n>``, ``j.<g>``, ``journal.jsonl``,
-``keys/i/<hash>.json``); runs are executed by worker processes (``stallapp.worker``) and
+``keys/i/<hash>.json``); runs are executed by worker processes (``apps.stalls.worker``) and
 ``doctor`` and ``show`` are the command line, run as processes.
 """
 
@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import stallapp
-from crashapps.proc import Zygote
-from relhelpers import REPO, child_env, poll
+from apps import stalls as stallapp
+from apps.children import REPO_ROOT, Zygote, child_env, poll
 
 import durably
 
@@ -51,8 +50,15 @@ def _damage(path: Path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "durably", *args], env=child_env(), cwd=str(REPO),
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "durably", *args],
+        env=child_env(),
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _doctor(root: Path, *extra: str) -> tuple[int, dict[str, Any]]:
@@ -64,8 +70,16 @@ def _doctor(root: Path, *extra: str) -> tuple[int, dict[str, Any]]:
 def _execute(zygote: Zygote, root: Path, work: Path, who: str, **options: Any) -> None:
     """Run a worker process until nothing is claimable."""
     (work / "stop").touch()
-    zygote.check("stallapp:worker", timeout=120, root=str(root), workdir=str(work), who=who,
-                 lease=30.0, renew=1.0, **options)
+    zygote.check(
+        "apps.stalls:worker",
+        timeout=120,
+        root=str(root),
+        workdir=str(work),
+        who=who,
+        lease=30.0,
+        renew=1.0,
+        **options,
+    )
 
 
 def _starts(work: Path) -> list[tuple[str, str, int, str]]:
@@ -86,8 +100,7 @@ def work(tmp_path: Path) -> Path:
 
 def _keyed_completed_run(zygote: Zygote, root: Path, work: Path) -> tuple[durably.Durably, str]:
     d = stallapp.make(str(root))
-    run_id = d.get_job("stall").trigger(stallapp.StallIn(steps=2),  # type: ignore[union-attr]
-                                        idempotency_key="idem").id
+    run_id = d.jobs["stall"].trigger(stallapp.StallIn(steps=2), idempotency_key="idem").id
     _execute(zygote, root, work, "W")
     assert d.get_run(run_id).status == "completed"  # type: ignore[union-attr]
     return d, run_id
@@ -95,8 +108,7 @@ def _keyed_completed_run(zygote: Zygote, root: Path, work: Path) -> tuple[durabl
 
 def _trigger_again(d: durably.Durably) -> tuple[Any, durably.DurablyError | None]:
     try:
-        return d.get_job("stall").trigger(stallapp.StallIn(steps=2),  # type: ignore[union-attr]
-                                          idempotency_key="idem"), None
+        return d.jobs["stall"].trigger(stallapp.StallIn(steps=2), idempotency_key="idem"), None
     except durably.DurablyError as exc:
         return None, exc
 
@@ -108,10 +120,9 @@ def _keyed_runs(d: durably.Durably) -> list[str]:
 # -- 14.6: idempotency key records ---------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="14.6: a deleted idempotency key record gives a second run")
 def test_a_deleted_idempotency_key_record_never_gives_a_second_run(
-        zygote: Zygote, root: Path, work: Path) -> None:
+    zygote: Zygote, root: Path, work: Path
+) -> None:
     """The key record of a completed keyed run is deleted; the binding is still in the
     run's ``run.json``. A trigger with the same key returns that run (``idempotent``)."""
     d, run_id = _keyed_completed_run(zygote, root, work)
@@ -122,12 +133,10 @@ def test_a_deleted_idempotency_key_record_never_gives_a_second_run(
     assert (res.id, res.disposition) == (run_id, "idempotent")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="14.6: a damaged idempotency key record gives a second run (old) or a misleading "
-                          "ConflictError (young)")
 @pytest.mark.parametrize("age", ["older-than-60s", "young"])
 def test_a_damaged_idempotency_key_record_never_gives_a_second_run(
-        zygote: Zygote, root: Path, work: Path, age: str) -> None:
+    zygote: Zygote, root: Path, work: Path, age: str
+) -> None:
     """The key record of a completed keyed run is overwritten with random bytes (and, in
     one case, made two minutes old, past the grace of a torn record). A trigger with the
     same key creates no second run: it finds the run through the runs themselves
@@ -147,11 +156,9 @@ def test_a_damaged_idempotency_key_record_never_gives_a_second_run(
         assert (res.id, res.disposition) == (run_id, "idempotent")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="14.6: doctor --fix quarantines a damaged key record; the next trigger makes a "
-                          "second run")
 def test_doctor_fix_rebuilds_a_damaged_key_record_from_its_run(
-        zygote: Zygote, root: Path, work: Path) -> None:
+    zygote: Zygote, root: Path, work: Path
+) -> None:
     """A damaged key record, then ``durably doctor --fix`` (which must rebuild key
     records from the runs, whose ``run.json`` holds the key), then a trigger with the
     same key: still one run, returned as ``idempotent``."""
@@ -167,12 +174,11 @@ def test_doctor_fix_rebuilds_a_damaged_key_record_from_its_run(
 # -- 14.7: a lost end state ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="14.7: doctor --fix after a lost end state re-executes every completed step")
 @pytest.mark.parametrize("preserve_steps", [True, False], ids=["preserve", "drop"])
 @pytest.mark.parametrize("loss", ["deleted", "damaged"])
 def test_doctor_fix_after_a_lost_end_state_reruns_no_completed_step(
-        zygote: Zygote, root: Path, work: Path, loss: str, preserve_steps: bool) -> None:
+    zygote: Zygote, root: Path, work: Path, loss: str, preserve_steps: bool
+) -> None:
     """A 20-step run completes; its end state file (the highest ``s.<n>``) is deleted or
     overwritten with random bytes. After ``durably doctor --fix`` and a worker, no step
     body ran again, and the run reads as completed with its 20 steps."""
@@ -193,8 +199,7 @@ def test_doctor_fix_after_a_lost_end_state_reruns_no_completed_step(
     run = d.get_run(run_id)
     assert run is not None
     assert run.status == "completed"
-    assert [s.name for s in d.get_steps(run_id) if s.status == "completed"] == \
-        stallapp.expected_steps(20)
+    assert [s.name for s in d.get_steps(run_id) if s.status == "completed"] == stallapp.expected_steps(20)
 
 
 # -- 14.8: what doctor must report --------------------------------------------------------
@@ -207,10 +212,7 @@ def _assert_reported(root: Path, what: str, *names: str) -> None:
     assert any(n in paths for n in names), f"no problem names {names}: {report['problems']}"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="14.8: doctor misses a deleted journal.jsonl")
-def test_doctor_reports_a_deleted_journal_of_a_completed_run(
-        zygote: Zygote, root: Path, work: Path) -> None:
+def test_doctor_reports_a_deleted_journal_of_a_completed_run(zygote: Zygote, root: Path, work: Path) -> None:
     """A completed run's ``journal.jsonl`` (its steps) is deleted: doctor reports it."""
     d = stallapp.make(str(root))
     run_id = d.get_job("stall").trigger(stallapp.StallIn(steps=5)).id  # type: ignore[union-attr]
@@ -219,24 +221,31 @@ def test_doctor_reports_a_deleted_journal_of_a_completed_run(
     _assert_reported(root, "deleting journal.jsonl", run_id)
 
 
-MISSED_JOURNAL = pytest.mark.xfail(strict=True, raises=AssertionError,
-                                   reason="14.8: doctor misses a damaged journal of a running run")
-
-
-@pytest.mark.parametrize("damage", [
-    "random-bytes",  # held already: records after the damage show it is not a torn tail
-    pytest.param("truncated", marks=MISSED_JOURNAL),
-    pytest.param("deleted", marks=MISSED_JOURNAL)])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "random-bytes",  # held already: records after the damage show it is not a torn tail
+        "truncated",
+        "deleted",
+    ],
+)
 def test_doctor_reports_a_damaged_journal_of_a_running_run(
-        zygote: Zygote, root: Path, work: Path, damage: str) -> None:
+    zygote: Zygote, root: Path, work: Path, damage: str
+) -> None:
     """A run is leased by a live owner (stopped with SIGSTOP inside step 20 of 30, its
     lease 30 s: not stuck); its journal ``j.1`` gets random bytes in the middle, is cut
     to half, or is deleted. Doctor reports the run's journal as damaged."""
     d = stallapp.make(str(root))
-    run_id = d.get_job("stall").trigger(  # type: ignore[union-attr]
-        stallapp.StallIn(steps=30, stop_at=20, stop="in")).id
-    a = zygote.spawn("stallapp:worker", root=str(root), workdir=str(work), who="A", lease=30.0,
-                     renew=1.0, once=True)
+    run_id = (
+        d.get_job("stall")
+        .trigger(  # type: ignore[union-attr]
+            stallapp.StallIn(steps=30, stop_at=20, stop="in")
+        )
+        .id
+    )
+    a = zygote.spawn(
+        "apps.stalls:worker", root=str(root), workdir=str(work), who="A", lease=30.0, renew=1.0, once=True
+    )
     try:
         poll((work / "stopped").exists, timeout=60, what="A stops inside step 20")
         assert d.get_run(run_id).completed_step_count == 20  # type: ignore[union-attr]
@@ -256,8 +265,6 @@ def test_doctor_reports_a_damaged_journal_of_a_running_run(
         zygote.wait(a)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="14.8: doctor reports a deleted run.json only after ten minutes")
 def test_doctor_reports_a_deleted_run_record_at_once(zygote: Zygote, root: Path, work: Path) -> None:
     """A completed run's ``run.json`` is deleted: doctor reports it at once (the run has
     state files and a journal: no trigger is in flight), not after ten minutes."""
@@ -268,8 +275,6 @@ def test_doctor_reports_a_deleted_run_record_at_once(zygote: Zygote, root: Path,
     _assert_reported(root, "deleting run.json", run_id)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="14.8: doctor misses a deleted idempotency key record")
 def test_doctor_reports_a_deleted_key_record(zygote: Zygote, root: Path, work: Path) -> None:
     """The idempotency key record of a keyed run is deleted: doctor reports the run whose
     key has no record."""
@@ -279,10 +284,9 @@ def test_doctor_reports_a_deleted_key_record(zygote: Zygote, root: Path, work: P
     _assert_reported(root, "deleting a key record", run_id, record.name)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="14.8: a completed run whose end state is lost reads as running")
 def test_a_completed_run_whose_end_state_is_lost_does_not_read_as_running(
-        zygote: Zygote, root: Path, work: Path) -> None:
+    zygote: Zygote, root: Path, work: Path
+) -> None:
     """A completed run's end state file is deleted (its compacted ``journal.jsonl``
     remains, which only an ended run has): ``durably show --json`` does not show it as
     leased (running), and doctor reports it."""

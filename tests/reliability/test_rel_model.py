@@ -1,4 +1,4 @@
-"""A hypothesis state machine of the store against a plain-dict model (plan K1).
+"""A hypothesis state machine of the store against a plain-dict model (plan case K1 of docs/reliability.md).
 
 Rules: trigger (with and without idempotency and concurrency keys, some of them hostile
 strings, with and without ``coalesce="skip"``), claim and execute through
@@ -95,8 +95,12 @@ class StoreMachine(RuleBasedStateMachine):
         if idem is not None:
             self.idem[idem] = run_id
 
-    @rule(target=runs, idem=st.none() | st.sampled_from(KEYS), conc=st.none() | st.sampled_from(KEYS),
-          coalesce=st.booleans())
+    @rule(
+        target=runs,
+        idem=st.none() | st.sampled_from(KEYS),
+        conc=st.none() | st.sampled_from(KEYS),
+        coalesce=st.booleans(),
+    )
     def trigger(self, idem: str | None, conc: str | None, coalesce: bool) -> str:
         STATS["rules"] += 1
         coalesce = coalesce and conc is not None  # coalesce without a key is a ValidationError
@@ -105,8 +109,12 @@ class StoreMachine(RuleBasedStateMachine):
         assert handle is not None
         holder = self._pending_with(conc) if conc is not None else None
         try:
-            res = handle.trigger(Tagged(tag=self.tag), idempotency_key=idem, concurrency_key=conc,
-                                 coalesce="skip" if coalesce else None)
+            res = handle.trigger(
+                Tagged(tag=self.tag),
+                idempotency_key=idem,
+                concurrency_key=conc,
+                coalesce="skip" if coalesce else None,
+            )
         except durably.ConflictError:
             assert idem not in self.idem
             assert holder is not None
@@ -256,7 +264,12 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 StoreMachine.TestCase.settings = settings(
-    max_examples=int(os.environ.get("REL_HYPOTHESIS_EXAMPLES", "100")), stateful_step_count=25,
-    deadline=None, derandomize=True, database=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    max_examples=int(os.environ.get("REL_HYPOTHESIS_EXAMPLES", "100")),
+    stateful_step_count=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 test_store_state_machine = StoreMachine.TestCase

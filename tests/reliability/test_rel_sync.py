@@ -1,5 +1,6 @@
 """Roots copied by sync tools: files arrive out of order, half-written, or under temp
-names, while a reader watches (plan W4, W5, W6).
+names, while a reader watches (plan cases W4, W5, W6 of
+docs/reliability.md).
 
 A reader (``get_runs``, ``get_run``, ``get_steps``, ``get_logs``) over the copy must never
 raise, never show a run's status or its completed steps going backwards, and must
@@ -18,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import relapp
-from relhelpers import need_tool
+from apps import fault_server
 
 import durably
+from durably._driver import claim_next
+from durably._durably import runtime_of
+
+from .relhelpers import need_tool
 
 RANK = {"pending": 0, "leased": 1, "completed": 2, "failed": 2, "cancelled": 2}
 SEED = 20261128
@@ -43,31 +47,47 @@ def _view(d: durably.Durably, run_id: str) -> tuple[int, int] | None:
 def _source_runs(root: Path) -> dict[str, str]:
     """Runs in every state a copy can catch: pending, leased with steps, completed
     (compacted journal), cancelled mid-run (a cut), failed. Returns id -> state."""
-    d = relapp.make(str(root), fsync=False)
+    d = fault_server.make(str(root), fsync=False)
     handle = d.get_job("rel-work")
     assert handle is not None
     out = {}
-    done = handle.trigger(relapp.Work(tag="done", steps=3)).id
+    done = handle.trigger(fault_server.Work(tag="done", steps=3)).id
     d.process_one()
     out[done] = "completed"
-    leased = handle.trigger(relapp.Work(tag="leased", steps=3)).id
-    claim = d._claim_next()
+    leased = handle.trigger(fault_server.Work(tag="leased", steps=3)).id
+    claim = claim_next(runtime_of(d))
     assert claim is not None
     assert claim.run_id == leased
     for k in range(2):
-        claim.append({"k": "done", "s": f"step-{k}", "i": k, "t": "2026-11-28T00:00:00.000Z",
-                      "o": relapp.value_of(k, 0)}, sync=False)
+        claim.append(
+            {
+                "k": "done",
+                "s": f"step-{k}",
+                "i": k,
+                "t": "2026-11-28T00:00:00.000Z",
+                "o": fault_server.value_of(k, 0),
+            },
+            sync=False,
+        )
     claim.release()
     out[leased] = "leased"
-    cancelled = handle.trigger(relapp.Work(tag="cancelled", steps=3)).id
-    claim = d._claim_next()
+    cancelled = handle.trigger(fault_server.Work(tag="cancelled", steps=3)).id
+    claim = claim_next(runtime_of(d))
     assert claim is not None
-    claim.append({"k": "done", "s": "step-0", "i": 0, "t": "2026-11-28T00:00:00.000Z",
-                  "o": relapp.value_of(0, 0)}, sync=False)
+    claim.append(
+        {
+            "k": "done",
+            "s": "step-0",
+            "i": 0,
+            "t": "2026-11-28T00:00:00.000Z",
+            "o": fault_server.value_of(0, 0),
+        },
+        sync=False,
+    )
     claim.release()
     d.cancel(cancelled)
     out[cancelled] = "cancelled"
-    out[handle.trigger(relapp.Work(tag="pending")).id] = "pending"
+    out[handle.trigger(fault_server.Work(tag="pending")).id] = "pending"
     return out
 
 
@@ -81,15 +101,18 @@ def test_files_arriving_in_any_order_read_as_incomplete(tmp_path: Path) -> None:
     equals the source."""
     src = tmp_path / "src"
     runs = _source_runs(src)
-    reader_src = relapp.make(str(src), fsync=False)
+    reader_src = fault_server.make(str(src), fsync=False)
     for run_id in runs:
         want = _view(reader_src, run_id)
         want_run = reader_src.get_run(run_id)
         names = sorted(os.listdir(_run_dir(src, run_id)))
         orders = list(itertools.permutations(names))
         if len(orders) > ORDERS_PER_RUN:  # 5 files: 120 orders; a seeded sample keeps it fast
-            orders = [tuple(names), tuple(reversed(names)),
-                      *random.Random(SEED).sample(orders, ORDERS_PER_RUN - 2)]
+            orders = [
+                tuple(names),
+                tuple(reversed(names)),
+                *random.Random(SEED).sample(orders, ORDERS_PER_RUN - 2),
+            ]
         for order in orders:
             STATS["orders"] += 1
             dst = tmp_path / "dst"
@@ -97,7 +120,7 @@ def test_files_arriving_in_any_order_read_as_incomplete(tmp_path: Path) -> None:
             skip = _run_dir(src, run_id)
             shutil.copytree(src, dst, ignore=lambda d, n, skip=skip: n if Path(d) == skip else [])
             target = _run_dir(dst, run_id)
-            reader = relapp.make(str(dst), fsync=False)
+            reader = fault_server.make(str(dst), fsync=False)
             last = (-1, -1)
             for name in order:
                 data = (_run_dir(src, run_id) / name).read_bytes()
@@ -105,8 +128,11 @@ def test_files_arriving_in_any_order_read_as_incomplete(tmp_path: Path) -> None:
                     (target / name).write_bytes(part)
                     seen = _view(reader, run_id)
                     STATS["states_checked"] += 1
-                    if "run.json" not in os.listdir(target) or (target / "run.json").read_bytes() != \
-                            (_run_dir(src, run_id) / "run.json").read_bytes():
+                    if (
+                        "run.json" not in os.listdir(target)
+                        or (target / "run.json").read_bytes()
+                        != (_run_dir(src, run_id) / "run.json").read_bytes()
+                    ):
                         assert seen is None, (order, name, seen)
                         continue
                     assert seen is not None, (order, name)
@@ -125,7 +151,7 @@ class Reader(threading.Thread):
 
     def __init__(self, root: Path) -> None:
         super().__init__(daemon=True)
-        self.d = relapp.make(str(root), fsync=False)
+        self.d = fault_server.make(str(root), fsync=False)
         self.stop = threading.Event()
         self.errors: list[str] = []
         self.backwards: list[Any] = []
@@ -167,20 +193,25 @@ def test_rsync_of_a_live_root_is_never_shown_wrong(tmp_path: Path, mode: str) ->
     names, and ends equal to the source."""
     rsync = need_tool("rsync", "rsync")
     src, dst = tmp_path / "src", tmp_path / "dst"
-    d = relapp.make(str(src), fsync=False, polling_interval=0.01)
+    d = fault_server.make(str(src), fsync=False, polling_interval=0.01)
     handle = d.get_job("rel-work")
     assert handle is not None
-    ids = [handle.trigger(relapp.Work(tag=f"live{i}", steps=20, size=16 * 1024)).id for i in range(3)]
+    ids = [handle.trigger(fault_server.Work(tag=f"live{i}", steps=20, size=16 * 1024)).id for i in range(3)]
     dst.mkdir()
     reader = Reader(dst)
     reader.start()
-    relapp.STEP_DELAY = 0.01
+    fault_server.STEP_DELAY = 0.01
     d.start()
     try:
+
         def sync() -> None:
             STATS["rsync_passes"] += 1
-            done = subprocess.run([rsync, "-a", *MODES[mode], f"{src}/", f"{dst}/"],
-                                  capture_output=True, timeout=60, check=False)
+            done = subprocess.run(
+                [rsync, "-a", *MODES[mode], f"{src}/", f"{dst}/"],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
             # 24: "some files vanished before they could be transferred" (temp files).
             assert done.returncode in (0, 24), done.stderr
 
@@ -190,21 +221,22 @@ def test_rsync_of_a_live_root_is_never_shown_wrong(tmp_path: Path, mode: str) ->
         sync()
         sync()  # once more: a pass may have started before the last files were written
     finally:
-        relapp.STEP_DELAY = 0.0
+        fault_server.STEP_DELAY = 0.0
         d.stop(timeout=30)
         reader.stop.set()
         reader.join(timeout=30)
     reader.poll()
     assert reader.errors == []
     assert reader.backwards == []
-    final = relapp.make(str(dst), fsync=False)
+    final = fault_server.make(str(dst), fsync=False)
     for i in ids:
         got, want = final.get_run(i), d.get_run(i)
         assert got is not None
         assert want is not None
         assert (got.status, got.output) == ("completed", want.output)
-        assert [s.name for s in final.get_steps(i) if s.status == "completed"] == \
-            [f"step-{k}" for k in range(20)]
+        assert [s.name for s in final.get_steps(i) if s.status == "completed"] == [
+            f"step-{k}" for k in range(20)
+        ]
 
 
 def test_half_copied_compacted_journal_never_hides_steps(tmp_path: Path) -> None:
@@ -213,22 +245,30 @@ def test_half_copied_compacted_journal_never_hides_steps(tmp_path: Path) -> None
     ``rsync --inplace`` writes it, the source having removed ``j.1``). The completed
     steps the reader showed must not disappear meanwhile."""
     src, dst = tmp_path / "src", tmp_path / "dst"
-    d = relapp.make(str(src), fsync=False)
+    d = fault_server.make(str(src), fsync=False)
     handle = d.get_job("rel-work")
     assert handle is not None
-    run_id = handle.trigger(relapp.Work(tag="compact", steps=6, size=2000)).id
-    claim = d._claim_next()
+    run_id = handle.trigger(fault_server.Work(tag="compact", steps=6, size=2000)).id
+    claim = claim_next(runtime_of(d))
     assert claim is not None
     leased_copy = tmp_path / "leased"
     for k in range(6):
-        claim.append({"k": "done", "s": f"step-{k}", "i": k, "t": "2026-11-28T00:00:00.000Z",
-                      "o": relapp.value_of(k, 2000)}, sync=False)
+        claim.append(
+            {
+                "k": "done",
+                "s": f"step-{k}",
+                "i": k,
+                "t": "2026-11-28T00:00:00.000Z",
+                "o": fault_server.value_of(k, 2000),
+            },
+            sync=False,
+        )
     shutil.copytree(src, leased_copy)  # the first sync: leased, all steps in j.1
     claim.release()
     assert d.process_one()  # replays the six steps, completes, compacts, removes j.1
-    assert relapp.expected(6, "compact") == d.get_run(run_id).output  # type: ignore[union-attr]
+    assert fault_server.expected(6, "compact") == d.get_run(run_id).output  # type: ignore[union-attr]
     shutil.copytree(leased_copy, dst)
-    reader = relapp.make(str(dst), fsync=False)
+    reader = fault_server.make(str(dst), fsync=False)
     assert _view(reader, run_id) == (RANK["leased"], 6)
     run_dir = _run_dir(src, run_id)
     for name in sorted(os.listdir(run_dir)):

@@ -1,4 +1,4 @@
-"""An `async def` job as SPEC §2 writes it: `await step.run(...)` with async and sync `fn`,
+"""An `async def` job as docs/api.md (Step) writes it: `await step.run(...)` with async and sync `fn`,
 its step annotated `AsyncStep` (what an async job receives).
 
 Checked by tests/test_typing.py. Never executed.

@@ -1,5 +1,7 @@
-"""The monitor (``durably monitor``) writes nothing into the root it watches (plan W7,
-DESIGN.md invariant 7: "the monitor writes nothing unless the user asks for an action").
+"""The monitor (``durably monitor``) writes nothing into the root it watches (plan case
+W7 of docs/reliability.md; invariant 7 of docs/architecture.md: readers never block
+writers, and the monitor writes nothing). It reads through the same API as every
+reader: ``tests/test_invariants.py::TestReadersNeverBlockWriters`` checks that API.
 """
 
 from __future__ import annotations
@@ -8,17 +10,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-import gapapp
 import pytest
+from apps import logged_steps
 from helpers import tree
 from textual.pilot import Pilot
 
-from monitor import MonitorApp
-from monitor._backend import open_source
-from monitor._detail import RunDetailScreen
+from durably._driver import claim_next
+from durably._durably import runtime_of
+from durably_monitor import MonitorApp
+from durably_monitor._backend import open_source
+from durably_monitor._detail import RunDetailScreen
 
 os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
-
 
 
 async def _settle(pilot: Pilot[Any]) -> None:
@@ -35,21 +38,23 @@ async def test_the_monitor_never_writes_into_the_root(tmp_path: Path) -> None:
     screens are opened (input/output, error and logs tabs), the feed is polled; after
     that, no file or directory of the root was created, changed or removed."""
     root = tmp_path / "root"
-    d = gapapp.make(str(root), fsync=False)
-    handle = d.get_job("gap-steps")
+    d = logged_steps.make(str(root), fsync=False)
+    handle = d.get_job("logged-steps")
     assert handle is not None
-    ids = {handle.trigger(gapapp.GapIn(steps=2), idempotency_key="k").id}
+    ids = {handle.trigger(logged_steps.StepsIn(steps=2), idempotency_key="k").id}
     d.process_until_idle()
-    ids.add(handle.trigger(gapapp.GapIn(steps=3)).id)
-    claim = d._claim_next()
+    ids.add(handle.trigger(logged_steps.StepsIn(steps=3)).id)
+    claim = claim_next(runtime_of(d))
     assert claim is not None
-    claim.append({"k": "log", "s": "s0", "l": "info", "m": "hello", "d": None,
-                  "t": "2026-01-01T00:00:00.000Z"}, sync=False)
+    claim.append(
+        {"k": "log", "s": "s0", "l": "info", "m": "hello", "d": None, "t": "2026-01-01T00:00:00.000Z"},
+        sync=False,
+    )
     claim.release()  # leased by an owner that is gone
-    cancelled = handle.trigger(gapapp.GapIn()).id
+    cancelled = handle.trigger(logged_steps.StepsIn()).id
     d.cancel(cancelled)
     ids.add(cancelled)
-    handle.trigger(gapapp.GapIn(), concurrency_key="c")  # pending: listed, not opened
+    handle.trigger(logged_steps.StepsIn(), concurrency_key="c")  # pending: listed, not opened
     before = tree(root)
     app = MonitorApp(open_source(str(root), None), poll_interval=3600)  # polled below
     async with app.run_test(size=(120, 30)) as pilot:

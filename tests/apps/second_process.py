@@ -1,9 +1,9 @@
-"""Jobs and a tiny command line used by the multi-process tests.
+"""A second process executing runs that the test process triggers and reads: its jobs
+and its command line (the multi-process tests of runs, steps and events).
 
-Both the test process and child processes import this module as `proc_jobs`, so the
-job definitions (and pickled values) are the same on both sides. Children run::
-
-    python -c "import proc_jobs, sys; proc_jobs.main(sys.argv[1:])" COMMAND ROOT [ARGS]
+Both the test process and the child import this module as `apps.second_process`, so
+the job definitions (and pickled values) are the same on both sides. Children run
+`main(["COMMAND", "ROOT", ...])` (`apps.children.start_python`).
 
 Commands: ``process ROOT`` (process runs until idle), ``cancel ROOT RUN_ID``.
 """
@@ -24,6 +24,8 @@ from pydantic import BaseModel
 
 import durably
 from durably import Step, define_job
+
+from .cli_app import FAIL  # its step "explode" raises RuntimeError(payload.message)
 
 
 class WorkIn(BaseModel):
@@ -139,17 +141,6 @@ def _echo(step: Step, payload: WorkIn) -> dict[str, Any]:
 ECHO = define_job(name="echo", input=WorkIn, run=_echo)
 
 
-def _explode() -> None:
-    raise RuntimeError("exploded in child")
-
-
-def _fail(step: Step, payload: WorkIn) -> None:
-    step.run("explode", _explode)
-
-
-FAIL = define_job(name="fail", input=WorkIn, run=_fail)
-
-
 def _gated(step: Step, payload: WorkIn) -> dict[str, bool]:
     """Report progress until the file `gate` appears in workdir, then finish one step."""
     gate = Path(payload.workdir) / "gate"
@@ -190,7 +181,7 @@ def _cancellable(step: Step, payload: WorkIn) -> None:
 
 CANCELLABLE = define_job(name="cancellable", input=WorkIn, run=_cancellable)
 
-ALL_JOBS = [FIDELITY, ECHO, FAIL, GATED, CANCELLABLE]
+ALL_JOBS: list[durably.JobDefinition[Any, Any]] = [FIDELITY, ECHO, FAIL, GATED, CANCELLABLE]
 
 
 def make(root: str | Path, **options: Any) -> durably.Durably:
@@ -201,6 +192,7 @@ def make(root: str | Path, **options: Any) -> durably.Durably:
 
 
 def main(argv: list[str]) -> None:
+    """``COMMAND ROOT [ARGS]``: ``process ROOT`` or ``cancel ROOT RUN_ID``."""
     command, root, *rest = argv
     instance = make(root)
     try:

@@ -1,4 +1,10 @@
-"""The test side of the fork server (see ``zygote``), and small polling helpers."""
+"""The test side of child processes: their environment, the fork server's client
+(``Zygote``; the server is ``zygote``), ``python`` children, and polling.
+
+Every child finds durably and this package the same way: ``PYTHONPATH`` holds the
+repository, then ``tests/``, then whatever the test process had (so a checkout put
+first on ``PYTHONPATH`` stays first in its children too).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -21,15 +27,23 @@ REPO_ROOT = TESTS_DIR.parent
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """Environment for a child Python that imports durably and ``crashapps``."""
+    """The environment of a child Python that imports durably and ``apps``.
+
+    ``PYTHONDONTWRITEBYTECODE``: CPython writes ``.pyc`` files by temp file and rename,
+    which fault injection and system-call traces would otherwise count as durably's.
+    """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT), str(TESTS_DIR), *filter(None, [env.get("PYTHONPATH")])])
+        [str(REPO_ROOT), str(TESTS_DIR), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra)
     return env
 
 
-def poll(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
+def poll(
+    predicate: Callable[[], T | Literal[False] | None], timeout: float = 30.0, what: str = "condition"
+) -> T:
     """Return the first truthy value of ``predicate()``; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -41,6 +55,38 @@ def poll(predicate: Callable[[], T], timeout: float = 20.0, what: str = "conditi
         time.sleep(0.005)
 
 
+def start_python(args: Sequence[str], **extra_env: str) -> subprocess.Popen[str]:
+    """Start ``apps.second_process.main(ARGS)`` (its command line) in a child Python.
+
+    The module is imported by its name, never run as ``__main__``: values the child
+    pickles name the same classes in the test process."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from apps.second_process import main; main(sys.argv[1:])", *args],
+        env=child_env(**extra_env),
+        cwd=str(REPO_ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60.0) -> tuple[int, str, str]:
+    """Wait for a child started by ``start_python``; return (returncode, stdout, stderr)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"child did not finish in {timeout} s; stderr:\n{err}") from None
+    return proc.returncode, out, err
+
+
+def call_argv(fn: str, **kwargs: Any) -> list[str]:
+    """The command line that runs ``fn(**kwargs)`` (``module:function``) in a fresh
+    process, as the fork server would in a forked one (see ``apps.call``)."""
+    return [sys.executable, "-m", "apps.call", fn, json.dumps(kwargs)]
+
+
 class Zygote:
     """A running fork server; every child it forks is a fresh process with durably loaded."""
 
@@ -48,9 +94,13 @@ class Zygote:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [*(prefix or []), sys.executable, "-m", "crashapps.zygote"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-            env=child_env(), cwd=str(REPO_ROOT))
+            [*(prefix or []), sys.executable, "-m", "apps.zygote"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=child_env(),
+            cwd=str(REPO_ROOT),
+        )
         self.live: set[int] = set()
 
     def _call(self, msg: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
@@ -65,11 +115,13 @@ class Zygote:
                 os.kill(pid, signal.SIGKILL)
                 ready, _, _ = select.select([self.proc.stdout], [], [], 10)
             if not ready:
-                raise AssertionError(f"fork server did not answer {msg} in {timeout} s;"
-                                     f" stderr:\n{self.stderr()}")
+                raise AssertionError(
+                    f"fork server did not answer {msg} in {timeout} s; stderr:\n{self.stderr()}"
+                )
             line = self.proc.stdout.readline()
-            raise AssertionError(f"child {pid} hung for {timeout} s and was killed: {line!r};"
-                                 f" stderr:\n{self.stderr()}")
+            raise AssertionError(
+                f"child {pid} hung for {timeout} s and was killed: {line!r}; stderr:\n{self.stderr()}"
+            )
         line = self.proc.stdout.readline()
         if not line:
             raise AssertionError(f"fork server died; stderr:\n{self.stderr()}")

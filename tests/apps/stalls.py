@@ -1,10 +1,10 @@
 """Child side of the stalled-owner, cross-host key, damaged-record and store-error tests
 (``test_rel_stalled_owners.py``, ``test_rel_damaged_records.py``, ``test_rel_store_errors.py``).
 
-Children are forked by the fork server (``crashapps.zygote`` imports this module by name
-when ``tests/reliability`` is on ``PYTHONPATH``). Step bodies append one line per event to
-``WORKDIR/exec.log`` with ``O_APPEND|O_SYNC`` (``who run_id k start|end``): the order of the
-lines is the order of the events, across processes and hosts (one machine, one file).
+Children are forked by the fork server (``zygote``) and run ``worker``. Step bodies
+append one line per event to ``WORKDIR/exec.log`` with ``O_APPEND|O_SYNC`` (``who run_id
+k start|end``): the order of the lines is the order of the events, across processes and
+hosts (one machine, one file).
 Worker A may stop itself (SIGSTOP) inside a step, between two steps, or at the publish of
 the run's end; the test resumes it with SIGCONT.
 """
@@ -15,14 +15,17 @@ import errno
 import os
 import signal
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import relapp
 from pydantic import BaseModel
 
 import durably
 from durably import Step, define_job
+
+from . import fault_server
+from .common import append_line, wait_for_file
 
 WORKDIR = ""  # set by each child: its events are logged there
 WHO = "?"
@@ -46,12 +49,7 @@ class StallIn(BaseModel):
 def log_line(name: str, line: str) -> None:
     if not WORKDIR:  # the test process itself: nothing to log
         return
-    fd = os.open(os.path.join(WORKDIR, name), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_SYNC,
-                 0o600)
-    try:
-        os.write(fd, line.encode() + b"\n")
-    finally:
-        os.close(fd)
+    append_line(os.path.join(WORKDIR, name), line)
 
 
 def events(workdir: str | Path) -> list[tuple[str, str, int, str]]:
@@ -65,9 +63,7 @@ def events(workdir: str | Path) -> list[tuple[str, str, int, str]]:
 
 
 def _wait_file(name: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(os.path.join(WORKDIR, name)) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_for_file(os.path.join(WORKDIR, name), timeout)
 
 
 def _stop_self(where: str) -> None:
@@ -98,7 +94,7 @@ def _body(step: Step, p: StallIn, k: int) -> dict[str, Any]:
     log_line("exec.log", f"{WHO} {step.run_id} {k} end")
     if k == p.eio_at and not ARMED:
         ARMED.append(k)  # the next write() of this thread: the append of this checkpoint
-        relapp.fiu_fail_nth("posix/io/rw/write", 1, errno.EIO, main_only=True)
+        fault_server.fiu_fail_nth("posix/io/rw/write", 1, errno.EIO, main_only=True)
     return {"v": f"{WHO}-{k}", "pad": "x" * p.size}
 
 
@@ -110,7 +106,7 @@ def _stall_job(step: Step, p: StallIn) -> dict[str, Any]:
             if p.watch_signal:
                 _watch_signal(step)
         try:
-            values.append(step.run(f"s{k}", lambda k=k: _body(step, p, k))["v"])
+            values.append(step.run(f"s{k}", partial(_body, step, p, k))["v"])
         except BaseException as exc:
             log_line("raised.log", f"{WHO} s{k} {type(exc).__name__}")
             raise
@@ -145,12 +141,21 @@ def _install_end_stop() -> None:
             _stop_self("end")
         real(src, dst, *args, **kwargs)
 
-    os.link = link  # type: ignore[assignment]
+    os.link = link
 
 
-def worker(root: str, workdir: str, who: str, lease: float, renew: float, once: bool = False,
-           host: str | None = None, jobs: list[str] | None = None, preserve_steps: bool = True,
-           fsync: bool = False) -> None:
+def worker(
+    root: str,
+    workdir: str,
+    who: str,
+    lease: float,
+    renew: float,
+    once: bool = False,
+    host: str | None = None,
+    jobs: list[str] | None = None,
+    preserve_steps: bool = True,
+    fsync: bool = False,
+) -> None:
     """Execute runs: with ``once``, until one was claimed and executed (or the attempt
     raised); else until
     ``WORKDIR/stop`` exists and nothing is claimable. ``host``: pose as a worker of that
@@ -159,12 +164,18 @@ def worker(root: str, workdir: str, who: str, lease: float, renew: float, once: 
     global WORKDIR, WHO
     WORKDIR, WHO = workdir, who
     if host is not None:
-        import durably._store  # noqa: PLC0415 - as relapp.work does
+        import durably._locks  # noqa: PLC0415 - as fault_server.work does
 
-        durably._store.HOST = host
+        durably._locks.HOST = host
     _install_end_stop()
-    d = make(root, jobs, lease_duration=lease, lease_renew_interval=renew,
-             preserve_steps=preserve_steps, fsync=fsync)
+    d = make(
+        root,
+        jobs,
+        lease_duration=lease,
+        lease_renew_interval=renew,
+        preserve_steps=preserve_steps,
+        fsync=fsync,
+    )
     d.on("worker:error", lambda ev: log_line(f"errors-{who}.log", f"{ev.error}".replace("\n", " ")))
     Path(workdir, f"ready-{who}").write_text("1")
     deadline = time.monotonic() + 120
@@ -179,8 +190,7 @@ def worker(root: str, workdir: str, who: str, lease: float, renew: float, once: 
         if ran and once:
             break
         if not ran:
-            if not once and os.path.exists(os.path.join(workdir, "stop")) \
-                    and not d.process_until_idle():
+            if not once and os.path.exists(os.path.join(workdir, "stop")) and not d.process_until_idle():
                 break
             time.sleep(0.01)
     Path(workdir, f"done-{who}").write_text("1")

@@ -14,8 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import killhook
-from .jobs import Tag, make
+from durably._durably import runtime_of
+
+from . import crash_jobs, killhook
+from .crash_jobs import Tag, make
 
 TRACE: list[tuple[str, str]] = []
 _REAL_OPEN = os.open
@@ -60,7 +62,7 @@ def _install() -> None:
 
         return traced
 
-    os.open = op_open  # type: ignore[assignment]
+    os.open = op_open
     for name in ("write", "fsync", "fdatasync"):
         setattr(os, name, by_fd(name))
     for name in ("link", "rename", "replace"):
@@ -78,14 +80,14 @@ def _install() -> None:
         real_unlink(path, *args, **kwargs)
         TRACE.append(("unlink", full))
 
-    os.mkdir = mkdir  # type: ignore[assignment]
-    os.unlink = unlink  # type: ignore[assignment]
+    os.mkdir = mkdir
+    os.unlink = unlink
 
 
 def violations(trace: list[list[str]], root: str) -> list[str]:
     """What was acknowledged before being durable, for each ``ack`` entry of the trace."""
     root = os.path.realpath(root)
-    dirty_data: dict[str, int] = {}   # file -> index of its unsynced write
+    dirty_data: dict[str, int] = {}  # file -> index of its unsynced write
     dirty_names: dict[str, int] = {}  # name -> index where it was made
     out = []
     moved: tuple[int | None, int | None] = (None, None)
@@ -97,14 +99,19 @@ def violations(trace: list[list[str]], root: str) -> list[str]:
                     out.append(f"ack {arg!r}: write #{j} to {os.path.relpath(path, root)} never fsynced")
             for path, j in sorted(dirty_names.items()):
                 if path not in gone:
-                    out.append(f"ack {arg!r}: name {os.path.relpath(path, root)} (#{j} "
-                               f"{trace[j][0]}) never made durable by a directory fsync")
+                    out.append(
+                        f"ack {arg!r}: name {os.path.relpath(path, root)} (#{j} "
+                        f"{trace[j][0]}) never made durable by a directory fsync"
+                    )
             continue
         if not arg.startswith(root + os.sep):
             continue
         rel = os.path.relpath(arg, root)
-        if rel.startswith("feed" + os.sep) or rel.startswith("locks" + os.sep) \
-                or os.path.basename(arg) == "lock":
+        if (
+            rel.startswith("feed" + os.sep)
+            or rel.startswith("locks" + os.sep)
+            or os.path.basename(arg) == "lock"
+        ):
             continue
         if op == "write":
             dirty_data.setdefault(arg, i)
@@ -127,11 +134,9 @@ def violations(trace: list[list[str]], root: str) -> list[str]:
 
 def trace_workload(root: str, result: str, fsync: bool) -> None:
     """Trigger a keyed 3-step run and execute it, recording acks among the traced calls."""
-    from . import jobs  # noqa: PLC0415
-
-    jobs.WORKDIR = os.path.dirname(result)
+    crash_jobs.WORKDIR = os.path.dirname(result)
     d = make(root, fsync=fsync, preserve_steps=True)
-    d._store.ensure_ready()
+    runtime_of(d).store.ensure_ready()
     handle = d.get_job("steps")
     assert handle is not None
     d.on("step:complete", lambda e: TRACE.append(("ack", f"step.run {e.step_name}")))
@@ -149,5 +154,5 @@ def trace_workload(root: str, result: str, fsync: bool) -> None:
     TRACE.append(("ack", "retrigger"))
     for name in killhook.HOOKED:
         setattr(os, name, killhook.REAL[name])
-    os.open = _REAL_OPEN  # type: ignore[assignment]
+    os.open = _REAL_OPEN
     Path(result).write_text(json.dumps(TRACE))

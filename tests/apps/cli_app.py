@@ -1,14 +1,17 @@
-"""The app the CLI and executor tests run: `apps.jobs:durably` (the default root).
+"""The app the CLI and `durably worker` tests run: `apps.cli_app:durably` (the default
+root, so `--root` or `$DURABLY_ROOT` decides).
 
 Step functions record each call by appending one line to a per-run file opened with
 O_APPEND (`record`), so a test can count how many times each step really ran, across
 processes and crashes. Jobs that wait do so on files appearing in their `workdir`.
+The `fail` job is also the one `apps.second_process` registers.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +19,22 @@ from pydantic import BaseModel
 
 from durably import Durably, Step, define_job
 
+from . import common
+from .common import append_line
+
 # A lease this long proves that resuming a killed worker's run never waits for it.
 LEASE = 3600.0
 
 
 def record(path: Path, line: str) -> None:
     """Append one line atomically (O_APPEND: concurrent writers never interleave)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+    append_line(path, line, sync=False)
 
 
 def wait_for_file(path: Path, timeout: float = 120.0) -> None:
     """Block until `path` exists (the test opens a gate by creating it)."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"gate {path.name} never opened")
-        time.sleep(0.01)
+    if not common.wait_for_file(path, timeout):
+        raise RuntimeError(f"gate {path.name} never opened")
 
 
 class AddIn(BaseModel):
@@ -103,7 +102,7 @@ def _steps(step: Step, payload: StepsIn) -> dict[str, Any]:
         return i * i
 
     for i in range(payload.n):
-        total += step.run(f"step-{i}", lambda i=i: one(i))
+        total += step.run(f"step-{i}", partial(one, i))
     return {"total": total, "n": payload.n}
 
 
@@ -125,8 +124,12 @@ def _gated(step: Step, payload: GateIn) -> dict[str, int]:
         wait_for_file(wd / f"open-{payload.name}")
         return os.getpid()
 
+    def after_wait() -> int:
+        record(wd / f"calls-{payload.name}", "after")
+        return 1
+
     pid = step.run("wait", wait)
-    after = step.run("after", lambda: record(wd / f"calls-{payload.name}", "after") or 1)
+    after = step.run("after", after_wait)
     return {"pid": pid, "after": after}
 
 

@@ -14,12 +14,9 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-HOOKED = ("link", "rename", "replace", "write", "fsync", "fdatasync", "mkdir", "unlink",
-          "rmdir", "utime")
+HOOKED = ("link", "rename", "replace", "write", "fsync", "fdatasync", "mkdir", "unlink", "rmdir", "utime")
 
 REAL: dict[str, Callable[..., Any]] = {name: getattr(os, name) for name in HOOKED}
-real_write = REAL["write"]
-
 _state: dict[str, Any] = {"armed": False, "count": 0, "kill_at": 0, "trace": None}
 
 
@@ -43,7 +40,7 @@ def full_path(path: Any, dir_fd: int | None = None) -> str:
     """The absolute path an ``os`` call names: ``path`` relative to ``dir_fd`` when one is
     given (durably reaches the directories of a root through descriptors), else to the
     working directory."""
-    name = os.fspath(path)
+    name: str = os.fspath(path)
     if dir_fd is None or os.path.isabs(name):
         return os.path.abspath(name)
     return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), name)
@@ -64,12 +61,3 @@ def disarm() -> int:
     """Stop counting; return how many calls were counted since ``arm``."""
     _state["armed"] = False
     return int(_state["count"])
-
-
-def append_sync(path: str, line: str) -> None:
-    """Append one line to ``path`` with O_APPEND|O_SYNC, bypassing the hooks."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_SYNC, 0o600)
-    try:
-        real_write(fd, line.encode() + b"\n")
-    finally:
-        os.close(fd)

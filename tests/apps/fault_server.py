@@ -1,14 +1,16 @@
-"""Child-process side of the reliability suite: jobs, a fault server, and a worker.
+"""Child-process side of the fault tests: a job, a fault server, and a worker "host".
 
-``python -m relapp serve ROOT`` reads one JSON command per line on stdin and answers one
-JSON line per command on stdout. It runs under ``fiu-run -x`` (libfiu's POSIX wrappers
+``python -m apps.fault_server serve ROOT`` reads one JSON command per line on stdin and
+answers one JSON line per command on stdout. It runs under ``fiu-run -x`` (libfiu's POSIX wrappers
 preloaded) so a command can make the N-th ``write``/``fsync``/``fdatasync``/``open``
 after a chosen moment fail with an errno; the test may also attach ``strace -e inject``
 to it between commands. Executions of step bodies are counted in memory (this process is
 the only executor), because a log file write would itself go through the fault point.
 
-``python -m relapp work ROOT WHO LOG`` is one "host" of the multi-host tests: it
-processes runs until none is left and appends one line per step execution to LOG.
+``python -m apps.fault_server work ROOT WHO LOG HOST LEASE UNTIL`` is one "host" of the
+multi-host tests: it processes runs until none is left and appends one line per step
+execution to LOG (``hold``: it claims one run and blocks in its step 1). The readers and
+sync tests use the job (``rel-work``) in the test process.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import sys
 import threading
 import time
 from collections import Counter
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
 
 import durably
 from durably import Step, define_job
+
+from .common import append_line
 
 EXECUTED: Counter[tuple[str, int]] = Counter()
 ARM: dict[str, Any] = {}
@@ -35,8 +40,13 @@ WORKER_ERRORS: list[str] = []
 WORKER = True  # a background worker (d.start()); False: runs execute in the main thread
 TRIGGERED = threading.Event()  # the case's trigger returned: only then arm the fault
 _FIU: Any = None
-_CB_TYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int),
-                            ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_uint))
+_CB_TYPE = ctypes.CFUNCTYPE(
+    ctypes.c_int,
+    ctypes.c_char_p,
+    ctypes.POINTER(ctypes.c_int),
+    ctypes.POINTER(ctypes.c_void_p),
+    ctypes.POINTER(ctypes.c_uint),
+)
 _keep: list[Any] = []
 STEP_LOG: str | None = None
 STEP_DELAY = float(os.environ.get("RELAPP_STEP_DELAY", "0"))
@@ -74,8 +84,9 @@ def _body(run_id: str, tag: str, k: int, size: int, arm_at: int) -> dict[str, An
 def _work(step: Step, payload: Work) -> dict[str, Any]:
     total = 0
     for k in range(payload.steps):
-        value = step.run(f"step-{k}", lambda k=k: _body(step.run_id, payload.tag, k, payload.size,
-                                                    payload.arm_at))
+        value = step.run(
+            f"step-{k}", partial(_body, step.run_id, payload.tag, k, payload.size, payload.arm_at)
+        )
         assert value["k"] == k, value
         total += value["sq"]
     return {"total": total, "tag": payload.tag}
@@ -96,14 +107,10 @@ def make(root: str, **options: Any) -> durably.Durably:
 
 def _log_line(line: str) -> None:
     assert STEP_LOG is not None
-    fd = os.open(STEP_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+    append_line(STEP_LOG, line, sync=False)
 
 
-# -- libfiu, armed from inside the process (reliability.md §3.1) ------------------------
+# -- libfiu, armed from inside the process (docs/reliability.md, test_rel_faults.py) ----
 
 
 def fiu_fail_nth(point: str, nth: int, err: int, *, main_only: bool = False) -> None:
@@ -138,18 +145,24 @@ def fiu_fail_nth(point: str, nth: int, err: int, *, main_only: bool = False) -> 
 # durably uses for every name below the root (directory descriptors from files.open_dir).
 # The Python-level calls with a directory descriptor go through the same fault points
 # here, so "the N-th open" or "rename" counts both forms, as before durably used them.
-_AT_CALLS = {"open": ("posix/io/oc/open", ("dir_fd",)),
-             "rename": ("posix/io/dir/rename", ("src_dir_fd", "dst_dir_fd"))}
+_AT_CALLS = {
+    "open": ("posix/io/oc/open", ("dir_fd",)),
+    "rename": ("posix/io/dir/rename", ("src_dir_fd", "dst_dir_fd")),
+}
 
 
 def route_at_calls_through_fiu() -> None:
     for name, (point, keys) in _AT_CALLS.items():
         real = getattr(os, name)
 
-        def wrapped(*args: Any, _real: Any = real, _point: bytes = point.encode(),
-                    _keys: tuple[str, ...] = keys, **kwargs: Any) -> Any:
-            if _FIU is not None and any(kwargs.get(k) is not None for k in _keys) \
-                    and _FIU.fiu_fail(_point):
+        def wrapped(
+            *args: Any,
+            _real: Any = real,
+            _point: bytes = point.encode(),
+            _keys: tuple[str, ...] = keys,
+            **kwargs: Any,
+        ) -> Any:
+            if _FIU is not None and any(kwargs.get(k) is not None for k in _keys) and _FIU.fiu_fail(_point):
                 err = _FIU.fiu_failinfo() or errno.EIO
                 raise OSError(err, os.strerror(err))
             return _real(*args, **kwargs)
@@ -198,9 +211,14 @@ def _summary(d: durably.Durably, run: durably.Run[Any] | None) -> dict[str, Any]
     if run is None:
         return {"status": None}
     steps = d.get_steps(run.id)
-    return {"id": run.id, "status": str(run.status.value), "error": run.error, "output": run.output,
-            "done": [s.name for s in steps if s.status == "completed"],
-            "executed": {str(k): n for (r, k), n in EXECUTED.items() if r == run.id}}
+    return {
+        "id": run.id,
+        "status": str(run.status.value),
+        "error": run.error,
+        "output": run.output,
+        "done": [s.name for s in steps if s.status == "completed"],
+        "executed": {str(k): n for (r, k), n in EXECUTED.items() if r == run.id},
+    }
 
 
 def _health(d: durably.Durably, handle: Any, tag: str) -> dict[str, Any]:
@@ -216,11 +234,16 @@ def case_commit(d: durably.Durably, handle: Any, cmd: dict[str, Any]) -> dict[st
     tag = cmd["tag"]
     if WORKER:
         TRIGGERED.clear()
+    errors_before = len(WORKER_ERRORS)
     res = handle.trigger(Work(tag=tag, steps=4, arm_at=cmd.get("arm_at", 1)))
     TRIGGERED.set()
     run = _wait_terminal(d, res.id)
     fiu_disable()
-    out = {"run": _summary(d, run), "fired": ARM.get("calls", {}).get("n", 0) >= cmd.get("nth", 0)}
+    out = {
+        "run": _summary(d, run),
+        "fired": ARM.get("calls", {}).get("n", 0) >= cmd.get("nth", 0),
+        "worker_errors": WORKER_ERRORS[errors_before:],
+    }
     if run is not None and run.status == "failed":
         again = d.retrigger(run.id)
         out["retried"] = _summary(d, _wait_terminal(d, again.id))
@@ -235,7 +258,7 @@ def case_trigger(d: durably.Durably, handle: Any, cmd: dict[str, Any]) -> dict[s
     if cmd.get("point"):
         ARM.update(point=cmd["point"], nth=cmd["nth"], errno=cmd["errno"], armed=True)
         fiu_fail_nth(cmd["point"], cmd["nth"], cmd["errno"], main_only=True)
-    error = None
+    error: dict[str, Any] | None = None
     try:
         handle.trigger(Work(tag=tag, steps=2), idempotency_key=tag, concurrency_key=tag)
     except durably.DurablyError as exc:
@@ -246,8 +269,7 @@ def case_trigger(d: durably.Durably, handle: Any, cmd: dict[str, Any]) -> dict[s
     out: dict[str, Any] = {"error": error, "fired": ARM.get("calls", {}).get("n", 0) >= cmd.get("nth", 0)}
     keyed = [r.id for r in d.get_runs() if r.idempotency_key == tag]
     out["visible_after_fault"] = len(keyed)
-    res = handle.trigger(Work(tag=tag, steps=2), idempotency_key=tag, concurrency_key=tag,
-                         coalesce="skip")
+    res = handle.trigger(Work(tag=tag, steps=2), idempotency_key=tag, concurrency_key=tag, coalesce="skip")
     out["disposition"] = res.disposition
     out["run"] = _summary(d, _wait_terminal(d, res.id))
     out["keyed_runs"] = len([r for r in d.get_runs() if r.idempotency_key == tag])
@@ -262,7 +284,7 @@ def case_delete(d: durably.Durably, handle: Any, cmd: dict[str, Any]) -> dict[st
     ARM.clear()
     ARM.update(point=cmd["point"], nth=cmd["nth"], errno=cmd["errno"], armed=True)
     fiu_fail_nth(cmd["point"], cmd["nth"], cmd["errno"], main_only=True)
-    error = None
+    error: dict[str, Any] | None = None
     try:
         d.delete_run(res.id)
     except durably.DurablyError as exc:
@@ -302,9 +324,12 @@ def serve(root: str, worker: bool) -> None:
             fiu_disable()
             import traceback  # noqa: PLC0415
 
-            out = {"crash": f"{type(exc).__name__}: {exc}", "arm": {k: v for k, v in ARM.items()
-                                                                   if k != "calls"},
-                   "calls": ARM.get("calls"), "traceback": traceback.format_exc()[-1500:]}
+            out = {
+                "crash": f"{type(exc).__name__}: {exc}",
+                "arm": {k: v for k, v in ARM.items() if k != "calls"},
+                "calls": ARM.get("calls"),
+                "traceback": traceback.format_exc()[-1500:],
+            }
         out["worker_errors"] = errors[:]
         out["reader_errors"] = READER_ERRORS[:]
         errors.clear()
@@ -323,9 +348,9 @@ def work(root: str, who: str, log: str, host: str | None, lease: float, until_fi
     STEP_LOG = log
     os.environ["RELAPP_WHO"] = who
     if host:
-        import durably._store  # noqa: PLC0415
+        import durably._locks  # noqa: PLC0415
 
-        durably._store.HOST = host
+        durably._locks.HOST = host
     d = make(root, fsync=False, lease_duration=lease, lease_renew_interval=min(1.0, lease / 4))
     go = os.environ.get("RELAPP_GO")
     while go and not os.path.exists(go):  # start together with the other "hosts"
@@ -344,9 +369,9 @@ def hold(root: str, who: str, log: str, host: str | None, lease: float, gate: st
     STEP_LOG, GATE = log, gate
     os.environ["RELAPP_WHO"] = who
     if host:
-        import durably._store  # noqa: PLC0415
+        import durably._locks  # noqa: PLC0415
 
-        durably._store.HOST = host
+        durably._locks.HOST = host
     d = make(root, fsync=False, lease_duration=lease, lease_renew_interval=min(1.0, lease / 4))
     d.on("worker:error", lambda ev: _log_line(f"{who} worker-error {ev.error}"))
     d.process_one()

@@ -25,9 +25,14 @@ from typing import Any
 
 import durably  # noqa: F401  - imported once here, inherited by every child
 
-from . import (
-    jobs,  # noqa: F401
+# The apps the children run, imported once here too (a child imports nothing then).
+from . import (  # noqa: F401
+    crash_jobs,
+    durability_trace,
     killhook,
+    logged_steps,
+    probe,
+    stalls,
 )
 
 

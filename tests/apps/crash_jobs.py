@@ -1,7 +1,11 @@
-"""Jobs and child-process entry points for the process-level tests.
+"""Jobs and child-process entry points of the process-level tests: workers killed at
+chosen points and at every file-system call (test_crash), racers and stale owners
+(test_races), one child per invariant (test_invariants), lock contention
+(reliability/test_rel_locks) and the workload ``strace`` kills from outside
+(reliability/test_rel_crash).
 
 Children are forked by ``zygote`` and run one of the functions below; step bodies record
-each execution with an O_APPEND|O_SYNC line (``killhook.append_sync``), so the record
+each execution with an O_APPEND|O_SYNC line (``common.append_line``), so the record
 survives the SIGKILL that may follow. Module globals (``WORKDIR``, ``WHO``, ``KILL``)
 are set by the child function before the worker starts; they are per process.
 """
@@ -11,16 +15,22 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from helpers import run_dir_of
 from pydantic import BaseModel
 
 import durably
 from durably import Step, define_job
+from durably._durably import runtime_of
 
 from . import killhook
+from .common import append_line, pose_as_other_host, wait_for_file
 
 WORKDIR = ""  # set by each child; empty in the test process: executions are not logged
 WHO = "?"
@@ -58,7 +68,7 @@ def _maybe_kill(k: int, phase: str) -> None:
 def _body(k: int) -> dict[str, Any]:
     _maybe_kill(k, "pre")
     if WORKDIR:
-        killhook.append_sync(exec_log(), f"{WHO} {k}")
+        append_line(exec_log(), f"{WHO} {k}")
     _maybe_kill(k, "in")
     value = value_of(k)
     _maybe_kill(k, "commit")
@@ -68,7 +78,7 @@ def _body(k: int) -> dict[str, Any]:
 def _steps_job(step: Step, payload: Tag) -> dict[str, Any]:
     total = 0
     for k in range(payload.steps):
-        value = step.run(f"step-{k:02d}", lambda k=k: _body(k))
+        value = step.run(f"step-{k:02d}", partial(_body, k))
         assert value == value_of(k), (k, value)
         total += value["sq"]
     return {"total": total, "count": payload.steps}
@@ -114,8 +124,7 @@ def sweep_op(root: str, workdir: str, op: str, kill_at: int, result: str) -> Non
     trace: list[str] = []
     killhook.arm(kill_at, trace=trace)
     if op == "trigger":
-        run_id = handle.trigger(Tag(tag="t", steps=3), idempotency_key="idem",
-                                concurrency_key="conc").id
+        run_id = handle.trigger(Tag(tag="t", steps=3), idempotency_key="idem", concurrency_key="conc").id
     elif op == "run":
         d.process_one()
     elif op == "cancel":
@@ -125,7 +134,7 @@ def sweep_op(root: str, workdir: str, op: str, kill_at: int, result: str) -> Non
     elif op == "batch":
         handle.batch_trigger([Tag(tag=f"b{i}", steps=1) for i in range(3)])
     elif op == "init":
-        d._store.ensure_ready()
+        runtime_of(d).store.ensure_ready()
     elif op == "kill-in-step":  # setup only: leave a run leased by a dead owner
         killhook.disarm()
         global KILL  # noqa: PLW0603
@@ -160,8 +169,9 @@ def sweep_check(root: str, workdir: str, result: str) -> None:
     if before is not None:
         done_before = {s.name for s in d.get_steps(before.id) if s.status == "completed"}
     lines_before = _exec_lines()
-    res = handle.trigger(Tag(tag="t", steps=3), idempotency_key="idem", concurrency_key="conc",
-                         coalesce="skip")
+    res = handle.trigger(
+        Tag(tag="t", steps=3), idempotency_key="idem", concurrency_key="conc", coalesce="skip"
+    )
     if before is None:
         assert res.disposition == "created", res.disposition
     else:
@@ -177,11 +187,17 @@ def sweep_check(root: str, workdir: str, result: str) -> None:
         steps = d.get_steps(run.id)
         done = [s.name for s in steps if s.status == "completed"]
         assert sorted(done) == ["step-00", "step-01", "step-02"], done
-    rerun = {f"step-{int(line.split()[1]):02d}" for line in _exec_lines()[len(lines_before):]}
+    rerun = {f"step-{int(line.split()[1]):02d}" for line in _exec_lines()[len(lines_before) :]}
     assert not rerun & done_before, f"completed steps ran again: {sorted(rerun & done_before)}"
-    Path(result).write_text(json.dumps({
-        "status": str(run.status.value), "queue": sorted(os.listdir(os.path.join(root, "queue"))),
-        "disposition": res.disposition}))
+    Path(result).write_text(
+        json.dumps(
+            {
+                "status": str(run.status.value),
+                "queue": sorted(os.listdir(os.path.join(root, "queue"))),
+                "disposition": res.disposition,
+            }
+        )
+    )
 
 
 def _exec_lines() -> list[str]:
@@ -194,9 +210,16 @@ def _exec_lines() -> list[str]:
 # -- races -------------------------------------------------------------------------------
 
 
-def race_trigger(root: str, out: str, idem: str | None, conc: str | None,
-                 coalesce: str | None, value: str, host: str | None = None,
-                 window: float = 0.0) -> None:
+def race_trigger(
+    root: str,
+    out: str,
+    idem: str | None,
+    conc: str | None,
+    coalesce: Literal["skip"] | None,
+    value: str,
+    host: str | None = None,
+    window: float = 0.0,
+) -> None:
     """Trigger once (released together with the other racers); record the outcome."""
     if host is not None:
         pose_as_other_host(host)
@@ -206,8 +229,9 @@ def race_trigger(root: str, out: str, idem: str | None, conc: str | None,
     handle = d.get_job("steps")
     assert handle is not None
     try:
-        res = handle.trigger(Tag(tag=value, steps=1), idempotency_key=idem,
-                             concurrency_key=conc, coalesce=coalesce)  # type: ignore[arg-type]
+        res = handle.trigger(
+            Tag(tag=value, steps=1), idempotency_key=idem, concurrency_key=conc, coalesce=coalesce
+        )
         outcome = {"id": res.id, "disposition": res.disposition, "tag": res.input["tag"]}
     except durably.DurablyError as exc:
         outcome = {"error": type(exc).__name__, "message": str(exc)}
@@ -223,7 +247,7 @@ def _widen_key_window(seconds: float) -> None:
         if f"{os.sep}keys{os.sep}" in killhook.full_path(dst, kwargs.get("dst_dir_fd")):
             time.sleep(seconds)
 
-    os.link = link  # type: ignore[assignment]
+    os.link = link
 
 
 def _widen_claim_window(seconds: float) -> None:
@@ -236,7 +260,7 @@ def _widen_claim_window(seconds: float) -> None:
             time.sleep(seconds)
         real(src, dst, *args, **kwargs)
 
-    os.link = link  # type: ignore[assignment]
+    os.link = link
 
 
 class KeyIn(BaseModel):
@@ -246,12 +270,10 @@ class KeyIn(BaseModel):
 
 def _keyed_job(step: Step, payload: KeyIn) -> str:
     def body() -> str:
-        killhook.append_sync(os.path.join(WORKDIR, "intervals.log"),
-                             f"start {payload.key} {payload.n} {WHO}")
+        append_line(os.path.join(WORKDIR, "intervals.log"), f"start {payload.key} {payload.n} {WHO}")
         for _ in range(3):  # a little work, so that overlaps would have a window
             time.sleep(0.005)
-        killhook.append_sync(os.path.join(WORKDIR, "intervals.log"),
-                             f"end {payload.key} {payload.n} {WHO}")
+        append_line(os.path.join(WORKDIR, "intervals.log"), f"end {payload.key} {payload.n} {WHO}")
         return f"{payload.key}-{payload.n}"
 
     return step.run("work", body)
@@ -262,8 +284,14 @@ KEYED = [define_job(name=f"keyed-{j}", input=KeyIn, output=str, run=_keyed_job) 
 one key can wait at once, and at most one of them may execute at a time."""
 
 
-def keyed_worker(root: str, workdir: str, who: str, expect: int, host: str | None = None,
-                 job_names: list[str] | None = None) -> None:
+def keyed_worker(
+    root: str,
+    workdir: str,
+    who: str,
+    expect: int,
+    host: str | None = None,
+    job_names: list[str] | None = None,
+) -> None:
     """Process runs (of ``job_names`` only, if given) until ``expect`` runs are terminal."""
     global WORKDIR, WHO
     WORKDIR, WHO = workdir, who
@@ -285,25 +313,6 @@ def keyed_worker(root: str, workdir: str, who: str, expect: int, host: str | Non
 # -- fencing: a stale owner, paused past its lease, and a worker on "another host" -------
 
 
-def pose_as_other_host(name: str) -> None:
-    """Make this process look like a worker on host ``name`` sharing the root.
-
-    The store compares ``head["host"]`` with ``durably._store.HOST``; and another host's
-    kernel does not share our record locks, so lock paths are mapped to this host's own
-    files (cross-host exclusion must come from the files, not from locks).
-    """
-    from durably import _locks, _store  # noqa: PLC0415
-
-    _store.HOST = name
-    for fn_name in ("try_lock", "lock", "unlock", "held_here", "is_locked_elsewhere"):
-        real = getattr(_locks, fn_name)
-
-        def mapped(path: str, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
-            return _real(f"{path}@{name}", *args, **kwargs)
-
-        setattr(_locks, fn_name, mapped)
-
-
 class FenceIn(BaseModel):
     steps: int = 4
     stop_step: int = 1
@@ -313,8 +322,9 @@ class FenceIn(BaseModel):
 def _fence_job(step: Step, payload: FenceIn) -> dict[str, Any]:
     values = []
     for k in range(payload.steps):
+
         def body(k: int = k) -> str:
-            killhook.append_sync(exec_log(), f"{WHO} {k}")
+            append_line(exec_log(), f"{WHO} {k}")
             if WHO == "A" and k == payload.stop_step:
                 if payload.stop_phase == "in":
                     os.kill(os.getpid(), signal.SIGSTOP)
@@ -325,8 +335,7 @@ def _fence_job(step: Step, payload: FenceIn) -> dict[str, Any]:
         try:
             values.append(step.run(f"s{k}", body))
         except BaseException as exc:
-            killhook.append_sync(os.path.join(WORKDIR, "raised.log"),
-                                 f"{WHO} s{k} {type(exc).__name__}")
+            append_line(os.path.join(WORKDIR, "raised.log"), f"{WHO} s{k} {type(exc).__name__}")
             raise
         if WHO == "A" and payload.stop_phase == "end" and k == payload.steps - 1:
             STOP["at"] = "link"  # the publish of the run's end
@@ -345,15 +354,14 @@ def _install_self_stop() -> None:
         def hooked(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
             if STOP.get("at") == _name:
                 STOP.clear()
-                killhook.append_sync(os.path.join(WORKDIR, "stopped"), _name)
+                append_line(os.path.join(WORKDIR, "stopped"), _name)
                 os.kill(os.getpid(), signal.SIGSTOP)
             return _real(*args, **kwargs)
 
         setattr(os, name, hooked)
 
 
-def fence_worker(root: str, workdir: str, who: str, host: str | None, run_id: str,
-                 lease: float) -> None:
+def fence_worker(root: str, workdir: str, who: str, host: str | None, run_id: str, lease: float) -> None:
     """Work on one run until it is terminal (or, for a stale owner, until it gives up)."""
     global WORKDIR, WHO
     WORKDIR, WHO = workdir, who
@@ -374,7 +382,7 @@ def fence_worker(root: str, workdir: str, who: str, host: str | None, run_id: st
     Path(workdir, f"errors-{who}.json").write_text(json.dumps(errors))
 
 
-ALL_JOBS = [STEPS, *KEYED, FENCE]
+ALL_JOBS: list[durably.JobDefinition[Any, Any]] = [STEPS, *KEYED, FENCE]
 
 
 def exercise_root(root: str, umask: int) -> None:
@@ -384,8 +392,7 @@ def exercise_root(root: str, umask: int) -> None:
     d = make(root, fsync=False, preserve_steps=True)
     steps = d.get_job("steps")
     assert steps is not None
-    done = steps.trigger(Tag(steps=2), idempotency_key="i", concurrency_key="c",
-                         labels={"secret": "x"})
+    done = steps.trigger(Tag(steps=2), idempotency_key="i", concurrency_key="c", labels={"secret": "x"})
     d.process_until_idle()
     gone = steps.trigger(Tag(steps=0), idempotency_key="gone").id
     d.process_until_idle()
@@ -397,13 +404,26 @@ def exercise_root(root: str, umask: int) -> None:
 # -- invariants ----------------------------------------------------------------------------
 
 
-def _fork_and_die(step: Step, payload: Tag) -> str:
+class OrphanIn(BaseModel):
+    """How the step of ``forker`` leaves a long-lived child behind."""
+
+    how: Literal["fork", "subprocess"] = "fork"  # os.fork(), or Popen(close_fds=False)
+
+
+def _leave_a_child_and_die(step: Step, payload: OrphanIn) -> str:
     def body() -> str:
         if WHO == "dies":
-            pid = os.fork()
-            if pid == 0:  # a long-lived child of the job (it inherits every fd)
-                time.sleep(60)
-                os._exit(0)
+            if payload.how == "fork":
+                pid = os.fork()
+                if pid == 0:  # a long-lived child of the job (it inherits every fd)
+                    time.sleep(60)
+                    os._exit(0)
+            else:  # spawned the usual way, inheriting every fd not close-on-exec
+                pid = subprocess.Popen(
+                    [sys.executable, "-c", "import time; time.sleep(120)"],
+                    close_fds=False,
+                    start_new_session=True,
+                ).pid
             Path(WORKDIR, "grandchild").write_text(str(pid))
             os.kill(os.getpid(), signal.SIGKILL)
         return WHO
@@ -411,11 +431,11 @@ def _fork_and_die(step: Step, payload: Tag) -> str:
     return step.run("fork", body)
 
 
-FORKER = define_job(name="forker", input=Tag, output=str, run=_fork_and_die)
+FORKER = define_job(name="forker", input=OrphanIn, output=str, run=_leave_a_child_and_die)
 
 
 def die_holding_run(root: str, workdir: str) -> None:
-    """Claim a run (lease 3600 s), fork a long-lived child inside a step, then die."""
+    """Claim a run (lease 3600 s) whose step leaves a long-lived child, then die."""
     global WORKDIR, WHO
     WORKDIR, WHO = workdir, "dies"
     make(root, lease_duration=3600.0).process_until_idle()
@@ -484,15 +504,6 @@ def hold_lease(root: str, workdir: str, who: str, lease: float) -> None:
     make(root, lease_duration=lease, lease_renew_interval=lease / 10).process_until_idle()
 
 
-def _wait_for(path: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
-
-
 def delete_paused(root: str, workdir: str, run_id: str) -> None:
     """Delete a run, pausing between reading its key file and unlinking it until the
     racing trigger is done (or 1 s passed: the trigger may be waiting for us)."""
@@ -505,16 +516,16 @@ def delete_paused(root: str, workdir: str, run_id: str) -> None:
 
     def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
         if f"{os.sep}keys{os.sep}" in killhook.full_path(path, kwargs.get("dir_fd")):
-            _wait_for(os.path.join(workdir, "triggered"), 1.0)
+            wait_for_file(os.path.join(workdir, "triggered"), 1.0)
         real_unlink(path, *args, **kwargs)
 
-    os.rename, os.unlink = rename, unlink  # type: ignore[assignment]
+    os.rename, os.unlink = rename, unlink
     make(root, fsync=False).delete_run(run_id)
 
 
 def trigger_after_rename(root: str, workdir: str, key: str) -> None:
     """Trigger ``key`` once the racing delete has renamed its run away."""
-    assert _wait_for(os.path.join(workdir, "renamed"), 20)
+    assert wait_for_file(os.path.join(workdir, "renamed"), 20)
     handle = make(root, fsync=False).get_job("steps")
     assert handle is not None
     res = handle.trigger(Tag(tag="second", steps=1), idempotency_key=key)
@@ -528,10 +539,10 @@ def complete_then_pause_compaction(root: str, workdir: str) -> None:
 
     def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
         if os.path.basename(os.fspath(dst)) == "journal.jsonl":
-            _wait_for(os.path.join(workdir, "reader-ready"), 5.0)
+            wait_for_file(os.path.join(workdir, "reader-ready"), 5.0)
         real_rename(src, dst, *args, **kwargs)
 
-    os.rename = rename  # type: ignore[assignment]
+    os.rename = rename
     make(root, fsync=False, preserve_steps=True).process_until_idle()
 
 
@@ -544,7 +555,7 @@ def read_steps_across_compaction(root: str, workdir: str, run_id: str, out: str)
         assert time.monotonic() < deadline, "run never ended"
         time.sleep(0.002)
     real_stat = os.stat
-    journal = os.path.join(str(d._store.run_dir(run_id)), "j.1")
+    journal = os.path.join(str(run_dir_of(d, run_id)), "j.1")
 
     def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
         if os.fspath(path) == journal and not os.path.exists(os.path.join(workdir, "reader-ready")):
@@ -554,7 +565,41 @@ def read_steps_across_compaction(root: str, workdir: str, run_id: str, out: str)
                 time.sleep(0.002)
         return real_stat(path, *args, **kwargs)
 
-    os.stat = stat  # type: ignore[assignment]
+    os.stat = stat
     names = [s.name for s in d.get_steps(run_id) if s.status == "completed"]
-    os.stat = real_stat  # type: ignore[assignment]
+    os.stat = real_stat
     Path(out).write_text(json.dumps(names))
+
+
+# -- run under strace, and lock contention (reliability/test_rel_crash, test_rel_locks) ----
+
+
+def keyed_workload(root: str, workdir: str) -> None:
+    """The crash sweeps' workload: a keyed trigger of a 3-step run, then its execution,
+    in this one process (``strace`` kills it at a system call: test_rel_crash)."""
+    global WORKDIR, WHO
+    WORKDIR, WHO = workdir, "traced"
+    d = make(root, preserve_steps=True)
+    handle = d.get_job("steps")
+    assert handle is not None
+    handle.trigger(Tag(tag="t", steps=3), idempotency_key="idem", concurrency_key="conc")
+    d.process_until_idle()
+
+
+def contend(root: str, workdir: str, who: str, rounds: int) -> None:
+    """Trigger keyed runs and execute them, racing the other contenders: every trigger
+    takes the key's trigger lock, every claim a run lock and the key's execution lock.
+    The jobs (``KEYED``) log the start and end of each run per key."""
+    global WORKDIR, WHO
+    WORKDIR, WHO = workdir, who
+    d = durably.Durably(root, jobs=ALL_JOBS, fsync=False, polling_interval=0.01)
+    for r in range(rounds):
+        key = f"k{r % 3}"
+        handle = d.get_job(f"keyed-{r % 4}")
+        assert handle is not None
+        handle.trigger(
+            KeyIn(key=key, n=r), idempotency_key=f"{who}-{r % 7}", concurrency_key=key, coalesce="skip"
+        )
+        d.process_one()
+    while d.process_one():
+        pass

@@ -1,0 +1,182 @@
+"""How the ``durably`` command line shows runs, steps, logs and progress."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import orjson
+
+from ._models import LogEntry, Progress, Run, RunStatus, StepRecord
+
+COLOURS = {
+    RunStatus.PENDING: "33",  # yellow
+    RunStatus.LEASED: "36",  # cyan
+    RunStatus.COMPLETED: "32",  # green
+    RunStatus.FAILED: "31",  # red
+    RunStatus.CANCELLED: "35",  # magenta
+}
+
+
+def json_text(value: Any, *, indent: bool = False) -> str:
+    """A value as JSON text (what ``--json`` prints)."""
+    option = orjson.OPT_INDENT_2 if indent else 0
+    return orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS, default=str).decode()
+
+
+def run_dict(run: Run[Any]) -> dict[str, Any]:
+    """A run as a JSON object."""
+    fields = {name: getattr(run, name) for name in run.__dataclass_fields__}
+    fields["status"] = run.status.value
+    return fields
+
+
+def step_dict(step: StepRecord) -> dict[str, Any]:
+    """A step attempt as a JSON object."""
+    fields = {name: getattr(step, name) for name in step.__dataclass_fields__}
+    fields["duration"] = step.duration
+    return fields
+
+
+def when(value: datetime | None) -> str:
+    """A time in the local zone, to the second (``-`` for none)."""
+    return "-" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def span(seconds: float | None) -> str:
+    """A duration: ``3.2s``, ``42s``, ``5m07s``, ``2h05m`` (``-`` for none)."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def run_duration(run: Run[Any]) -> float | None:
+    """Seconds a run has taken so far (None before it started)."""
+    if run.started_at is None:
+        return None
+    end = run.completed_at or (None if run.is_terminal else datetime.now(UTC))
+    return None if end is None else max(0.0, (end - run.started_at).total_seconds())
+
+
+def num(value: float) -> str:
+    """A number without trailing zeros."""
+    return f"{value:g}"
+
+
+def progress_text(p: Progress | None) -> str:
+    """Progress as ``3/10 message``."""
+    if p is None:
+        return "-"
+    text = num(p.current) if p.total is None else f"{num(p.current)}/{num(p.total)}"
+    return f"{text} {p.message}" if p.message else text
+
+
+def colour(status: RunStatus, stream: IO[str]) -> str:
+    """A status, coloured on a terminal (unless ``NO_COLOR``)."""
+    text = status.value
+    if stream.isatty() and not os.environ.get("NO_COLOR"):
+        return f"\033[{COLOURS[status]}m{text}\033[0m"
+    return text
+
+
+def log_line(entry: LogEntry) -> str:
+    """One log entry on one line."""
+    when = entry.created_at.astimezone(UTC).isoformat(timespec="milliseconds")
+    step = f" [{entry.step_name}]" if entry.step_name else ""
+    data = "" if entry.data is None else " " + json_text(entry.data)
+    return f"{when.replace('+00:00', 'Z')} {entry.level:<5}{step} {entry.message}{data}"
+
+
+def one_line(text: str) -> str:
+    """Text with its whitespace runs folded to single spaces."""
+    return " ".join(str(text).split())
+
+
+class ProgressBar:
+    """A live bar on a terminal's stderr (plain lines elsewhere), with logs above it."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.shown = ""
+
+    def progress(self, p: Progress) -> None:
+        """Show progress (redraws the bar on a terminal)."""
+        if not self.tty:
+            print(f"progress: {progress_text(p)}", file=self.stream, flush=True)
+            return
+        columns = shutil.get_terminal_size().columns
+        width = max(10, min(40, columns - 40))
+        frac = min(1.0, max(0.0, p.current / p.total)) if p.total else 0.0
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width)) if p.total else ""
+        shown = f"[{bar}] {progress_text(p)}" if bar else f"progress {progress_text(p)}"
+        self.shown = shown[: max(1, columns - 1)]  # one line, or \r cannot redraw it
+        self.stream.write("\r\033[K" + self.shown)
+        self.stream.flush()
+
+    def log(self, entry: LogEntry) -> None:
+        """Print a log line above the bar."""
+        if self.tty and self.shown:
+            self.stream.write("\r\033[K")
+        print(log_line(entry), file=self.stream)
+        if self.tty and self.shown:
+            self.stream.write(self.shown)
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Clear the bar."""
+        if self.tty and self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def print_run(run: Run[Any]) -> None:
+    """Print a run's fields (``durably show``)."""
+    print(f"{run.id}  {run.job_name}  {colour(run.status, sys.stdout)}")
+    rows: list[tuple[str, Any]] = [
+        ("created", when(run.created_at)),
+        ("started", when(run.started_at)),
+        ("ended", when(run.completed_at)),
+        ("duration", span(run_duration(run))),
+        ("progress", progress_text(run.progress)),
+        ("steps done", run.completed_step_count),
+        ("generation", run.lease_generation),
+    ]
+    if run.labels:
+        rows.append(("labels", " ".join(f"{k}={v}" for k, v in sorted(run.labels.items()))))
+    if run.idempotency_key is not None:
+        rows.append(("idem. key", run.idempotency_key))
+    if run.concurrency_key is not None:
+        rows.append(("conc. key", run.concurrency_key))
+    if run.lease_owner:
+        rows.append(("owner", run.lease_owner))
+    rows.append(("input", json_text(run.input)))
+    if run.status is RunStatus.COMPLETED:
+        rows.append(("output", json_text(run.output)))
+    if run.error is not None:
+        rows.append(("error", run.error))
+    if run.failed_step_name:
+        rows.append(("failed step", run.failed_step_name))
+    for name, value in rows:
+        print(f"  {name:<11} {value}")
+
+
+def print_steps(steps: list[StepRecord]) -> None:
+    """Print a run's step attempts with their errors and tracebacks."""
+    print(f"\nSteps ({len(steps)}):")
+    width = max((len(s.name) for s in steps), default=4)
+    for s in steps:
+        print(f"  {s.index:>4}  {s.name:<{width}}  {s.status:<9}  {span(s.duration)}")
+        if s.error:
+            print(f"        error: {s.error}")
+        if s.traceback:
+            for line in s.traceback.rstrip().splitlines():
+                print(f"        {line}")

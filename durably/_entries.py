@@ -1,0 +1,310 @@
+"""Journal entries: one framed line each in ``j.<g>`` and ``journal.jsonl``.
+
+:class:`StepStarted`, :class:`StepEnded`, :class:`ProgressSet` and :class:`LogWritten`
+are what a run's journals say. Their keys are short (a journal holds at least one line
+per step); :class:`J` declares them. Builders return the dict a journal frames (values
+may be ``orjson.Fragment``); :func:`parse_entry` returns a typed entry, or None for a
+kind this version does not know (skipped by readers). The rest of the on-disk format is
+in ``_records.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+import orjson
+
+from ._records import int_or
+
+StepStatus = Literal["completed", "failed", "cancelled"]
+
+
+class J:
+    """The short keys of journal entries, declared once."""
+
+    KIND: Final = "k"
+    STEP: Final = "s"
+    INDEX: Final = "i"
+    AT: Final = "t"
+    STARTED: Final = "t0"
+    OUTPUT: Final = "o"
+    DROPPED: Final = "dropped"
+    ERROR: Final = "e"
+    ERROR_TYPE: Final = "et"
+    TRACEBACK: Final = "tb"
+    CURRENT: Final = "c"
+    TOTAL: Final = "n"
+    MESSAGE: Final = "m"
+    LEVEL: Final = "l"
+    DATA: Final = "d"
+    GEN: Final = "g"
+    """Generation of an entry in a compacted ``journal.jsonl`` (``j.<g>`` names it)."""
+
+    START: Final = "start"
+    DONE: Final = "done"
+    FAIL: Final = "fail"
+    CANCEL: Final = "cancel"
+    PROGRESS: Final = "p"
+    LOG: Final = "log"
+    END: Final = "end"
+    """The last line of a compacted ``journal.jsonl``: a copy of the run's end state."""
+    STATE: Final = "state"
+
+
+_END_KINDS: Final[dict[str, StepStatus]] = {J.DONE: "completed", J.FAIL: "failed", J.CANCEL: "cancelled"}
+_KIND_OF_STATUS: Final = {v: k for k, v in _END_KINDS.items()}
+
+
+class _Entry:
+    """A journal entry: a view over its parsed line (cheap to make: a replay makes one
+    per line, and reads the fields of few of them)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.raw = raw
+
+    @property
+    def at(self) -> str:
+        """When it was written (ISO-8601 UTC)."""
+        return _text(self.raw.get(J.AT)) or ""
+
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is self.__class__ and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash((self.__class__, orjson.dumps(self.raw, option=orjson.OPT_SORT_KEYS)))
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.raw!r})"
+
+
+class _StepEntry(_Entry):
+    __slots__ = ()
+
+    @property
+    def name(self) -> str:
+        """The step's name."""
+        return self.raw[J.STEP]  # type: ignore[no-any-return]  # checked by parse_entry
+
+    @property
+    def index(self) -> int:
+        """The step's index in its execution."""
+        return _index(self.raw.get(J.INDEX))
+
+
+class StepStarted(_StepEntry):
+    """A step began executing (written without sync: it only informs watchers)."""
+
+    __slots__ = ()
+
+
+class StepEnded(_StepEntry):
+    """A step ended: ``completed`` (its checkpoint, with ``output``), ``failed`` or
+    ``cancelled``. ``dropped``: the output was dropped when the run completed."""
+
+    __slots__ = ()
+
+    @property
+    def status(self) -> StepStatus:
+        """``completed``, ``failed`` or ``cancelled``."""
+        return _END_KINDS[self.raw[J.KIND]]
+
+    @property
+    def started_at(self) -> str | None:
+        """When the step began."""
+        return _text(self.raw.get(J.STARTED))
+
+    @property
+    def output(self) -> Any:
+        """A completed step's value, as stored (JSON data)."""
+        return self.raw.get(J.OUTPUT)
+
+    @property
+    def dropped(self) -> bool:
+        """Whether the output was dropped when the run completed."""
+        return bool(self.raw.get(J.DROPPED))
+
+    @property
+    def error(self) -> str | None:
+        """A failed step's error."""
+        return _text(self.raw.get(J.ERROR))
+
+    @property
+    def error_type(self) -> str | None:
+        """The name of a failed step's exception type."""
+        return _text(self.raw.get(J.ERROR_TYPE))
+
+    @property
+    def traceback(self) -> str | None:
+        """A failed step's traceback."""
+        return _text(self.raw.get(J.TRACEBACK))
+
+
+class ProgressSet(_Entry):
+    """``step.progress(current, total, message)``."""
+
+    __slots__ = ()
+
+    @property
+    def current(self) -> float:
+        """How far."""
+        return _number(self.raw.get(J.CURRENT, 0), 0) or 0
+
+    @property
+    def total(self) -> float | None:
+        """Out of how much, if known."""
+        return _number(self.raw.get(J.TOTAL), None)
+
+    @property
+    def message(self) -> str | None:
+        """What it is doing."""
+        return _text(self.raw.get(J.MESSAGE))
+
+
+class LogWritten(_Entry):
+    """``step.log.<level>(message, data)``, written in step ``step`` (None: outside steps)."""
+
+    __slots__ = ()
+
+    @property
+    def step(self) -> str | None:
+        """The step it was written in."""
+        return _text(self.raw.get(J.STEP))
+
+    @property
+    def level(self) -> str:
+        """``info``, ``warn`` or ``error``."""
+        return _text(self.raw.get(J.LEVEL)) or "info"
+
+    @property
+    def message(self) -> str:
+        """The message."""
+        return _text(self.raw.get(J.MESSAGE)) or ""
+
+    @property
+    def data(self) -> Any:
+        """Its data (JSON)."""
+        return self.raw.get(J.DATA)
+
+
+Entry = StepStarted | StepEnded | ProgressSet | LogWritten
+
+
+def step_started(name: str, index: int, at: str) -> dict[str, Any]:
+    """The journal entry of a step that begins."""
+    return {J.KIND: J.START, J.STEP: name, J.INDEX: index, J.AT: at}
+
+
+def step_completed(name: str, index: int, started_at: str, at: str, output: Any) -> dict[str, Any]:
+    """The journal entry of a checkpoint; ``output`` may be an ``orjson.Fragment``."""
+    return {J.KIND: J.DONE, J.STEP: name, J.INDEX: index, J.STARTED: started_at, J.AT: at, J.OUTPUT: output}
+
+
+def step_failed(
+    name: str, index: int, started_at: str, at: str, *, error: str, error_type: str, traceback: str
+) -> dict[str, Any]:
+    """The journal entry of a step that raised."""
+    return {
+        J.KIND: J.FAIL,
+        J.STEP: name,
+        J.INDEX: index,
+        J.STARTED: started_at,
+        J.AT: at,
+        J.ERROR: error,
+        J.TRACEBACK: traceback,
+        J.ERROR_TYPE: error_type,
+    }
+
+
+def step_cancelled(name: str, index: int, at: str) -> dict[str, Any]:
+    """The journal entry of a step stopped by a cancel or a lost lease."""
+    return {J.KIND: J.CANCEL, J.STEP: name, J.INDEX: index, J.AT: at}
+
+
+def progress_set(current: float, total: float | None, message: str | None, at: str) -> dict[str, Any]:
+    """The journal entry of ``step.progress``."""
+    return {J.KIND: J.PROGRESS, J.CURRENT: current, J.TOTAL: total, J.MESSAGE: message, J.AT: at}
+
+
+def log_written(step: str | None, level: str, message: str, data: Any, at: str) -> dict[str, Any]:
+    """The journal entry of a log line; ``data`` may be an ``orjson.Fragment``."""
+    return {J.KIND: J.LOG, J.STEP: step, J.LEVEL: level, J.MESSAGE: message, J.DATA: data, J.AT: at}
+
+
+def _text(value: object) -> str | None:
+    return value if value.__class__ is str else None
+
+
+def _index(value: object) -> int:
+    return value if value.__class__ is int else 0
+
+
+def _number(value: object, default: float | None) -> float | None:
+    return value if value.__class__ in (int, float) else default
+
+
+_BY_KIND: Final[dict[str, type[Entry]]] = {
+    J.START: StepStarted,
+    J.DONE: StepEnded,
+    J.FAIL: StepEnded,
+    J.CANCEL: StepEnded,
+    J.PROGRESS: ProgressSet,
+    J.LOG: LogWritten,
+}
+
+
+_STEP_KINDS: Final = (StepEnded, StepStarted)
+
+
+def parse_entry(data: dict[str, Any]) -> Entry | None:
+    """A journal entry read back; None for a kind this version does not know, or a step
+    entry without a step name. Fields are read (and checked) when asked for."""
+    kind = data.get(J.KIND)
+    cls = _BY_KIND.get(kind) if kind.__class__ is str else None
+    if cls is None or (cls in _STEP_KINDS and data.get(J.STEP).__class__ is not str):
+        return None
+    return cls(data)
+
+
+def parse_entries(raw: list[dict[str, Any]]) -> list[Entry]:
+    """:func:`parse_entry` of each record, the unknown ones left out (the hot path of a
+    replay: one loop, no call per record but the entry's own)."""
+    by_kind, step_kinds, kind_key, step_key = _BY_KIND, _STEP_KINDS, J.KIND, J.STEP
+    out: list[Entry] = []
+    append = out.append
+    for data in raw:
+        kind = data.get(kind_key)
+        cls = by_kind.get(kind) if kind.__class__ is str else None
+        if cls is not None and (cls not in step_kinds or data.get(step_key).__class__ is str):
+            append(cls(data))
+    return out
+
+
+def run_ended(state: bytes) -> dict[str, Any]:
+    """The last line of a compacted journal: the end state record (its bytes), so that a
+    run whose end state file is lost still reads as ended, and the file can be restored."""
+    return {J.KIND: J.END, J.STATE: orjson.Fragment(state)}
+
+
+def ended_state(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The end state record a compacted journal's last line holds, if it is one."""
+    state = data.get(J.STATE) if data.get(J.KIND) == J.END else None
+    return state if isinstance(state, dict) else None
+
+
+def take_gen(data: dict[str, Any]) -> int:
+    """Remove and return the generation a compacted entry was written in (so the entry
+    reads as it did in its ``j.<g>``)."""
+    return int_or(data.pop(J.GEN, 0))
+
+
+def compacted_entry(entry: Entry, gen: int, *, keep_output: bool) -> dict[str, Any]:
+    """An entry as ``journal.jsonl`` keeps it: with its generation, and a completed
+    step's output dropped unless ``keep_output``."""
+    body = dict(entry.raw)
+    if not keep_output and isinstance(entry, StepEnded) and entry.status == "completed":
+        body[J.OUTPUT] = None
+        body[J.DROPPED] = True
+    body[J.GEN] = gen
+    return body

@@ -1,0 +1,299 @@
+"""The life of a run on disk: created, ended (completed, failed or cancelled), compacted,
+deleted.
+
+Every state change is the publish of the run's next state file: a temp file in ``tmp/``,
+fsynced, ``link()``-ed to ``s.<n>`` (``EEXIST``: another writer decided first), then the
+run directory fsynced. So exactly one writer decides each state (invariants 3
+and 4) and readers never see a partial one (invariant 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+
+from . import _entries as entries
+from . import _files as files
+from . import _framing as framing
+from . import _locks as locks
+from . import _records as records
+from ._errors import ConflictError, NotFoundError, StoreError
+from ._feed import ChangeFeed
+from ._journals import JournalReader
+from ._keys import KeyBindings, KeyTaken
+from ._layout import COMPACTED, RUN_RECORD, Layout, journal_name, state_name
+from ._queue import RunQueue
+from ._records import EndState, ReleaseState, RunRecord, RunState
+from ._runs import RunReader
+
+log = logging.getLogger("durably")
+
+TMP_MAX_AGE = 3600.0
+"""Temp files and deleted-run leftovers older than this are swept by idle maintenance."""
+
+
+class Lifecycle:
+    """Creating, ending, compacting and deleting the runs of one root."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        runs: RunReader,
+        journals: JournalReader,
+        queue: RunQueue,
+        keys: KeyBindings,
+        feed: ChangeFeed,
+        *,
+        fsync: bool,
+    ) -> None:
+        self.layout = layout
+        self.runs = runs
+        self.journals = journals
+        self.queue = queue
+        self.keys = keys
+        self.feed = feed
+        self.fsync = fsync
+        self._ready = False
+
+    def ensure_ready(self) -> None:
+        """Create the root's directories on first write (construction does no I/O)."""
+        if self._ready:
+            return
+        layout = self.layout
+        try:
+            files.ensure_dir(layout.root, sync=self.fsync)
+            existing = records.read_json(layout.format)
+            for d in layout.top_dirs():
+                os.close(files.open_dir(layout.root, d, create=True, sync=self.fsync))
+            if existing is None:
+                files.publish_path(
+                    layout.root, layout.tmp, layout.format, records.format_bytes(), sync=self.fsync
+                )
+        except OSError as exc:
+            raise files.wrap_os_error(exc, "initialise the durably root", layout.root) from exc
+        self._ready = True
+
+    # -- creating ----------------------------------------------------------------------
+
+    def create(self, record: RunRecord, *, coalesce: bool) -> tuple[RunState, str]:
+        """Create a pending run, honouring its idempotency and concurrency keys.
+
+        Returns the run and its disposition (``created``, ``idempotent``, ``coalesced``).
+        The run becomes visible when ``run.json`` is written, after its keys and queue
+        marker, so a crash at any point leaves either no run or a complete one (a key
+        naming a run that never appeared is stale and is replaced by the next trigger).
+
+        Raises:
+            ConflictError: a pending run holds the concurrency key (and not ``coalesce``).
+        """
+        self.ensure_ready()
+        taken: list[str] = []
+        try:
+            for path in self.keys.trigger_locks(record):
+                locks.lock(path, root=self.layout.root)  # may fail (EMFILE): release the ones taken
+                taken.append(path)
+            for _attempt in range(6):
+                existing = self.keys.bound_run(record)
+                if existing is not None:
+                    self.queue.ensure(existing)
+                    return existing, "idempotent"
+                pending, head = self.keys.pending_run(record, coalesce=coalesce)
+                if pending is not None:
+                    self.queue.ensure(pending)
+                    return pending, "coalesced"
+                try:
+                    self.keys.bind(record, head)
+                except KeyTaken:
+                    # Another host published a key between our check and our publish: look
+                    # again, now that its file exists (idempotent, coalesced or a conflict).
+                    continue
+                except OSError as exc:
+                    raise files.wrap_os_error(exc, "create run", self.layout.run_dir(record.id)) from exc
+                return self._write(record), "created"
+            raise ConflictError(
+                f"the keys of job {record.job_name!r} keep changing under concurrent triggers"
+            )
+        finally:
+            for path in reversed(taken):
+                locks.unlock(path)
+
+    def _write(self, record: RunRecord) -> RunState:
+        run_id = record.id
+        run_dir = self.layout.run_dir(run_id)
+        try:
+            # All names first, then the fsyncs: on ext4 the first fsync commits the one
+            # journal transaction holding every name, and the others cost next to nothing.
+            # (A new shard directory is fsynced into its parent at once: once a second.)
+            with files.opened_dirs(
+                self.layout.root, os.path.dirname(run_dir), self.layout.queue, create=True, sync=self.fsync
+            ) as (shard_fd, queue_fd):
+                made = files.make_subdir(shard_fd, run_id)  # False: a crashed trigger's leftover
+                run_fd = files.open_subdir(shard_fd, run_id, run_dir)  # refuses a symlink
+                try:
+                    if made:
+                        files.own_only(run_fd, 0o700)  # whatever the umask
+                    files.create_file(queue_fd, self.queue.name(record), b"", sync=False)
+                    files.create_file(run_fd, RUN_RECORD, record.to_bytes(), sync=self.fsync)
+                    if self.fsync:
+                        for fd in (queue_fd, run_fd, shard_fd):
+                            files.sync_dir(fd)
+                finally:
+                    os.close(run_fd)
+        except OSError as exc:
+            raise files.wrap_os_error(exc, "create run", run_dir) from exc
+        self.feed.notify(run_id)
+        return RunState(run_id, record, 0, None)
+
+    def commit_batch(self, batch_id: str) -> None:
+        """Publish the commit mark of a ``batch_trigger``: every run of the batch becomes
+        visible at once."""
+        try:
+            with files.opened_dir(
+                self.layout.root, self.layout.batches, create=True, sync=self.fsync
+            ) as batches_fd:
+                files.create_file(batches_fd, batch_id, b"", sync=self.fsync)
+                if self.fsync:
+                    files.sync_dir(batches_fd)
+        except OSError as exc:
+            raise files.wrap_os_error(exc, "commit batch", self.layout.batches) from exc
+        self.runs.committed(batch_id)
+
+    # -- ending ------------------------------------------------------------------------
+
+    def _publish_next(
+        self, state: RunState, after_gen: int, rec: EndState | ReleaseState, what: str
+    ) -> RunState | None:
+        """Publish ``rec`` as the run's next state file (first writer wins; None if another
+        writer won), its time, generation and cuts filled in: the valid length of the
+        journal of ``after_gen`` is fixed, so nothing a stale owner appends later counts."""
+        cuts = state.cuts
+        if after_gen:
+            cuts[str(after_gen)] = self.journals.valid_length(state.run_id, after_gen)
+        rec = dataclasses.replace(
+            rec, gen=after_gen, at=records.now_iso(), started_at=state.started_at, cut=cuts
+        )
+        path = self.layout.run_file(state.run_id, state_name(state.head_n + 1))
+        try:
+            won = files.publish_path(
+                self.layout.root, self.layout.tmp, path, records.state_bytes(rec), sync=self.fsync
+            )
+        except OSError as exc:
+            raise files.wrap_os_error(exc, what, self.layout.run_dir(state.run_id)) from exc
+        if not won:
+            return None
+        self.feed.notify(state.run_id)
+        return RunState(state.run_id, state.record, state.head_n + 1, rec)
+
+    def end(self, state: RunState, after_gen: int, end: EndState) -> RunState | None:
+        """Publish the end of a run as its next state file; None if another writer won."""
+        ended = self._publish_next(state, after_gen, end, "record the end of run")
+        if ended is not None:
+            self.queue.remove(ended)
+        return ended
+
+    def release(self, state: RunState, reason: str) -> RunState | None:
+        """Take a leased run's lease away: its owner is fenced and the run is pending
+        again (None if another writer decided the next state first)."""
+        return self._publish_next(state, state.generation, records.release(reason), "release run")
+
+    def cancel(self, run_id: str) -> RunState:
+        """Cancel a pending or leased run at once; its owner is fenced by the end state.
+
+        Raises:
+            NotFoundError: no such run.
+            ConflictError: the run is already terminal.
+        """
+        self.ensure_ready()  # refuses a root whose tmp/ is a planted symlink
+        for _ in range(100):
+            state = self.runs.load(run_id)
+            if state is None:
+                raise NotFoundError(f"Run not found: {run_id}", run_id=run_id)
+            if state.is_terminal:
+                word = "already cancelled" if state.status == "cancelled" else state.status
+                raise ConflictError(f"Cannot cancel {word} run: {run_id}", run_id=run_id)
+            ended = self.end(state, state.generation, records.ending("cancelled"))
+            if ended is not None:
+                return ended
+        raise ConflictError(f"Cannot cancel run {run_id}: its state keeps changing", run_id=run_id)
+
+    def compact(self, state: RunState, *, keep_outputs: bool) -> None:
+        """Merge an ended run's journals into ``journal.jsonl`` (its last line a copy of the
+        end state); drop outputs if asked."""
+        view = self.journals.read(state)
+        out = [
+            framing.frame(entries.compacted_entry(entry, gen, keep_output=keep_outputs))
+            for gen, entry in view.entries
+        ]
+        if state.end is not None:
+            out.append(framing.frame(entries.run_ended(records.state_bytes(state.end))))
+        run_dir = self.layout.run_dir(state.run_id)
+        try:
+            with files.opened_dirs(self.layout.root, run_dir, self.layout.tmp) as (run_fd, tmp_fd):
+                files.replace_file(tmp_fd, run_fd, COMPACTED, b"".join(out), sync=self.fsync)
+                for gen in range(1, state.generation + 1):
+                    files.remove_file(run_fd, journal_name(gen))
+        except (OSError, StoreError) as exc:
+            log.warning("could not compact run %s: %s", state.run_id, exc)
+
+    # -- deleting ----------------------------------------------------------------------
+
+    def delete(self, state: RunState) -> None:
+        """Remove every file of an ended run and free its keys.
+
+        The run directory is first renamed into ``tmp/`` so it disappears atomically,
+        and the rename is made durable (fsync of the shard); only then are its keys
+        freed and its files removed. A crash in between leaves keys pointing at a run
+        that no longer exists, which the next trigger of the key treats as stale; the
+        reverse order could leave the run alive with its key free, and a second run
+        could then be created under the same idempotency key. (Without the fsync first,
+        a file system that does not commit directory changes in order could keep the
+        key's removal, or the removal of the run's files, and lose the rename.)
+        """
+        self.ensure_ready()  # refuses a root whose queue/, locks/ or tmp/ is a planted symlink
+        self.queue.remove(state)
+        trash = f"del-{state.run_id}-{os.urandom(4).hex()}"
+        run_dir = self.layout.run_dir(state.run_id)
+        try:
+            with files.opened_dirs(self.layout.root, os.path.dirname(run_dir), self.layout.tmp) as (
+                shard_fd,
+                tmp_fd,
+            ):
+                files.move(shard_fd, state.run_id, tmp_fd, trash, sync=False)
+                if self.fsync:
+                    with contextlib.suppress(OSError):
+                        files.sync_dir(shard_fd)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise files.wrap_os_error(exc, "delete run", run_dir) from exc
+        self.keys.unbind(state.record)
+        with (
+            contextlib.suppress(OSError, StoreError),
+            files.opened_dir(self.layout.root, self.layout.tmp) as tmp_fd,
+        ):
+            files.remove_tree(tmp_fd, trash, ignore_errors=True)  # never follows a link
+        self.feed.notify(state.run_id)
+
+    def sweep_tmp(self, older_than: float = TMP_MAX_AGE) -> int:
+        """Remove temp files and deleted-run leftovers older than ``older_than`` seconds."""
+        removed = 0
+        cutoff = time.time() - older_than
+        try:
+            with files.opened_dir(self.layout.root, self.layout.tmp) as tmp_fd:
+                for name, st in files.entries(tmp_fd):
+                    if st.st_mtime >= cutoff:
+                        continue
+                    try:
+                        files.remove_entry(tmp_fd, name)
+                    except OSError as exc:  # a read-only root: nothing to do until it is not
+                        log.debug("temp file %s not removed: %s", name, exc)
+                        continue
+                    removed += 1
+        except FileNotFoundError:
+            return removed
+        except OSError as exc:
+            raise files.wrap_os_error(exc, "clean up", self.layout.tmp) from exc
+        return removed

@@ -1,0 +1,171 @@
+"""Triggering runs: validating what a trigger asks for, and creating the runs.
+
+Everything is validated before anything is written (a batch's errors say ``at index
+i``); a batch of several runs is invisible until it commits, and undone if an item
+fails, so it is all-or-nothing even across a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+import pydantic
+
+from . import _records as records
+from ._codec import safe_detail
+from ._errors import DurablyError, ValidationError
+from ._events import RunCoalescedEvent, RunTriggerEvent
+from ._ids import new_id
+from ._job import BatchItem
+from ._models import LABEL_KEY, TriggerResult
+from ._readmodel import to_run
+from ._records import RunRecord, RunState
+from ._registry import RegisteredJob
+from ._runtime import Runtime
+
+log = logging.getLogger("durably")
+
+
+def check_text(value: str, what: str) -> None:
+    """Refuse a string that cannot be stored (lone surrogates).
+
+    Raises:
+        ValidationError: naming ``what``.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"{what} is not valid unicode") from exc
+
+
+def validate_labels(rt: Runtime, labels: Mapping[str, str] | None, where: str) -> dict[str, str]:
+    """Labels of a trigger, checked against the instance's labels model (if any).
+
+    Raises:
+        ValidationError: a bad key or value, or labels the model refuses.
+    """
+    given = dict(labels or {})
+    schema = rt.options.labels
+    if schema is not None:
+        try:
+            model = schema.model_validate(given)
+        except pydantic.ValidationError as exc:
+            raise ValidationError(f"labels{where}: Invalid input: {safe_detail(exc)}") from None
+        given = {k: v for k, v in model.model_dump(mode="json").items() if v is not None}
+    for key, value in given.items():
+        if not isinstance(key, str) or not LABEL_KEY.match(key):
+            raise ValidationError(
+                f'Invalid label key "{key}"{where}: must contain only alphanumeric '
+                "characters, dashes, underscores, dots, and slashes"
+            )
+        if not isinstance(value, str):
+            raise ValidationError(f'label "{key}"{where} must be a string, got {type(value).__name__}')
+        check_text(value, f'label "{key}"{where}')
+    return given
+
+
+def _validate(rt: Runtime, job: RegisteredJob, item: BatchItem[Any], where: str) -> RunRecord:
+    if item.coalesce is not None:
+        if item.coalesce != "skip":
+            raise ValidationError(f"Invalid coalesce value{where}: {item.coalesce!r}. Valid values: 'skip'")
+        if item.concurrency_key is None:
+            raise ValidationError(f"coalesce requires concurrency_key{where}")
+    for opt, value in (("idempotency_key", item.idempotency_key), ("concurrency_key", item.concurrency_key)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValidationError(f"{opt}{where} must be a non-empty string, got {value!r}")
+        if isinstance(value, str):
+            check_text(value, f"{opt}{where}")
+    codec = job.input_codec
+    raw = item.input
+    if (
+        isinstance(raw, pydantic.BaseModel)
+        and codec.adapter is not None
+        and isinstance(codec.tp, type)
+        and not isinstance(raw, codec.tp)
+    ):
+        raw = raw.model_dump()
+    data, _ = codec.encode(raw, f"Invalid input{where}")  # messages never quote values
+    return RunRecord(
+        id="",
+        job_name=job.name,
+        input=orjson.loads(data),
+        labels=validate_labels(rt, item.labels, where),
+        idempotency_key=item.idempotency_key,
+        concurrency_key=item.concurrency_key,
+        created_at="",
+    )
+
+
+def trigger(
+    rt: Runtime, job: RegisteredJob, items: Sequence[BatchItem[Any]], *, batch: bool
+) -> list[TriggerResult[Any]]:
+    """Create (or find, by their keys) one run per item; emit the events; wake workers.
+
+    Raises:
+        ValidationError: an item is invalid (nothing was written).
+        ConflictError: a pending run holds an item's concurrency key (nothing is kept).
+    """
+    if not items:
+        return []
+    checked = [_validate(rt, job, item, f" at index {i}" if batch else "") for i, item in enumerate(items)]
+    store = rt.store
+    results: list[TriggerResult[Any]] = []
+    created: list[RunState] = []
+    # A batch of several runs is invisible until committed, so even a crash half-way
+    # leaves none of it (all-or-nothing); an exception undoes it at once.
+    batch_id = new_id() if batch and len(items) > 1 else None
+    store.open_batch(batch_id)
+    try:
+        for item, template in zip(items, checked, strict=True):
+            record = RunRecord(
+                id=new_id(),
+                job_name=template.job_name,
+                input=template.input,
+                labels=template.labels,
+                idempotency_key=template.idempotency_key,
+                concurrency_key=template.concurrency_key,
+                created_at=records.now_iso(),
+                batch=batch_id,
+            )
+            state, disposition = store.create_run(record, coalesce=item.coalesce == "skip")
+            if disposition == "created":
+                created.append(state)
+            run = to_run(store, state, job.output_codec)
+            fields = {f: getattr(run, f) for f in run.__dataclass_fields__}
+            results.append(TriggerResult(**fields, disposition=disposition))  # type: ignore[arg-type]
+        if batch_id is not None and created:
+            store.commit_batch(batch_id)
+    except BaseException:
+        for state in created:  # all-or-nothing: undo what this batch created
+            _discard(rt, state)
+        raise
+    finally:
+        store.open_batch(None)
+    for res, template in zip(results, checked, strict=True):
+        if res.disposition == "created":
+            rt.emitter.emit(
+                RunTriggerEvent(run_id=res.id, job_name=res.job_name, labels=res.labels, input=res.input)
+            )
+        elif res.disposition == "coalesced":
+            rt.emitter.emit(
+                RunCoalescedEvent(
+                    run_id=res.id,
+                    job_name=res.job_name,
+                    labels=res.labels,
+                    skipped_input=template.input,
+                    skipped_labels=template.labels,
+                )
+            )
+    rt.wake.set()
+    return results
+
+
+def _discard(rt: Runtime, state: RunState) -> None:
+    try:
+        ended = rt.store.end(state, 0, records.ending("cancelled", reason="batch rolled back"))
+        rt.store.delete(ended or state)
+    except DurablyError as exc:
+        log.warning("could not roll back run %s: %s", state.run_id, exc)

@@ -1,0 +1,287 @@
+"""The store's parts one at a time, below the engine: the change feed, key bindings, the
+journal reader, claims and the run lifecycle (each on a real root in a temp directory)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from durably import ConflictError, StoreError
+from durably import _entries as entries
+from durably import _locks as locks
+from durably import _records as records
+from durably._framing import frame
+from durably._ids import new_id
+from durably._keys import KeyTaken
+from durably._layout import job_hash, key_hash, state_name
+from durably._queue import QueueEntry
+from durably._records import RunRecord
+from durably._store import FileStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    s = FileStore(str(tmp_path / "root"), fsync=False)
+    s.ensure_ready()
+    return s
+
+
+def record(job: str = "job", *, idem: str | None = None, conc: str | None = None) -> RunRecord:
+    return RunRecord(
+        id=new_id(),
+        job_name=job,
+        input={"n": 1},
+        labels={},
+        idempotency_key=idem,
+        concurrency_key=conc,
+        created_at=records.now_iso(),
+    )
+
+
+def entry_of(rec: RunRecord) -> QueueEntry:
+    return QueueEntry(rec.id, job_hash(rec.job_name), key_hash(rec.concurrency_key))
+
+
+class TestChangeFeed:
+    def test_a_cursor_sees_only_what_was_appended_after_it(self, store: FileStore) -> None:
+        """changes(None) gives the end of the feed; later calls give new ids, once each."""
+        store.notify("before")
+        ids, cursor = store.changes(None)
+        assert ids == []
+        store.notify("a")
+        store.notify("b")
+        store.notify("a")
+        ids, cursor = store.changes(cursor)
+        assert ids == ["a", "b"]
+        assert store.changes(cursor)[0] == []
+
+    def test_step_traffic_is_throttled_per_run(self, store: FileStore) -> None:
+        """With a throttle, a run's second notice within it is not written."""
+        _, cursor = store.changes(None)
+        store.feed.notify("r", throttle=60.0)
+        store.feed.notify("r", throttle=60.0)
+        data = b"".join(Path(store.layout.feed, n).read_bytes() for n in os.listdir(store.layout.feed))
+        assert data.count(b"r\n") == 1
+        assert store.changes(cursor)[0] == ["r"]
+
+    def test_a_cursor_older_than_the_feed_asks_for_a_reload(self, store: FileStore) -> None:
+        """A cursor naming a feed file that is gone (pruned or rotated) gives None."""
+        store.notify("x")
+        assert store.changes("2000010100.log:5")[0] is None
+        assert store.changes("garbage")[0] is None
+
+
+class TestKeyBindings:
+    def test_an_idempotency_key_binds_one_run(self, store: FileStore) -> None:
+        """The second trigger of a key finds the first run, created once."""
+        first = record(idem="k")
+        _, how = store.create_run(first, coalesce=False)
+        assert how == "created"
+        again, how = store.create_run(record(idem="k"), coalesce=False)
+        assert (again.run_id, how) == (first.id, "idempotent")
+        assert store.keys.bound_run(record(idem="k")) is not None
+
+    def test_a_pending_run_holds_its_concurrency_key(self, store: FileStore) -> None:
+        """Without coalesce a second pending run of the key conflicts; with it, it coalesces."""
+        first = record(conc="c")
+        store.create_run(first, coalesce=False)
+        with pytest.raises(ConflictError, match="concurrency key"):
+            store.create_run(record(conc="c"), coalesce=False)
+        state, how = store.create_run(record(conc="c"), coalesce=True)
+        assert (state.run_id, how) == (first.id, "coalesced")
+
+    def test_a_slot_published_between_check_and_bind_is_never_overwritten(self, store: FileStore) -> None:
+        """bind() of a slot another trigger published first raises KeyTaken and leaves
+        the other binding in place (one link() decides)."""
+        rec = record(conc="c")
+        _, head = store.keys.pending_run(rec, coalesce=False)
+        winner = record(conc="c")
+        store.keys.bind(winner, head)
+        with pytest.raises(KeyTaken):
+            store.keys.bind(rec, head)
+        slot = Path(store.layout.pending_chain("job", "c"), str(head + 1))
+        assert records.key_run(orjson.loads(slot.read_bytes())) == winner.id
+
+    def test_a_deleted_key_record_is_recovered_from_its_copy(self, store: FileStore) -> None:
+        """A key record deleted by hand is recovered from the copy beside the key's lock:
+        the next trigger of the key is idempotent, and the record is back."""
+        first = record(idem="k")
+        store.create_run(first, coalesce=False)
+        path = Path(store.layout.idempotency_key("job", "k"))
+        path.unlink()
+        state, how = store.create_run(record(idem="k"), coalesce=False)
+        assert (state.run_id, how) == (first.id, "idempotent")
+        assert records.key_run(orjson.loads(path.read_bytes())) == first.id
+
+    def test_a_damaged_key_record_is_never_replaced_by_a_second_run(self, store: FileStore) -> None:
+        """A damaged key record with no usable copy makes the trigger fail, naming the
+        file; with its copy, it is repaired and the trigger is idempotent."""
+        first = record(idem="k")
+        store.create_run(first, coalesce=False)
+        path = Path(store.layout.idempotency_key("job", "k"))
+        path.write_bytes(b"\x00garbage")
+        state, how = store.create_run(record(idem="k"), coalesce=False)
+        assert (state.run_id, how) == (first.id, "idempotent")
+        path.write_bytes(b"\x00garbage")
+        Path(store.layout.idempotency_lock("job", "k")).write_bytes(b"")
+        with pytest.raises(StoreError, match=path.name):
+            store.create_run(record(idem="k"), coalesce=False)
+        assert [r for r in store.run_ids()] == [first.id]
+
+    def test_a_key_naming_a_run_that_never_appeared_is_replaced(self, store: FileStore) -> None:
+        """A key file whose run was never written (its trigger died) is stale: after the
+        grace it is removed and the next trigger creates the run."""
+        dead = record(idem="k")
+        lock = store.layout.idempotency_lock("job", "k")
+        locks.lock(lock, root=store.root)  # as a trigger does
+        try:
+            store.keys.bind(dead, -1)
+        finally:
+            locks.unlock(lock)
+        path = store.layout.idempotency_key("job", "k")
+        old = time.time() - 3600
+        os.utime(path, (old, old))
+        state, how = store.create_run(record(idem="k"), coalesce=False)
+        assert how == "created"
+        assert state.run_id != dead.id
+
+
+class TestJournalReader:
+    def _claimed(self, store: FileStore) -> tuple[RunRecord, str]:
+        rec = record()
+        store.create_run(rec, coalesce=False)
+        lease = store.try_claim(entry_of(rec), "me", 30.0, set())
+        assert lease is not None
+        lease.append(entries.step_completed("a", 0, "t0", "t1", 1), sync=False)
+        lease.release()
+        return rec, os.path.join(store.layout.run_dir(rec.id), "j.1")
+
+    def test_a_torn_tail_reads_as_not_written(self, store: FileStore) -> None:
+        """Bytes after the last valid line (a crash mid-append) are not entries."""
+        rec, path = self._claimed(store)
+        with open(path, "ab") as f:
+            f.write(frame(entries.step_completed("b", 1, "t0", "t1", 2))[:-7])
+        state = store.load(rec.id)
+        assert state is not None
+        names = [e.name for _, e in store.journal(state).entries if isinstance(e, entries.StepEnded)]
+        assert names == ["a"]
+        first_line = frame(entries.step_completed("a", 0, "t0", "t1", 1))
+        assert store.journals.valid_length(rec.id, 1) == len(first_line)
+
+    def test_bytes_past_a_cut_are_ignored(self, store: FileStore) -> None:
+        """Once a later state fixes a journal's cut, what a stale owner appends after it
+        never reads."""
+        rec, path = self._claimed(store)
+        state = store.load(rec.id)
+        assert state is not None
+        store.end(state, 1, records.ending("cancelled"))
+        with open(path, "ab") as f:
+            f.write(frame(entries.step_completed("late", 1, "t0", "t1", 2)))
+        ended = store.load(rec.id)
+        assert ended is not None
+        # Only step entries were written: each has a name (a progress or log entry would not).
+        assert [e.name for _, e in store.journal(ended).entries] == ["a"]  # type: ignore[union-attr]
+
+    def test_an_ended_run_reads_the_same_after_compaction(self, store: FileStore) -> None:
+        """compact() merges the journals into one file that reads as they did."""
+        rec, _ = self._claimed(store)
+        state = store.load(rec.id)
+        assert state is not None
+        ended = store.end(state, 1, records.ending("completed", output=None))
+        assert ended is not None
+        before = store.journal(ended).entries
+        store.compact(ended, keep_outputs=True)
+        assert not os.path.exists(os.path.join(store.layout.run_dir(rec.id), "j.1"))
+        assert store.journal(ended).entries == before
+
+
+class TestClaims:
+    def test_one_claimer_wins_and_the_owner_is_fenced_by_a_cancel(self, store: FileStore) -> None:
+        """A claimed run is not claimable while its owner lives; a cancel fences the owner."""
+        rec = record()
+        store.create_run(rec, coalesce=False)
+        lease = store.try_claim(entry_of(rec), "a", 30.0, set())
+        assert lease is not None
+        assert lease.gen == 1
+        assert store.try_claim(entry_of(rec), "b", 30.0, set()) is None
+        assert not lease.fenced()
+        store.cancel(rec.id)
+        assert lease.fenced()
+        fence = lease.fence()
+        assert isinstance(fence, records.EndState)
+        assert fence.kind == "cancelled"
+        lease.release()
+        lease.release()  # idempotent
+
+    def test_a_released_claim_is_taken_over_with_the_next_generation(self, store: FileStore) -> None:
+        """On one host, a run whose owner released its lock (as a dead process does) is
+        claimable at once, by the next generation, with the old journal's cut."""
+        rec = record()
+        store.create_run(rec, coalesce=False)
+        first = store.try_claim(entry_of(rec), "a", 30.0, set())
+        assert first is not None
+        first.append(entries.step_started("s", 0, records.now_iso()), sync=False)
+        first.release()
+        second = store.try_claim(entry_of(rec), "b", 30.0, set())
+        assert second is not None
+        assert second.gen == 2
+        assert second.state.cuts["1"] == os.path.getsize(os.path.join(store.layout.run_dir(rec.id), "j.1"))
+        assert first.fenced()
+        assert os.path.exists(os.path.join(store.layout.run_dir(rec.id), state_name(2)))
+        second.release()
+
+    def test_a_busy_concurrency_key_blocks_its_other_runs(self, store: FileStore) -> None:
+        """While a run of a key executes, other runs of the key (any job) are skipped and
+        the key is reported blocked; runs without the key are not."""
+        a, b, free = record("j1", conc="k"), record("j2", conc="k"), record("j3")
+        for rec in (a, b, free):
+            store.create_run(rec, coalesce=False)
+        lease = store.try_claim(entry_of(a), "w", 30.0, set())
+        assert lease is not None
+        blocked: set[str] = set()
+        assert store.try_claim(entry_of(b), "w", 30.0, blocked) is None
+        assert blocked == {key_hash("k")}
+        other = store.try_claim(entry_of(free), "w", 30.0, blocked)
+        assert other is not None
+        other.release()
+        lease.release()
+
+    def test_the_lease_runs_from_the_last_heartbeat(self, store: FileStore) -> None:
+        """lease_expiry is the journal's mtime (the heartbeat) plus the lease."""
+        rec = record()
+        store.create_run(rec, coalesce=False)
+        lease = store.try_claim(entry_of(rec), "a", 7.0, set())
+        assert lease is not None
+        journal = os.path.join(store.layout.run_dir(rec.id), "j.1")
+        os.utime(journal, (2_000_000_000, 2_000_000_000))
+        assert store.lease_expiry(lease.state) == pytest.approx(2_000_000_007)
+        lease.release()
+
+
+class TestLifecycle:
+    def test_the_first_end_wins(self, store: FileStore) -> None:
+        """Two writers ending a run from the same state: one link() decides, the other
+        learns it (None), and the run keeps the first end."""
+        rec = record()
+        state, _ = store.create_run(rec, coalesce=False)
+        assert store.end(state, 0, records.ending("cancelled")) is not None
+        assert store.end(state, 0, records.ending("failed", error="late")) is None
+        loaded = store.load(rec.id)
+        assert loaded is not None
+        assert loaded.status == "cancelled"
+        assert not any(n.startswith(rec.id) for n in os.listdir(store.layout.queue))
+
+    def test_a_deleted_run_frees_its_idempotency_key(self, store: FileStore) -> None:
+        """delete() removes the run's directory and its key, so the key binds a new run."""
+        rec = record(idem="k")
+        state, _ = store.create_run(rec, coalesce=False)
+        ended = store.end(state, 0, records.ending("cancelled"))
+        assert ended is not None
+        store.delete(ended)
+        assert store.load(rec.id) is None
+        _, how = store.create_run(record(idem="k"), coalesce=False)
+        assert how == "created"
