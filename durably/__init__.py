@@ -29,7 +29,9 @@ from ._events import (
     RunLeasedEvent,
     RunLeaseRenewedEvent,
     RunProgressEvent,
+    RunSignalEvent,
     RunTriggerEvent,
+    RunWaitEvent,
     StepCancelEvent,
     StepCompleteEvent,
     StepFailEvent,
@@ -47,6 +49,7 @@ from ._models import (
     TriggerAndWaitResult,
     TriggerResult,
 )
+from ._retry import Retry
 from ._step import AsyncStep, Step
 
 __version__ = "0.1.0"
@@ -67,6 +70,7 @@ __all__ = [
     "LogWriteEvent",
     "NotFoundError",
     "Progress",
+    "Retry",
     "Run",
     "RunCancelEvent",
     "RunCoalescedEvent",
@@ -77,8 +81,10 @@ __all__ = [
     "RunLeaseRenewedEvent",
     "RunLeasedEvent",
     "RunProgressEvent",
+    "RunSignalEvent",
     "RunStatus",
     "RunTriggerEvent",
+    "RunWaitEvent",
     "Step",
     "StepCancelEvent",
     "StepCompleteEvent",

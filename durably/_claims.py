@@ -47,8 +47,9 @@ from ._journals import JournalReader
 from ._layout import NO_KEY, RUN_LOCK, Layout, journal_name, state_name
 from ._lifecycle import Lifecycle
 from ._queue import QueueEntry, RunQueue
-from ._records import EndState, ExecSlot, RunState
+from ._records import Clock, EndState, ExecSlot, RunState
 from ._runs import RunReader
+from ._waits import WaitIndex
 
 log = logging.getLogger("durably")
 
@@ -173,8 +174,10 @@ class Claims:
         queue: RunQueue,
         lifecycle: Lifecycle,
         feed: ChangeFeed,
+        waits: WaitIndex,
         *,
         fsync: bool,
+        clock: Clock,
     ) -> None:
         self.layout = layout
         self.runs = runs
@@ -182,7 +185,9 @@ class Claims:
         self.queue = queue
         self.lifecycle = lifecycle
         self.feed = feed
+        self.waits = waits
         self.fsync = fsync
+        self.clock = clock
 
     # -- leases ------------------------------------------------------------------------
 
@@ -221,24 +226,15 @@ class Claims:
     ) -> Claim | None:
         """Claim one queued run if it is claimable; None otherwise.
 
-        Claimable: pending, or leased by an owner that is gone or whose lease expired. A
-        blocked key is added to ``blocked_keys`` and its runs are skipped for the rest of
-        the pass, never waited on (a blocked run never blocks runs behind it with other
-        keys).
+        Claimable: pending, waiting with its wait over, or leased by an owner that is gone
+        or whose lease expired. A waiting run whose wait is not over is parked (its marker
+        moves to ``wait/``). A blocked key is added to ``blocked_keys`` and its runs are
+        skipped for the rest of the pass, never waited on (a blocked run never blocks runs
+        behind it with other keys).
         """
         run_id, key_hash = entry.run_id, entry.key_hash
         state = self.runs.load(run_id)
-        if state is None:
-            self.queue.drop_stale(run_id)
-            return None
-        if state.is_terminal:
-            self.queue.remove(state)
-            return None
-        if state.status == "leased" and self.owner_alive(state):
-            if key_hash != NO_KEY:
-                blocked_keys.add(key_hash)
-            return None
-        if key_hash in blocked_keys:
+        if not self._claimable(entry, state, blocked_keys) or state is None:
             return None
         key = None
         if key_hash != NO_KEY:
@@ -261,6 +257,24 @@ class Claims:
                 locks.unlock(key.lock, key.slot)
         return claim
 
+    def _claimable(self, entry: QueueEntry, state: RunState | None, blocked_keys: set[str]) -> bool:
+        """Whether a queued run may be claimed now (see :meth:`try_claim`); tidies the
+        markers of runs that ended, never appeared or wait."""
+        if state is None:
+            self.queue.drop_stale(entry.run_id)
+            return False
+        if state.is_terminal:
+            self.queue.remove(state)
+            return False
+        if state.status == "waiting" and not self.waits.is_due(state):
+            self.waits.park(state)
+            return False
+        if state.status == "leased" and self.owner_alive(state):
+            if entry.key_hash != NO_KEY:
+                blocked_keys.add(entry.key_hash)
+            return False
+        return entry.key_hash not in blocked_keys
+
     def _take_key(self, key_hash: str, candidate: RunState) -> _ExecKey | None:
         """Take a concurrency key for execution: lock the byte of the slot to publish
         with the claim; None if the key is busy. A run holding the key past its lease is
@@ -268,7 +282,7 @@ class Claims:
         key_chain = self.layout.exec_chain(key_hash)
         key_lock = self.layout.exec_lock(key_hash)
         n, data = chain.head(key_chain)
-        holder = self._key_holder(key_lock, key_chain, n, data)
+        holder = self._key_holder(key_lock, key_chain, n, data, candidate.run_id)
         if holder is _Key.BUSY:
             return None
         if not locks.try_lock(key_lock, root=self.layout.root, offset=n + 1):
@@ -283,11 +297,12 @@ class Claims:
         return _ExecKey(key_lock, key_chain, n + 1)
 
     def _key_holder(
-        self, key_lock: str, key_chain: str, n: int, data: dict[str, Any] | None
+        self, key_lock: str, key_chain: str, n: int, data: dict[str, Any] | None, candidate: str
     ) -> _Key | RunState:
         """Who holds a key whose execution chain's head is slot ``n``: nobody (FREE), a
-        live execution (BUSY), or a run whose owner is gone or past its lease (the run,
-        to fence before the key is taken)."""
+        live execution or a run that waits (BUSY: a started run keeps its key while it
+        waits; FREE for the waiting run itself), or a run whose owner is gone or past its
+        lease (the run, to fence before the key is taken)."""
         slot = records.parse_exec_slot(data)
         if slot is None or not is_valid_id(slot.run):
             return _Key.FREE
@@ -305,6 +320,8 @@ class Claims:
             return _Key.BUSY if self._slot_held(key_lock, key_chain, n, slot, since_slot=False) else _Key.FREE
         if state.claim is not None:
             return _Key.BUSY if self.owner_alive(state) else state
+        if state.wait is not None:
+            return _Key.FREE if state.run_id == candidate else _Key.BUSY
         return _Key.FREE  # pending again (released)
 
     def _slot_held(self, key_lock: str, key_chain: str, n: int, slot: ExecSlot, *, since_slot: bool) -> bool:
@@ -333,11 +350,10 @@ class Claims:
         cuts = state.cuts
         if state.generation:
             cuts[str(state.generation)] = self.journals.valid_length(run_id, state.generation)
-        at = records.now_iso()
         new = records.claim_state(
             gen=gen,
-            at=at,
-            started_at=state.started_at or at,
+            at=records.now_iso(),  # leases use real time; what users read, the clock's
+            started_at=state.started_at or records.iso(self.clock()),
             owner=owner,
             host=locks.HOST,
             lease=lease_duration,

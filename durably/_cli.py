@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 import orjson
@@ -164,9 +164,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_input(text: str) -> Any:
-    """``--input``: JSON, or ``-`` for standard input, or ``@FILE``."""
-    source = "--input"
+def _read_input(text: str, option: str = "--input") -> Any:
+    """``--input`` (or ``--data``): JSON, or ``-`` for standard input, or ``@FILE``."""
+    source = option
     if text == "-":
         text, source = sys.stdin.read(), "standard input"
     elif text.startswith("@"):
@@ -174,7 +174,7 @@ def _read_input(text: str) -> Any:
             with open(text[1:], encoding="utf-8") as f:
                 text, source = f.read(), text[1:]
         except OSError as exc:
-            raise UsageError(f"cannot read --input file {text[1:]}: {exc.strerror}") from None
+            raise UsageError(f"cannot read {option} file {text[1:]}: {exc.strerror}") from None
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -195,6 +195,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         idempotency_key=args.idempotency_key,
         concurrency_key=args.concurrency_key,
         labels=labels or None,
+        delay=args.delay,
+        run_at=args.run_at,
     )
     print(run.id, flush=True)
     if not args.wait:
@@ -319,6 +321,38 @@ def cmd_logs(args: argparse.Namespace) -> int:
         time.sleep(0.2)
 
 
+def cmd_signal(args: argparse.Namespace) -> int:
+    """``durably signal``."""
+    data = None if args.data is None else _read_input(args.data, "--data")
+    _open_root(args).signal(args.run, args.name, data)
+    print(f"signalled {args.run} {args.name}")
+    return 0
+
+
+def _duration(text: str) -> float:
+    """``--delay``: seconds, or ``90s``, ``15m``, ``2h``, ``3d``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use 90s, 15m, 2h or 3d)") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (it must not be negative)")
+    return value
+
+
+def _instant(text: str) -> datetime:
+    """``--run-at``: an ISO-8601 time with its time zone (``Z`` or an offset)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or an offset such as +02:00)")
+    return moment
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     """``durably cancel``."""
     _open_root(args).cancel(args.run)
@@ -399,6 +433,11 @@ def _trigger_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idempotency-key", metavar="K")
     p.add_argument("--concurrency-key", metavar="K")
     p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label (repeatable)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=_duration, metavar="DURATION", help="start after 90s, 15m, 2h or 3d")
+    when.add_argument(
+        "--run-at", type=_instant, metavar="ISO", help="start at this time (with its time zone)"
+    )
     p.add_argument("--wait", action="store_true", help="wait for the run and print its output")
     p.add_argument(
         "--timeout",
@@ -486,7 +525,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run id")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
 
-    p = add("cancel", cmd_cancel, "cancel a pending or running run")
+    p = add(
+        "signal",
+        cmd_signal,
+        "send a signal to a run",
+        "Send signal NAME (with --data JSON) to RUN: it wakes the run if it waits for it "
+        "(step.wait_for_signal), else it is kept until the run does. Each name once.",
+    )
+    p.add_argument("run", metavar="RUN", help="run id")
+    p.add_argument("name", metavar="NAME", help="the signal's name")
+    p.add_argument("--data", metavar="JSON", help="its data as JSON, - for standard input, @FILE for a file")
+
+    p = add("cancel", cmd_cancel, "cancel a pending, waiting or running run")
     p.add_argument("run", metavar="RUN", help="run id")
 
     p = add("retrigger", cmd_retrigger, "start a new run with an ended run's input; print its id")

@@ -138,6 +138,16 @@ class ProgressBar:
             self.stream.flush()
 
 
+def waiting_text(run: Run[Any], now: datetime | None = None) -> str:
+    """What a waiting run waits for, and until when: ``sleep nap until 14:00:00 (in 2h)``."""
+    text = run.waiting_for or ""
+    if run.wake_at is None:
+        return text
+    left = (run.wake_at - (now or datetime.now(UTC))).total_seconds()
+    until = when(run.wake_at)
+    return f"{text} until {until} (in {span(left)})" if left > 0 else f"{text} until {until} (due)"
+
+
 def print_run(run: Run[Any]) -> None:
     """Print a run's fields (``durably show``)."""
     print(f"{run.id}  {run.job_name}  {colour(run.status, sys.stdout)}")
@@ -150,6 +160,10 @@ def print_run(run: Run[Any]) -> None:
         ("steps done", run.completed_step_count),
         ("generation", run.lease_generation),
     ]
+    if run.waiting_for is not None:
+        rows.append(("waits for", waiting_text(run)))
+    if run.parent_id is not None:
+        rows.append(("parent", run.parent_id))
     if run.labels:
         rows.append(("labels", " ".join(f"{k}={v}" for k, v in sorted(run.labels.items()))))
     if run.idempotency_key is not None:
@@ -174,7 +188,8 @@ def print_steps(steps: list[StepRecord]) -> None:
     print(f"\nSteps ({len(steps)}):")
     width = max((len(s.name) for s in steps), default=4)
     for s in steps:
-        print(f"  {s.index:>4}  {s.name:<{width}}  {s.status:<9}  {span(s.duration)}")
+        attempt = f"  attempt {s.attempt}" if s.attempt > 1 else ""
+        print(f"  {s.index:>4}  {s.name:<{width}}  {s.status:<9}  {span(s.duration)}{attempt}")
         if s.error:
             print(f"        error: {s.error}")
         if s.traceback:

@@ -19,13 +19,14 @@ import orjson
 from . import _records as records
 from ._errors import StoreError, ValidationError, describe, is_store_failure
 from ._events import RunCompleteEvent, RunFailEvent, RunLeasedEvent, WorkerErrorEvent
-from ._execution import Execution
+from ._execution import Execution, Suspended
 from ._readmodel import progress_dict
 from ._records import EndState, RunState
 from ._registry import RegisteredJob
 from ._runtime import Runtime
 from ._step import AsyncStep, Step
 from ._store import Lease
+from ._trigger import invoker
 
 log = logging.getLogger("durably")
 
@@ -76,7 +77,17 @@ def run_claim(rt: Runtime, lease: Lease) -> None:
     try:
         if job is None:  # job hash collision or a definition removed meanwhile
             return
-        ex = Execution(rt.store, rt.emitter, lease, is_async=job.is_async)
+        ex = Execution(
+            rt.store,
+            rt.emitter,
+            lease,
+            is_async=job.is_async,
+            clock=rt.clock,
+            real_clock=rt.real_clock,
+            retry=job.definition.retry,
+            timeout=job.definition.timeout,
+            invoker=invoker(rt, lease.state),
+        )
         rt.keeper.add(ex)
         try:
             Driver(rt, ex, job).execute()
@@ -109,30 +120,16 @@ class Driver:
         )
         started = time.time()
         step: Any = AsyncStep(ex) if ex.is_async else Step(ex)  # the job's annotation
+        if ex.deadline is not None and ex.now() >= ex.deadline:  # timed out while it waited
+            self._end_failed(ex.timeout_message(), None)
+            return
         try:
-            payload = job.input_codec.decode(lease.state.record.input, "input")
-            if ex.is_async:
-                value = _run_coroutine(job.definition.run(step, payload))
-            else:
-                value = job.definition.run(step, payload)
-                if inspect.isawaitable(value):
-                    if inspect.iscoroutine(value):
-                        value.close()
-                    raise TypeError(f"job {ex.job_name!r} returned an awaitable from a sync run")
-        except BaseException as exc:
-            ex.detect_fence()
-            if ex.abort_reason is not None:
-                self._aborted()
-                return
-            if not isinstance(exc, Exception):
-                # KeyboardInterrupt, SystemExit: this process is going away, not the job
-                # failing. The run stays leased; the kernel drops our lock when we exit
-                # and the next worker resumes it from its checkpoints.
-                raise
-            if ex.store_error is not None and ex.failed_by_store(exc):
-                self._store_failed(ex.store_error)  # not the job's failure: resumable
-                return
-            self._end_failed(describe(exc), exc)
+            value = self._call(step)
+        except Suspended:
+            self.rt.wake.set()  # a wait already over (a signal sent meanwhile) is claimed at once
+            return
+        except BaseException as exc:  # noqa: BLE001 - _raised re-raises what is not the job's failure
+            self._raised(exc)
             return
         ex.detect_fence()
         if ex.abort_reason is not None:
@@ -160,6 +157,39 @@ class Driver:
             ex.emit(RunCompleteEvent, output=output, duration=time.time() - started)
             store.compact(ended, keep_outputs=self.rt.options.preserve_steps)
 
+    def _call(self, step: Any) -> Any:
+        """Call the job function (an async one on an event loop)."""
+        ex, job = self.ex, self.job
+        payload = job.input_codec.decode(ex.lease.state.record.input, "input")
+        if ex.is_async:
+            return _run_coroutine(job.definition.run(step, payload))
+        value = job.definition.run(step, payload)
+        if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()
+            raise TypeError(f"job {ex.job_name!r} returned an awaitable from a sync run")
+        return value
+
+    def _raised(self, exc: BaseException) -> None:
+        """The job raised: fail the run, unless the execution was aborted (a cancel, a
+        lost lease, a wait published) or the store failed under it (resumable)."""
+        ex = self.ex
+        ex.detect_fence()
+        if ex.abort_reason == "waiting":
+            return
+        if ex.abort_reason is not None:
+            self._aborted()
+            return
+        if not isinstance(exc, Exception):
+            # KeyboardInterrupt, SystemExit: this process is going away, not the job
+            # failing. The run stays leased; the kernel drops our lock when we exit
+            # and the next worker resumes it from its checkpoints.
+            raise exc
+        if ex.store_error is not None and ex.failed_by_store(exc):
+            self._store_failed(ex.store_error)  # not the job's failure: resumable
+            return
+        self._end_failed(describe(exc), exc)
+
     def _end(self, end: EndState) -> RunState | Literal[False] | None:
         """Publish the run's end (None: another writer decided first). A store that fails
         (a full disk) leaves the run leased and resumable: False, reported and backed off."""
@@ -172,9 +202,9 @@ class Driver:
         self.rt.store_worked()
         return ended
 
-    def _end_failed(self, message: str, exc: BaseException) -> None:
+    def _end_failed(self, message: str, exc: BaseException | None) -> None:
         ex = self.ex
-        tb = "".join(traceback.format_exception(exc))
+        tb = None if exc is None else "".join(traceback.format_exception(exc))
         ended = self._end(
             records.ending(
                 "failed",

@@ -47,6 +47,9 @@ class Durably:
         retain_runs: Purge terminal runs older than this (``timedelta`` or ``"30d"``).
         labels: A pydantic model that labels given to a trigger must satisfy.
         fsync: Make every state change survive power loss (False: process crashes only).
+        clock: An object with ``now()`` returning an aware datetime: every time durably
+            records or decides (waits, retries, timeouts) comes from it; leases use
+            real time. ``durably.testing.ManualClock`` makes a 30-day sleep instant.
 
     Raises:
         ValidationError: an option is out of range.
@@ -65,8 +68,10 @@ class Durably:
         retain_runs: timedelta | str | None = None,
         labels: type[pydantic.BaseModel] | None = None,
         fsync: bool = True,
+        clock: Any = None,
     ) -> None:
         options = Options.validated(
+            clock=clock,
             polling_interval=polling_interval,
             max_concurrent_runs=max_concurrent_runs,
             lease_duration=lease_duration,
@@ -128,6 +133,7 @@ class Durably:
         labels: Mapping[str, str] | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        parent_id: str | None = None,
     ) -> list[Run[Any]]:
         """Runs newest first (ids sort by creation, so ties within a millisecond too).
 
@@ -139,9 +145,16 @@ class Durably:
             job_name: One job name or several.
             labels: Every given label must match.
             limit: At most this many runs. offset: Skip this many matches first.
+            parent_id: Only the child runs of this run (``step.invoke``).
         """
         return queries.get_runs(
-            self._rt.store, status=status, job_name=job_name, labels=labels, limit=limit, offset=offset
+            self._rt.store,
+            status=status,
+            job_name=job_name,
+            labels=labels,
+            limit=limit,
+            offset=offset,
+            parent_id=parent_id,
         )
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
@@ -214,6 +227,18 @@ class Durably:
         return self._rt.emitter.on(event_type, listener)
 
     # -- managing runs ------------------------------------------------------------------
+
+    def signal(self, run_id: str, name: str, data: Any = None) -> None:
+        """Send signal ``name`` with ``data`` (plain JSON data) to a run, from any process;
+        it wakes the run if it waits for it (``step.wait_for_signal``), else it is kept
+        until the run does.
+
+        Raises:
+            NotFoundError: no such run.
+            ConflictError: the run ended, or a signal of that name was already sent.
+            ValidationError: a bad name, or data that cannot be stored.
+        """
+        manage.signal(self._rt, run_id, name, data)
 
     def cancel(self, run_id: str) -> None:
         """Cancel a pending or leased run at once; its executing step's signal is set.

@@ -37,6 +37,13 @@ class J:
     MESSAGE: Final = "m"
     LEVEL: Final = "l"
     DATA: Final = "d"
+    ATTEMPT: Final = "a"
+    """The attempt of a step (1, 2, … when it is retried; absent: 1)."""
+    UNTIL: Final = "w"
+    """When a step that waits (a sleep, a retry, a signal's timeout) is over."""
+    CHILD_RUN: Final = "r"
+    WAITS: Final = "wt"
+    """Set on the start of a step that waits (a sleep, a signal, a child run)."""
     GEN: Final = "g"
     """Generation of an entry in a compacted ``journal.jsonl`` (``j.<g>`` names it)."""
 
@@ -46,6 +53,7 @@ class J:
     CANCEL: Final = "cancel"
     PROGRESS: Final = "p"
     LOG: Final = "log"
+    CHILD: Final = "child"
     END: Final = "end"
     """The last line of a compacted ``journal.jsonl``: a copy of the run's end state."""
     STATE: Final = "state"
@@ -92,11 +100,28 @@ class _StepEntry(_Entry):
         """The step's index in its execution."""
         return _index(self.raw.get(J.INDEX))
 
+    @property
+    def attempt(self) -> int:
+        """The attempt (1 unless the step is retried)."""
+        return _index(self.raw.get(J.ATTEMPT)) or 1
+
+    @property
+    def until(self) -> str | None:
+        """When the wait of this step is over (a sleep, the pause before the next attempt,
+        a signal's timeout), if it waits."""
+        return _text(self.raw.get(J.UNTIL))
+
 
 class StepStarted(_StepEntry):
-    """A step began executing (written without sync: it only informs watchers)."""
+    """A step began executing (written without sync: it only informs watchers, unless
+    the step waits: then it fixes when the wait is over)."""
 
     __slots__ = ()
+
+    @property
+    def waits(self) -> bool:
+        """Whether the step waits (a sleep, a signal, a child run)."""
+        return self.raw.get(J.WAITS) is True
 
 
 class StepEnded(_StepEntry):
@@ -188,24 +213,67 @@ class LogWritten(_Entry):
         return self.raw.get(J.DATA)
 
 
-Entry = StepStarted | StepEnded | ProgressSet | LogWritten
+class ChildInvoked(_Entry):
+    """``step.invoke`` triggered child run ``child`` in step ``step`` (so a cancel of the
+    parent finds its children without reading the root)."""
+
+    __slots__ = ()
+
+    @property
+    def step(self) -> str:
+        """The invoking step's name."""
+        return _text(self.raw.get(J.STEP)) or ""
+
+    @property
+    def child(self) -> str:
+        """The child run's id."""
+        return _text(self.raw.get(J.CHILD_RUN)) or ""
 
 
-def step_started(name: str, index: int, at: str) -> dict[str, Any]:
-    """The journal entry of a step that begins."""
-    return {J.KIND: J.START, J.STEP: name, J.INDEX: index, J.AT: at}
+Entry = StepStarted | StepEnded | ProgressSet | LogWritten | ChildInvoked
 
 
-def step_completed(name: str, index: int, started_at: str, at: str, output: Any) -> dict[str, Any]:
+def _extras(entry: dict[str, Any], attempt: int, until: str | None) -> dict[str, Any]:
+    if attempt > 1:
+        entry[J.ATTEMPT] = attempt
+    if until is not None:
+        entry[J.UNTIL] = until
+    return entry
+
+
+def step_started(
+    name: str, index: int, at: str, *, attempt: int = 1, until: str | None = None, waits: bool = False
+) -> dict[str, Any]:
+    """The journal entry of a step that begins (``waits``: a step that waits, ``until``
+    then if it has a time)."""
+    entry = _extras({J.KIND: J.START, J.STEP: name, J.INDEX: index, J.AT: at}, attempt, until)
+    if waits:
+        entry[J.WAITS] = True
+    return entry
+
+
+def step_completed(
+    name: str, index: int, started_at: str, at: str, output: Any, *, attempt: int = 1
+) -> dict[str, Any]:
     """The journal entry of a checkpoint; ``output`` may be an ``orjson.Fragment``."""
-    return {J.KIND: J.DONE, J.STEP: name, J.INDEX: index, J.STARTED: started_at, J.AT: at, J.OUTPUT: output}
+    entry = {J.KIND: J.DONE, J.STEP: name, J.INDEX: index, J.STARTED: started_at, J.AT: at, J.OUTPUT: output}
+    return _extras(entry, attempt, None)
 
 
 def step_failed(
-    name: str, index: int, started_at: str, at: str, *, error: str, error_type: str, traceback: str
+    name: str,
+    index: int,
+    started_at: str,
+    at: str,
+    *,
+    error: str,
+    error_type: str,
+    traceback: str,
+    attempt: int = 1,
+    until: str | None = None,
 ) -> dict[str, Any]:
-    """The journal entry of a step that raised."""
-    return {
+    """The journal entry of a step that raised (``until``: when its next attempt may run)."""
+    entry = {
         J.KIND: J.FAIL,
         J.STEP: name,
         J.INDEX: index,
@@ -215,11 +283,17 @@ def step_failed(
         J.TRACEBACK: traceback,
         J.ERROR_TYPE: error_type,
     }
+    return _extras(entry, attempt, until)
 
 
-def step_cancelled(name: str, index: int, at: str) -> dict[str, Any]:
+def child_invoked(step: str, child: str, at: str) -> dict[str, Any]:
+    """The journal entry of a child run triggered by ``step.invoke``."""
+    return {J.KIND: J.CHILD, J.STEP: step, J.CHILD_RUN: child, J.AT: at}
+
+
+def step_cancelled(name: str, index: int, at: str, *, attempt: int = 1) -> dict[str, Any]:
     """The journal entry of a step stopped by a cancel or a lost lease."""
-    return {J.KIND: J.CANCEL, J.STEP: name, J.INDEX: index, J.AT: at}
+    return _extras({J.KIND: J.CANCEL, J.STEP: name, J.INDEX: index, J.AT: at}, attempt, None)
 
 
 def progress_set(current: float, total: float | None, message: str | None, at: str) -> dict[str, Any]:
@@ -251,6 +325,7 @@ _BY_KIND: Final[dict[str, type[Entry]]] = {
     J.CANCEL: StepEnded,
     J.PROGRESS: ProgressSet,
     J.LOG: LogWritten,
+    J.CHILD: ChildInvoked,
 }
 
 

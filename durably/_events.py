@@ -26,6 +26,8 @@ EventType = Literal[
     "run:cancel",
     "run:delete",
     "run:progress",
+    "run:wait",
+    "run:signal",
     "step:start",
     "step:complete",
     "step:fail",
@@ -114,6 +116,24 @@ class RunDeleteEvent(Event):
     """The run was deleted (``run:delete``)."""
 
     type: str = "run:delete"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunWaitEvent(Event):
+    """A started run began waiting, holding no worker (``run:wait``): ``waiting_for`` says
+    for what, ``wake_at`` until when (None: until a signal or a child run)."""
+
+    type: str = "run:wait"
+    waiting_for: str = ""
+    wake_at: datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunSignalEvent(Event):
+    """A signal was delivered to the run (``run:signal``)."""
+
+    type: str = "run:signal"
+    name: str = ""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Generic, Literal, TypeVar
 
 from . import _queries as queries
@@ -34,8 +35,12 @@ class JobHandle(Generic[I, O]):
         concurrency_key: str | None = None,
         coalesce: Literal["skip"] | None = None,
         labels: Mapping[str, str] | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
     ) -> TriggerResult[O]:
-        """Create a pending run (or find the one its keys point to).
+        """Create a pending run (or find the one its keys point to); with ``delay``
+        (seconds or a ``timedelta``) or ``run_at`` (an aware datetime), a run that waits
+        until then before it starts.
 
         Returns:
             The run, with ``disposition`` ``created``, ``idempotent`` or ``coalesced``.
@@ -44,7 +49,7 @@ class JobHandle(Generic[I, O]):
             ValidationError: invalid input, labels or options (fields are named).
             ConflictError: a pending run holds the concurrency key and ``coalesce`` is unset.
         """
-        item = BatchItem(input, idempotency_key, concurrency_key, coalesce, labels)
+        item = BatchItem(input, idempotency_key, concurrency_key, coalesce, labels, delay, run_at)
         return trigger(self._rt, self._job, [item], batch=False)[0]
 
     def trigger_and_wait(
@@ -58,6 +63,8 @@ class JobHandle(Generic[I, O]):
         concurrency_key: str | None = None,
         coalesce: Literal["skip"] | None = None,
         labels: Mapping[str, str] | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
     ) -> TriggerAndWaitResult[O]:
         """Trigger, then wait for the run to end (executed by any worker, any process).
 
@@ -71,6 +78,8 @@ class JobHandle(Generic[I, O]):
             concurrency_key=concurrency_key,
             coalesce=coalesce,
             labels=labels,
+            delay=delay,
+            run_at=run_at,
         )
         run = wait_for(
             self._rt.store,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from ._errors import ValidationError
+from ._retry import Retry, as_retry, seconds
 
 if TYPE_CHECKING:
     from ._step import AsyncStep
@@ -27,11 +29,19 @@ class JobDefinition(Generic[I, O]):
     input: Any
     output: Any
     run: Callable[[AsyncStep, I], O | Awaitable[O]]
+    retry: Retry | None = None
+    timeout: float | None = None
 
 
 @overload
 def define_job(
-    *, name: str, input: type[I], output: type[O], run: Callable[[AsyncStep, I], O | Awaitable[O]]
+    *,
+    name: str,
+    input: type[I],
+    output: type[O],
+    run: Callable[[AsyncStep, I], O | Awaitable[O]],
+    retry: Retry | int | None = None,
+    timeout: float | timedelta | None = None,
 ) -> JobDefinition[I, O]: ...
 @overload
 def define_job(
@@ -40,16 +50,32 @@ def define_job(
     input: type[I],
     output: None = None,
     run: Callable[[AsyncStep, I], object],
+    retry: Retry | int | None = None,
+    timeout: float | timedelta | None = None,
 ) -> JobDefinition[I, None]: ...
 @overload
 def define_job(
-    *, name: str, input: type[I], output: type[O], run: None = None
+    *,
+    name: str,
+    input: type[I],
+    output: type[O],
+    run: None = None,
+    retry: Retry | int | None = None,
+    timeout: float | timedelta | None = None,
 ) -> Callable[[Callable[[AsyncStep, I], O | Awaitable[O]]], JobDefinition[I, O]]: ...
 @overload
 def define_job(
-    *, name: str, input: type[I], output: None = None, run: None = None
+    *,
+    name: str,
+    input: type[I],
+    output: None = None,
+    run: None = None,
+    retry: Retry | int | None = None,
+    timeout: float | timedelta | None = None,
 ) -> Callable[[Callable[[AsyncStep, I], object]], JobDefinition[I, None]]: ...
-def define_job(*, name: str, input: Any, output: Any = None, run: Any = None) -> Any:
+def define_job(
+    *, name: str, input: Any, output: Any = None, run: Any = None, retry: Any = None, timeout: Any = None
+) -> Any:
     """Define a job; with ``run=None``, return a decorator that takes the function.
 
     Args:
@@ -57,12 +83,16 @@ def define_job(*, name: str, input: Any, output: Any = None, run: Any = None) ->
         input: A pydantic model or any type a pydantic ``TypeAdapter`` accepts.
         output: The same for the job's return value, or None (any JSON data).
         run: ``def run(step, payload)`` or ``async def``; omit to use as a decorator.
+        retry: The default ``Retry`` of every step (an int: that many attempts).
+        timeout: Seconds (or a ``timedelta``) after its first start at which a run that
+            has not ended fails (``Run timed out after <n>s``); waits count.
 
     Returns:
         A :class:`JobDefinition`, or a decorator producing one. Nothing is registered.
 
     Raises:
-        ValidationError: the name is not a non-empty string, or ``run`` is not callable.
+        ValidationError: the name is not a non-empty string, ``run`` is not callable, or
+            ``retry``/``timeout`` are not valid.
     """
     if not isinstance(name, str) or not name:
         raise ValidationError(f"job name must be a non-empty string, got {name!r}")
@@ -70,11 +100,13 @@ def define_job(*, name: str, input: Any, output: Any = None, run: Any = None) ->
         name.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValidationError(f"job name {name!r} is not valid unicode") from exc
+    policy = as_retry(retry, f"retry of job {name!r}")
+    limit = None if timeout is None else seconds(timeout, f"timeout of job {name!r}", allow_zero=False)
 
     def make(fn: Any) -> JobDefinition[Any, Any]:
         if not callable(fn):
             raise ValidationError(f"run of job {name!r} must be callable, got {fn!r}")
-        return JobDefinition(name=name, input=input, output=output, run=fn)
+        return JobDefinition(name=name, input=input, output=output, run=fn, retry=policy, timeout=limit)
 
     return make if run is None else make(run)
 
@@ -88,3 +120,5 @@ class BatchItem(Generic[I]):
     concurrency_key: str | None = None
     coalesce: Literal["skip"] | None = None
     labels: Mapping[str, str] | None = None
+    delay: float | timedelta | None = None
+    run_at: datetime | None = None

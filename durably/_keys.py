@@ -144,8 +144,9 @@ class KeyBindings:
         n, data = chain.head(key_chain)
         slot = os.path.join(key_chain, str(n))
         bound = self._target(slot, data, remove_stale=False)
-        if bound is None or bound.status != "pending":
-            return None, n  # the key's run left pending (or never appeared): it is free
+        if bound is None or not (bound.status == "pending" or bound.not_started):
+            return None, n  # the key's run started (or never appeared): it is free
+        # (a delayed run, waiting to start, is the key's pending run)
         _check_owner(bound, "concurrency_key", record.job_name, key, slot)
         if coalesce:
             return bound, n

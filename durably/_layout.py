@@ -10,7 +10,10 @@
         j.<g>                           journal of lease generation g: append-only framed entries
         journal.jsonl                   the journals of an ended run, merged
         lock                            record lock held by the process executing the run
-      queue/<id>.<job hash>.<key hash>  one marker per run that is not ended
+        g.<hash>                        a signal delivered to the run (published once)
+      queue/<id>.<job hash>.<key hash>  one marker per claimable run that is not ended
+      wait/<wake>.<id>.<job>.<key>      the marker of a waiting run instead (<wake>: epoch
+                                        ms, or "~" for a wait with no time), by wake time
       keys/i/<hash>.json                idempotency key -> run id (published once)
       keys/p/<hash>/<n>                 concurrency key -> its pending run (a slot chain)
       keys/x/<hash>/<n>                 concurrency key -> the run executing it (a slot chain)
@@ -39,7 +42,7 @@ COMPACTED: Final = "journal.jsonl"
 RUN_LOCK: Final = "lock"
 FORMAT: Final = "format.json"
 QUARANTINE: Final = "quarantine"
-TOP_DIRS: Final = frozenset({"runs", "queue", "keys", "locks", "feed", "tmp", "batches"})
+TOP_DIRS: Final = frozenset({"runs", "queue", "wait", "keys", "locks", "feed", "tmp", "batches"})
 """Directories durably keeps at the top of a root."""
 TOP_NAMES: Final = TOP_DIRS | {FORMAT, QUARANTINE}
 """Everything durably may keep at the top of a root."""
@@ -50,6 +53,9 @@ NO_KEY: Final = "-"
 
 STATE_NAME: Final = re.compile(r"^s\.([1-9][0-9]*)$")
 JOURNAL_NAME: Final = re.compile(r"^j\.([1-9][0-9]*)$")
+SIGNAL_NAME: Final = re.compile(r"^g\.[0-9a-f]{32}$")
+NO_WAKE: Final = "~"
+"""The wake key of a wait marker with no time (a signal or a child): sorts last."""
 IDEMPOTENCY_NAME: Final = re.compile(r"^[0-9a-f]{32}\.json$")
 CHAIN_NAME: Final = {"p": re.compile(r"^[0-9a-f]{32}$"), "x": re.compile(r"^[0-9a-f]{16}$")}
 HASH16: Final = re.compile(r"^[0-9a-f]{16}$")
@@ -88,6 +94,24 @@ def marker_name(run_id: str, job_name: str, concurrency_key: str | None) -> str:
     return f"{run_id}.{job_hash(job_name)}.{key_hash(concurrency_key)}"
 
 
+def signal_name(name: str) -> str:
+    """The file name of a signal delivered to a run."""
+    return "g." + name_hash(name)
+
+
+def wake_key(wake_ms: int | None) -> str:
+    """The first part of a wait marker: 13-digit epoch milliseconds, or :data:`NO_WAKE`."""
+    return NO_WAKE if wake_ms is None else f"{max(0, wake_ms):013d}"
+
+
+def parse_wait_marker(name: str) -> tuple[str, str] | None:
+    """(wake key, queue marker name) of a wait marker name; None if it is not one."""
+    key, _, rest = name.partition(".")
+    if not (key == NO_WAKE or (len(key) == 13 and key.isdigit())) or parse_marker(rest) is None:
+        return None
+    return key, rest
+
+
 def parse_marker(name: str) -> tuple[str, str, str] | None:
     """(run id, job hash, key hash) of a marker name; None if it is not one."""
     parts = name.split(".")
@@ -109,6 +133,7 @@ class Layout:
         join = os.path.join
         self.runs = join(self.root, "runs")
         self.queue = join(self.root, "queue")
+        self.wait = join(self.root, "wait")
         self.keys = join(self.root, "keys")
         self.locks = join(self.root, "locks")
         self.tmp = join(self.root, "tmp")
@@ -122,6 +147,7 @@ class Layout:
         return [
             self.runs,
             self.queue,
+            self.wait,
             self.locks,
             self.tmp,
             self.feed,

@@ -72,6 +72,7 @@ class LeaseKeeper:
 
     def _check(self, ex: Execution) -> None:
         if not ex.signal.is_set():
+            ex.time_out()  # the job's timeout passed: the run fails, the step is fenced
             ex.detect_fence()
             if ex.abort_reason == "lease-lost":
                 self.emitter.emit(

@@ -1,5 +1,5 @@
-"""The life of a run on disk: created, ended (completed, failed or cancelled), compacted,
-deleted.
+"""The life of a run on disk: created, waiting, signalled, ended (completed, failed or
+cancelled), compacted, deleted.
 
 Every state change is the publish of the run's next state file: a temp file in ``tmp/``,
 fsynced, ``link()``-ed to ``s.<n>`` (``EEXIST``: another writer decided first), then the
@@ -20,14 +20,15 @@ from . import _files as files
 from . import _framing as framing
 from . import _locks as locks
 from . import _records as records
-from ._errors import ConflictError, NotFoundError, StoreError
+from ._errors import ConflictError, DurablyError, NotFoundError, StoreError
 from ._feed import ChangeFeed
 from ._journals import JournalReader
 from ._keys import KeyBindings, KeyTaken
-from ._layout import COMPACTED, RUN_RECORD, Layout, journal_name, state_name
+from ._layout import COMPACTED, RUN_RECORD, Layout, journal_name, signal_name, state_name
 from ._queue import RunQueue
-from ._records import EndState, ReleaseState, RunRecord, RunState
+from ._records import Clock, EndState, ReleaseState, RunRecord, RunState, SignalRecord, WaitState
 from ._runs import RunReader
+from ._waits import WaitIndex
 
 log = logging.getLogger("durably")
 
@@ -46,8 +47,10 @@ class Lifecycle:
         queue: RunQueue,
         keys: KeyBindings,
         feed: ChangeFeed,
+        waits: WaitIndex,
         *,
         fsync: bool,
+        clock: Clock,
     ) -> None:
         self.layout = layout
         self.runs = runs
@@ -55,7 +58,9 @@ class Lifecycle:
         self.queue = queue
         self.keys = keys
         self.feed = feed
+        self.waits = waits
         self.fsync = fsync
+        self.clock = clock
         self._ready = False
 
     def ensure_ready(self) -> None:
@@ -127,15 +132,21 @@ class Lifecycle:
             # All names first, then the fsyncs: on ext4 the first fsync commits the one
             # journal transaction holding every name, and the others cost next to nothing.
             # (A new shard directory is fsynced into its parent at once: once a second.)
+            # A delayed run's marker goes straight into wait/: claimers never read it early.
+            state = RunState(run_id, record, 0, None)
+            if record.wake_at is None:
+                marker_dir, marker = self.layout.queue, self.queue.name(record)
+            else:
+                marker_dir, marker = self.layout.wait, self.waits.marker(state)
             with files.opened_dirs(
-                self.layout.root, os.path.dirname(run_dir), self.layout.queue, create=True, sync=self.fsync
+                self.layout.root, os.path.dirname(run_dir), marker_dir, create=True, sync=self.fsync
             ) as (shard_fd, queue_fd):
                 made = files.make_subdir(shard_fd, run_id)  # False: a crashed trigger's leftover
                 run_fd = files.open_subdir(shard_fd, run_id, run_dir)  # refuses a symlink
                 try:
                     if made:
                         files.own_only(run_fd, 0o700)  # whatever the umask
-                    files.create_file(queue_fd, self.queue.name(record), b"", sync=False)
+                    files.create_file(queue_fd, marker, b"", sync=False)
                     files.create_file(run_fd, RUN_RECORD, record.to_bytes(), sync=self.fsync)
                     if self.fsync:
                         for fd in (queue_fd, run_fd, shard_fd):
@@ -144,8 +155,10 @@ class Lifecycle:
                     os.close(run_fd)
         except OSError as exc:
             raise files.wrap_os_error(exc, "create run", run_dir) from exc
+        if record.wake_at is not None:
+            self.waits.noted(state)
         self.feed.notify(run_id)
-        return RunState(run_id, record, 0, None)
+        return state
 
     def commit_batch(self, batch_id: str) -> None:
         """Publish the commit mark of a ``batch_trigger``: every run of the batch becomes
@@ -164,7 +177,7 @@ class Lifecycle:
     # -- ending ------------------------------------------------------------------------
 
     def _publish_next(
-        self, state: RunState, after_gen: int, rec: EndState | ReleaseState, what: str
+        self, state: RunState, after_gen: int, rec: EndState | ReleaseState | WaitState, what: str
     ) -> RunState | None:
         """Publish ``rec`` as the run's next state file (first writer wins; None if another
         writer won), its time, generation and cuts filled in: the valid length of the
@@ -173,7 +186,7 @@ class Lifecycle:
         if after_gen:
             cuts[str(after_gen)] = self.journals.valid_length(state.run_id, after_gen)
         rec = dataclasses.replace(
-            rec, gen=after_gen, at=records.now_iso(), started_at=state.started_at, cut=cuts
+            rec, gen=after_gen, at=records.iso(self.clock()), started_at=state.started_at, cut=cuts
         )
         path = self.layout.run_file(state.run_id, state_name(state.head_n + 1))
         try:
@@ -192,7 +205,69 @@ class Lifecycle:
         ended = self._publish_next(state, after_gen, end, "record the end of run")
         if ended is not None:
             self.queue.remove(ended)
+            if state.status == "waiting":
+                self.waits.remove(state)
+            if ended.record.parent_id is not None:
+                self._wake_parent(ended)
         return ended
+
+    def _wake_parent(self, child: RunState) -> None:
+        """A child run ended: wake its parent if it waits for it (best effort: the sweep of
+        waits wakes it otherwise)."""
+        try:
+            parent = self.runs.load(child.record.parent_id or "")
+            if parent is not None and parent.wait is not None and parent.wait.child == child.run_id:
+                self.waits.unpark(parent)
+        except DurablyError as exc:
+            log.warning(
+                "could not wake run %s after its child %s ended: %s",
+                child.record.parent_id,
+                child.run_id,
+                exc,
+            )
+
+    def wait(self, state: RunState, gen: int, wait: WaitState) -> RunState | None:
+        """Publish that a leased run waits (its owner, generation ``gen``, stops executing
+        it); None if another writer decided the next state first. Its marker moves to
+        ``wait/`` after the state is published: a crash in between leaves it in
+        ``queue/``, where a claimer finds it waiting and parks it."""
+        waiting = self._publish_next(state, gen, wait, "record the wait of run")
+        if waiting is not None:
+            self.waits.park(waiting)
+        return waiting
+
+    def signal(self, run_id: str, name: str, data: object) -> RunState:
+        """Deliver signal ``name`` to a run (published once), and wake the run if it waits
+        for it. The signal is written before the run's state is read again, and a parked
+        run looks for its signal after parking: one of the two sees the other.
+
+        Raises:
+            NotFoundError: no such run.
+            ConflictError: the run ended, or a signal of that name was already sent.
+        """
+        self.ensure_ready()
+        state = self.runs.load(run_id)
+        if state is None:
+            raise NotFoundError(f"Run not found: {run_id}", run_id=run_id)
+        if state.is_terminal:
+            raise ConflictError(f"Cannot signal {state.status} run: {run_id}", run_id=run_id)
+        path = self.layout.run_file(run_id, signal_name(name))
+        body = SignalRecord(name=name, data=data, at=records.iso(self.clock())).to_bytes()
+        try:
+            won = files.publish_path(self.layout.root, self.layout.tmp, path, body, sync=self.fsync)
+        except OSError as exc:
+            raise files.wrap_os_error(exc, "signal run", path) from exc
+        if not won:
+            raise ConflictError(f"Signal {name!r} was already sent to run {run_id}", run_id=run_id)
+        self.feed.notify(run_id)
+        state = self.runs.load(run_id) or state
+        if state.wait is not None and state.wait.signal == name:
+            self.waits.unpark(state)
+        return state
+
+    def read_signal(self, run_id: str, name: str) -> SignalRecord | None:
+        """The signal ``name`` delivered to a run, if any."""
+        return records.parse_signal(records.read_json(self.layout.run_file(run_id, signal_name(name))))
 
     def release(self, state: RunState, reason: str) -> RunState | None:
         """Take a leased run's lease away: its owner is fenced and the run is pending
@@ -216,8 +291,18 @@ class Lifecycle:
                 raise ConflictError(f"Cannot cancel {word} run: {run_id}", run_id=run_id)
             ended = self.end(state, state.generation, records.ending("cancelled"))
             if ended is not None:
+                self._cancel_children(ended)
                 return ended
         raise ConflictError(f"Cannot cancel run {run_id}: its state keeps changing", run_id=run_id)
+
+    def _cancel_children(self, parent: RunState) -> None:
+        """Cancel the active child runs of a cancelled run (those its journal names)."""
+        if not parent.generation:
+            return
+        for _gen, entry in self.journals.read(parent).entries:
+            if isinstance(entry, entries.ChildInvoked):
+                with contextlib.suppress(ConflictError, NotFoundError):
+                    self.cancel(entry.child)
 
     def compact(self, state: RunState, *, keep_outputs: bool) -> None:
         """Merge an ended run's journals into ``journal.jsonl`` (its last line a copy of the

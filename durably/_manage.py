@@ -7,9 +7,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from . import _records as records
+from ._codec import codec_for
 from ._errors import ConflictError, DurablyError, NotFoundError, ValidationError
-from ._events import RunCancelEvent, RunDeleteEvent, RunFailEvent, WorkerErrorEvent
+from ._events import RunCancelEvent, RunDeleteEvent, RunFailEvent, RunSignalEvent, WorkerErrorEvent
 from ._ids import id_time_ms
 from ._job import BatchItem
 from ._models import Run
@@ -17,7 +20,7 @@ from ._queries import get_run, load, require
 from ._readmodel import step_in_flight
 from ._records import RunState
 from ._runtime import Runtime
-from ._trigger import trigger
+from ._trigger import check_text, trigger
 
 MAINTENANCE_INTERVAL = 60.0
 """Seconds between two rounds of idle maintenance of one instance."""
@@ -145,6 +148,10 @@ def purge_runs(rt: Runtime, *, older_than: datetime | timedelta, limit: int = 50
     return deleted
 
 
+MAX_SIGNAL_NAME = 255
+"""The longest signal name (a step name, but also a line users type)."""
+
+
 def idle_maintenance(rt: Runtime) -> None:
     """At most once a minute when idle: sweep temp files a crash left in ``tmp/``
     (whatever ``retain_runs`` says), then purge old runs if ``retain_runs`` is set."""
@@ -153,6 +160,7 @@ def idle_maintenance(rt: Runtime) -> None:
     rt.last_maintenance = time.monotonic()
     try:
         rt.store.sweep_tmp()
+        rt.store.sweep_waits()
         if rt.options.retain_runs is not None:
             purge_runs(rt, older_than=rt.options.retain_runs, limit=100)
     except DurablyError as exc:
@@ -161,3 +169,22 @@ def idle_maintenance(rt: Runtime) -> None:
                 run_id=None, job_name=None, labels={}, error=str(exc), context="idle-maintenance"
             )
         )
+
+
+def signal(rt: Runtime, run_id: str, name: str, data: Any) -> None:
+    """Deliver a signal (see ``Durably.signal``); emits ``run:signal``."""
+    if not isinstance(name, str) or not name:
+        raise ValidationError(f"signal name must be a non-empty string, got {name!r}")
+    check_text(name, "signal name")
+    if len(name) > MAX_SIGNAL_NAME:
+        raise ValidationError(
+            f"signal name is {len(name)} characters long; at most {MAX_SIGNAL_NAME} are allowed"
+        )
+    encoded, _ = codec_for(None).encode(data, f"data of signal {name!r}")
+    state = rt.store.signal(run_id, name, orjson.Fragment(encoded))
+    rt.emitter.emit(
+        RunSignalEvent(
+            run_id=run_id, job_name=state.record.job_name, labels=dict(state.record.labels), name=name
+        )
+    )
+    rt.wake.set()

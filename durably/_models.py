@@ -22,6 +22,7 @@ class RunStatus(enum.StrEnum):
     """Where a run is in its life. Terminal statuses never change again."""
 
     PENDING = "pending"  # triggered, waiting for a worker to claim it
+    WAITING = "waiting"  # waits for a time, a signal or a child run, holding no worker
     LEASED = "leased"  # claimed by a worker, which is executing it (or died holding it)
     COMPLETED = "completed"  # the job returned; ``output`` holds its value
     FAILED = "failed"  # the job raised; ``error`` holds the message
@@ -72,6 +73,9 @@ class Run(Generic[O]):
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     failed_step_name: str | None = None
+    wake_at: datetime | None = None
+    waiting_for: str | None = None
+    parent_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -80,7 +84,7 @@ class Run(Generic[O]):
 
     @property
     def is_active(self) -> bool:
-        """True while the run is pending or leased."""
+        """True while the run is pending, waiting or leased."""
         return not self.status.is_terminal
 
 
@@ -105,7 +109,9 @@ class StepRecord:
     """One attempt of one step, in execution order.
 
     ``status`` is ``completed``, ``failed``, ``cancelled``, or ``running`` for a step in
-    flight (or interrupted by a crash, until the run is resumed).
+    flight (or interrupted by a crash, until the run is resumed; a step that waits — a
+    sleep, a signal, a child run — is ``running`` while it waits). ``attempt`` counts the
+    attempts of a retried step (1, 2, …).
     """
 
     name: str
@@ -117,6 +123,7 @@ class StepRecord:
     started_at: datetime
     completed_at: datetime | None
     generation: int = 0
+    attempt: int = 1
 
     @property
     def duration(self) -> float | None:

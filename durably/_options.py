@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import pydantic
 
@@ -61,6 +62,7 @@ class Options:
     retain_runs: timedelta | None = None
     labels: type[pydantic.BaseModel] | None = None
     fsync: bool = True
+    clock: Callable[[], datetime] | None = None
 
     @classmethod
     def validated(
@@ -74,6 +76,7 @@ class Options:
         retain_runs: timedelta | str | None,
         labels: object,
         fsync: object,
+        clock: object = None,
     ) -> Options:
         """Check every option.
 
@@ -95,6 +98,7 @@ class Options:
         if labels is not None and not (isinstance(labels, type) and issubclass(labels, pydantic.BaseModel)):
             raise ValidationError("labels must be a pydantic model class")
         return cls(
+            clock=_clock(clock),
             polling_interval=interval,
             max_concurrent_runs=max_concurrent_runs,
             lease_duration=lease,
@@ -104,3 +108,22 @@ class Options:
             labels=labels,
             fsync=bool(fsync),
         )
+
+
+def _clock(clock: object) -> Callable[[], datetime] | None:
+    """``clock=``: None, or an object whose ``now()`` returns an aware datetime (checked
+    once here, and again each time durably reads it)."""
+    if clock is None:
+        return None
+    now = getattr(clock, "now", None)
+    if not callable(now):
+        raise ValidationError(f"clock must have a now() method, got {clock!r}")
+
+    def read() -> datetime:
+        value = now()
+        if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+            raise ValidationError(f"clock.now() must return an aware datetime, got {value!r}")
+        return value
+
+    read()
+    return read

@@ -59,8 +59,12 @@ def _as_set(value: Any, conv: Callable[[Any], str], what: str) -> set[str]:
         raise ValidationError(f"invalid {what} filter: {value!r}") from exc
 
 
-def _matches(state: RunState, statuses: set[str], jobs: set[str], labels: dict[str, str]) -> bool:
+def _matches(
+    state: RunState, statuses: set[str], jobs: set[str], labels: dict[str, str], parent_id: str | None
+) -> bool:
     rec = state.record
+    if parent_id is not None and rec.parent_id != parent_id:
+        return False
     if jobs and rec.job_name not in jobs:
         return False
     if statuses and state.status not in statuses:
@@ -77,6 +81,7 @@ def get_runs(
     limit: int | None,
     offset: int | None,
     output: Codec | None = None,
+    parent_id: str | None = None,
 ) -> list[Run[Any]]:
     """Runs newest first, filtered; reads only as many runs as the page needs.
 
@@ -102,7 +107,7 @@ def get_runs(
         except DurablyError as exc:
             log.warning("skipping run %s: %s", run_id, exc)
             continue
-        if state is None or not _matches(state, statuses, jobs, want_labels):
+        if state is None or not _matches(state, statuses, jobs, want_labels, parent_id):
             continue
         if skip:
             skip -= 1

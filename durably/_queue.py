@@ -63,8 +63,8 @@ class RunQueue:
         marker (a trigger that was never acknowledged); the retry of that trigger, which
         finds the run through its key, queues it again. One ``open(O_EXCL)`` that fails.
         """
-        if state.is_terminal:
-            return
+        if state.is_terminal or state.status == "waiting":
+            return  # a waiting run's marker is in wait/ (``_waits``)
         name = self.name(state.record)
         try:
             with files.opened_dir(self.layout.root, self.layout.queue) as queue_fd:

@@ -133,7 +133,17 @@ def to_run(store: Store, state: RunState, output: Codec | None = None) -> Run[An
         lease_owner=lease_owner,
         lease_expires_at=lease_expires,
         failed_step_name=failed_step,
+        wake_at=parse_time(state.wake_at) if status is RunStatus.WAITING else None,
+        waiting_for=waiting_for(state),
+        parent_id=rec.parent_id,
     )
+
+
+def waiting_for(state: RunState) -> str | None:
+    """What a waiting run waits for, in one line (None if it does not wait)."""
+    if state.wait is not None:
+        return state.wait.waiting_for
+    return "start" if state.status == "waiting" else None
 
 
 def _step(entry: StepStarted | StepEnded, gen: int, start: StepStarted | None = None) -> StepRecord:
@@ -148,6 +158,7 @@ def _step(entry: StepStarted | StepEnded, gen: int, start: StepStarted | None = 
             started_at=parse_time(entry.at) or datetime.now(UTC),
             completed_at=None,
             generation=gen,
+            attempt=entry.attempt,
         )
     started = parse_time(entry.started_at or (start.at if start else None) or entry.at)
     return StepRecord(
@@ -160,6 +171,7 @@ def _step(entry: StepStarted | StepEnded, gen: int, start: StepStarted | None = 
         started_at=started or datetime.now(UTC),
         completed_at=parse_time(entry.at),
         generation=gen,
+        attempt=entry.attempt,
     )
 
 
@@ -171,14 +183,18 @@ def to_steps(state: RunState, view: JournalView) -> list[StepRecord]:
     """
     steps: list[StepRecord] = []
     open_steps: dict[str, tuple[int, StepStarted, int]] = {}
+    waits: set[int] = set()  # steps that wait: not cut short when their execution stopped
     for gen, entry in view.entries:
         if isinstance(entry, StepStarted):
             open_steps[entry.name] = (gen, entry, len(steps))
+            if entry.waits:
+                waits.add(len(steps))
             steps.append(_step(entry, gen))
         elif isinstance(entry, StepEnded):
             started = open_steps.pop(entry.name, None)
             record = _step(entry, gen, started[1] if started else None)
-            if started is not None and started[0] == gen:
+            # A step that waited ends in a later execution than the one it started in.
+            if started is not None and (started[0] == gen or started[1].waits):
                 steps[started[2]] = record
             else:
                 steps.append(record)
@@ -188,7 +204,7 @@ def to_steps(state: RunState, view: JournalView) -> list[StepRecord]:
     end = state.end
     ended_at = parse_time(end.at) if end is not None else None
     for i, s in enumerate(steps):
-        if s.status == "running" and (terminal or s.generation < current):
+        if s.status == "running" and (terminal or (s.generation < current and i not in waits)):
             steps[i] = dataclasses.replace(
                 s,
                 status="cancelled" if cancelled else "failed",

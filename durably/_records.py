@@ -1,10 +1,12 @@
 """The on-disk format: every record durably writes, built and parsed in this one module.
 
-A root holds four kinds of records, each a JSON object with ``"v"`` (the format version):
+A root holds five kinds of records, each a JSON object with ``"v"`` (the format version):
 
 - ``run.json`` — :class:`RunRecord`, written once when a run is triggered;
-- ``s.<n>`` — the run's state chain, one :class:`ClaimState` or :class:`EndState` per
-  file, each published once (``docs/architecture.md``: the state chain);
+- ``s.<n>`` — the run's state chain, one :class:`ClaimState`, :class:`WaitState`,
+  :class:`ReleaseState` or :class:`EndState` per file, each published once
+  (``docs/architecture.md``: the state chain);
+- ``g.<hash>`` — a :class:`SignalRecord` delivered to a run, published once;
 - key records and key slots — :class:`KeyRecord` (idempotency keys, a concurrency
   key's pending run) and :class:`ExecSlot` (the run executing a concurrency key);
 - journal entries — one framed line each in ``j.<g>`` and ``journal.jsonl``: their own
@@ -22,13 +24,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import orjson
 
 from . import _files as files
 from ._errors import FormatError
+from ._times import Clock as Clock  # noqa: PLC0414 - re-exported
+from ._times import iso as iso  # noqa: PLC0414 - re-exported
+from ._times import iso_epoch as iso_epoch  # noqa: PLC0414 - re-exported
+from ._times import iso_ms as iso_ms  # noqa: PLC0414 - re-exported
+from ._times import now_iso as now_iso  # noqa: PLC0414 - re-exported
+from ._times import parse_time as parse_time  # noqa: PLC0414 - re-exported
+from ._times import system_clock as system_clock  # noqa: PLC0414 - re-exported
 
 log = logging.getLogger("durably")
 
@@ -39,34 +47,6 @@ TERMINAL_KINDS: Final = frozenset({"completed", "failed", "cancelled"})
 """State kinds (and run statuses) that end a run; nothing follows them."""
 
 EndKind = Literal["completed", "failed", "cancelled"]
-
-
-# -- time --------------------------------------------------------------------------------
-
-
-def iso(moment: datetime) -> str:
-    """An aware datetime as stored: ISO-8601 UTC with milliseconds and ``Z``."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def iso_epoch(seconds: float) -> str:
-    """Epoch seconds as stored (see :func:`iso`)."""
-    return iso(datetime.fromtimestamp(seconds, UTC))
-
-
-def now_iso() -> str:
-    """The current time as stored (see :func:`iso`)."""
-    return iso(datetime.now(UTC))
-
-
-def parse_time(value: object) -> datetime | None:
-    """A stored time as an aware UTC datetime; None if missing or not a time."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def dumps(record: dict[str, Any]) -> bytes:
@@ -145,7 +125,8 @@ class RunRecord:
     """``run.json``: what a trigger asked for. Written once; a run exists once it does.
 
     ``batch`` names the ``batch_trigger`` the run belongs to: such a run is invisible
-    until the batch's commit mark exists.
+    until the batch's commit mark exists. ``wake_at`` is the start time of a delayed
+    run (it waits until then), ``parent_id`` the run that invoked it (a child run).
     """
 
     id: str
@@ -156,6 +137,8 @@ class RunRecord:
     concurrency_key: str | None
     created_at: str
     batch: str | None = None
+    wake_at: str | None = None
+    parent_id: str | None = None
 
     def to_bytes(self) -> bytes:
         """The bytes of ``run.json``."""
@@ -169,8 +152,10 @@ class RunRecord:
             "concurrency_key": self.concurrency_key,
             "created_at": self.created_at,
         }
-        if self.batch is not None:
-            body["batch"] = self.batch
+        for name in ("batch", "wake_at", "parent_id"):
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = value
         return dumps(body)
 
 
@@ -190,6 +175,8 @@ def parse_run_record(data: dict[str, Any]) -> RunRecord | None:
         concurrency_key=str_or_none(data.get("concurrency_key")),
         created_at=str_or_none(data.get("created_at")) or "",
         batch=None if batch is None else str(batch),
+        wake_at=str_or_none(data.get("wake_at")),
+        parent_id=str_or_none(data.get("parent_id")),
     )
 
 
@@ -254,7 +241,27 @@ class ReleaseState:
     kind: Literal["release"] = "release"
 
 
-StateRecord = ClaimState | EndState | ReleaseState
+@dataclasses.dataclass(frozen=True, slots=True)
+class WaitState:
+    """``s.<n>`` of a run that waits without holding a worker, published by the owner of
+    generation ``gen`` (``cut`` fixes the valid length of ``j.<gen>``): for a time
+    (``wake_at``), a signal named ``signal`` (until ``wake_at``, its timeout, if any),
+    or the end of the child run ``child``. Any worker claims it once the wait is over.
+    ``waiting_for`` is the line users read (``"sleep nap"``, ``"signal approval"``).
+    """
+
+    gen: int
+    at: str
+    started_at: str | None
+    cut: dict[str, int]
+    waiting_for: str
+    wake_at: str | None = None
+    signal: str | None = None
+    child: str | None = None
+    kind: Literal["wait"] = "wait"
+
+
+StateRecord = ClaimState | EndState | ReleaseState | WaitState
 
 
 def ending(
@@ -290,6 +297,22 @@ def ending(
 def release(reason: str) -> ReleaseState:
     """A release for the store to publish (it fills in the time, generation and cuts)."""
     return ReleaseState(gen=0, at="", started_at=None, cut={}, reason=reason)
+
+
+def waiting(
+    waiting_for: str, *, wake_at: str | None = None, signal: str | None = None, child: str | None = None
+) -> WaitState:
+    """A wait for the store to publish (it fills in the time, generation and cuts)."""
+    return WaitState(
+        gen=0,
+        at="",
+        started_at=None,
+        cut={},
+        waiting_for=waiting_for,
+        wake_at=wake_at,
+        signal=signal,
+        child=child,
+    )
 
 
 def claim_state(
@@ -329,6 +352,13 @@ def state_bytes(state: StateRecord) -> bytes:
     if isinstance(state, ReleaseState):
         body["reason"] = state.reason
         return dumps(body)
+    if isinstance(state, WaitState):
+        body["waiting_for"] = state.waiting_for
+        for name in ("wake_at", "signal", "child"):
+            value = getattr(state, name)
+            if value is not None:
+                body[name] = value
+        return dumps(body)
     for name in ("output", "steps", "progress", "error", "failed_step", "traceback", "reason", "owner"):
         value = getattr(state, name)
         if value is not None:
@@ -359,6 +389,17 @@ def parse_state(data: dict[str, Any]) -> StateRecord | None:
             cut=_cuts(data.get("cut")),
             reason=str_or_none(data.get("reason")) or "",
         )
+    if kind == "wait":
+        return WaitState(
+            gen=int_or(data.get("gen")),
+            at=str_or_none(data.get("at")) or "",
+            started_at=str_or_none(data.get("started_at")),
+            cut=_cuts(data.get("cut")),
+            waiting_for=str_or_none(data.get("waiting_for")) or "",
+            wake_at=str_or_none(data.get("wake_at")),
+            signal=str_or_none(data.get("signal")),
+            child=str_or_none(data.get("child")),
+        )
     if kind not in TERMINAL_KINDS:
         return None
     progress = data.get("progress")
@@ -383,8 +424,9 @@ def parse_state(data: dict[str, Any]) -> StateRecord | None:
 class RunState:
     """What the files of one run say at one moment: its record and the head of its chain.
 
-    ``head_n`` is the number of the head state file (0: none yet, the run is pending;
-    a release makes it pending again).
+    ``head_n`` is the number of the head state file (0: none yet, the run is pending,
+    or waiting to start if it was triggered with a delay; a release makes it pending
+    again).
     """
 
     run_id: str
@@ -394,10 +436,33 @@ class RunState:
 
     @property
     def status(self) -> str:
-        """``pending``, ``leased``, ``completed``, ``failed`` or ``cancelled``."""
-        if self.head is None or isinstance(self.head, ReleaseState):
+        """``pending``, ``waiting``, ``leased``, ``completed``, ``failed`` or ``cancelled``."""
+        head = self.head
+        if head is None:
+            return "pending" if self.record.wake_at is None else "waiting"
+        if isinstance(head, ReleaseState):
             return "pending"
-        return "leased" if isinstance(self.head, ClaimState) else self.head.kind
+        if isinstance(head, WaitState):
+            return "waiting"
+        return "leased" if isinstance(head, ClaimState) else head.kind
+
+    @property
+    def not_started(self) -> bool:
+        """True while the run waits for its first claim (pending, or delayed)."""
+        return self.head is None
+
+    @property
+    def wait(self) -> WaitState | None:
+        """The head, if it is a wait."""
+        return self.head if isinstance(self.head, WaitState) else None
+
+    @property
+    def wake_at(self) -> str | None:
+        """When a waiting run becomes claimable by time (None: not waiting, or waiting
+        only for a signal or a child)."""
+        if self.head is None:
+            return self.record.wake_at
+        return self.head.wake_at if isinstance(self.head, WaitState) else None
 
     @property
     def is_terminal(self) -> bool:
@@ -496,6 +561,30 @@ def parse_exec_slot(data: dict[str, Any] | None) -> ExecSlot | None:
         host=str_or_none(data.get("host")) or "",
         lease=float(lease) if isinstance(lease, int | float) else 30.0,
     )
+
+
+# -- signals -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """A signal delivered to a run (``g.<hash>`` in its directory), published once: a
+    second signal of the same name is refused."""
+
+    name: str
+    data: Any
+    at: str
+
+    def to_bytes(self) -> bytes:
+        """The bytes of the signal file."""
+        return dumps({"v": FORMAT_VERSION, "name": self.name, "data": self.data, "at": self.at})
+
+
+def parse_signal(data: dict[str, Any] | None) -> SignalRecord | None:
+    """A signal file read back; None if missing or not one."""
+    if data is None or not isinstance(data.get("name"), str):
+        return None
+    return SignalRecord(name=data["name"], data=data.get("data"), at=str_or_none(data.get("at")) or "")
 
 
 def format_bytes() -> bytes:

@@ -15,6 +15,7 @@ import uuid
 from ._events import Emitter
 from ._lease_keeper import LeaseKeeper
 from ._options import Options
+from ._records import system_clock
 from ._registry import JobRegistry
 from ._store import FileStore, Store
 
@@ -27,7 +28,10 @@ class Runtime:
 
     def __init__(self, root: str, options: Options) -> None:
         self.options = options
-        self.store: Store = FileStore(root, fsync=options.fsync)
+        self.clock = options.clock or system_clock
+        self.real_clock = options.clock is None
+        """True with the system clock: short waits may be spent in the worker."""
+        self.store: Store = FileStore(root, fsync=options.fsync, clock=self.clock)
         self.root = self.store.root
         self.emitter = Emitter()
         self.registry = JobRegistry()

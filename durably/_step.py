@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import threading
 import time
@@ -23,8 +24,10 @@ from ._events import (
     StepFailEvent,
     StepStartEvent,
 )
-from ._execution import Execution
+from ._execution import SHORT_WAIT, Execution
 from ._models import Progress
+from ._retry import Retry, as_retry
+from ._step_waits import WaitingSteps
 
 T = TypeVar("T")
 
@@ -48,7 +51,7 @@ class StepLog:
         self._write("error", message, data)
 
 
-class Step:
+class Step(WaitingSteps):
     """The first argument of a job function.
 
     Attributes:
@@ -67,7 +70,9 @@ class Step:
 
     # -- checkpoints ------------------------------------------------------------------
 
-    def run(self, name: str, fn: Callable[[], T], *, returns: Any = None) -> T:
+    def run(
+        self, name: str, fn: Callable[[], T], *, returns: Any = None, retry: Retry | int | None = None
+    ) -> T:
         """Run ``fn`` once and checkpoint its value, or return the checkpointed value.
 
         In an ``async def`` job, ``await`` the result; ``fn`` may be sync or async (for
@@ -78,6 +83,9 @@ class Step:
             fn: A function of no arguments.
             returns: The value's type; defaults to ``fn``'s return annotation, else the
                 value must be plain JSON data.
+            retry: A ``Retry`` (an int: that many attempts); None: the job's ``retry``,
+                else one attempt. Between attempts the run waits (holding no worker
+                unless the wait is short), and each attempt is a ``StepRecord``.
 
         Returns:
             The value, equal and of the same type on first execution and on replay.
@@ -86,11 +94,13 @@ class Step:
             ValidationError: a duplicate or invalid name, or a value that cannot be stored.
             CancelledError: the run was cancelled. LeaseLostError: another worker owns it.
             TypeError: an async ``fn`` in a sync job.
-            Exception: whatever ``fn`` raised (the step is recorded as failed).
+            Exception: whatever ``fn`` raised (the step is recorded as failed); with
+                ``retry``, the last attempt's exception once the attempts are used up.
         """
         self._begin(name)
+        policy = as_retry(retry, f"retry of step {name!r}") if retry is not None else self._ex.retry
         if self._ex.is_async:
-            return self._run_async(name, fn, returns)  # type: ignore[return-value]
+            return self._run_async(name, fn, returns, policy)  # type: ignore[return-value]
         if inspect.iscoroutinefunction(fn):
             raise TypeError(
                 f"step {name!r}: fn is an async function but job {self._ex.job_name!r} is "
@@ -99,34 +109,91 @@ class Step:
         replayed = self._replay(name, fn, returns)
         if replayed is not _MISSING:
             return cast("T", replayed)
-        index, started = self._start(name)
-        try:
-            value = fn()
-            if inspect.isawaitable(value):
-                if inspect.iscoroutine(value):
-                    value.close()
-                raise TypeError(
-                    f"step {name!r}: fn returned an awaitable but job {self._ex.job_name!r} "
-                    "is sync; make the job `async def` and `await step.run(...)`"
-                )
-        except BaseException as exc:
-            self._fail(name, index, started, exc)
-            raise
-        return cast("T", self._commit(name, index, started, value, returns, fn))
+        attempt, pause = self._next_attempt(name, policy)
+        while True:
+            self._pause(pause)
+            index, started = self._start(name, attempt)
+            try:
+                value = fn()
+                if inspect.isawaitable(value):
+                    if inspect.iscoroutine(value):
+                        value.close()
+                    raise TypeError(
+                        f"step {name!r}: fn returned an awaitable but job {self._ex.job_name!r} "
+                        "is sync; make the job `async def` and `await step.run(...)`"
+                    )
+            except BaseException as exc:
+                again = self._fail(name, index, started, exc, attempt, policy)
+                if again is None:
+                    raise
+                attempt, pause = attempt + 1, again
+                continue
+            return cast("T", self._commit(name, index, started, value, returns, fn, attempt))
 
-    async def _run_async(self, name: str, fn: Callable[[], Any], returns: Any) -> Any:
+    async def _run_async(self, name: str, fn: Callable[[], Any], returns: Any, policy: Retry | None) -> Any:
         replayed = self._replay(name, fn, returns)
         if replayed is not _MISSING:
             return replayed
-        index, started = self._start(name)
-        try:
-            value = fn()
-            if inspect.isawaitable(value):
-                value = await value
-        except BaseException as exc:
-            self._fail(name, index, started, exc)
-            raise
-        return self._commit(name, index, started, value, returns, fn)
+        attempt, pause = self._next_attempt(name, policy)
+        while True:
+            await self._pause_async(pause)
+            index, started = self._start(name, attempt)
+            try:
+                value = fn()
+                if inspect.isawaitable(value):
+                    value = await value
+            except BaseException as exc:
+                again = self._fail(name, index, started, exc, attempt, policy)
+                if again is None:
+                    raise
+                attempt, pause = attempt + 1, again
+                continue
+            return self._commit(name, index, started, value, returns, fn, attempt)
+
+    def _next_attempt(self, name: str, policy: Retry | None) -> tuple[int, float]:
+        """The attempt to run now (after the failed attempts of earlier executions that
+        scheduled another), and the seconds to wait first; waits the run if the next
+        attempt's time is not near.
+
+        Raises:
+            Suspended: the run now waits for the next attempt's time.
+        """
+        ex = self._ex
+        failed = 0
+        until = None
+        for entry in reversed(ex.failures.get(name, [])):
+            if entry.until is None:
+                break  # an earlier sequence of attempts that gave up
+            failed += 1
+            until = until or records.parse_time(entry.until)
+        if not failed or until is None:
+            return 1, 0.0
+        attempt = failed + 1
+        remaining = (until - ex.now()).total_seconds()
+        if remaining > 0 and not (ex.real_clock and remaining <= SHORT_WAIT):
+            ex.suspend(self._retry_line(name, attempt, policy), wake_at=until)
+        return attempt, max(0.0, remaining)
+
+    @staticmethod
+    def _retry_line(name: str, attempt: int, policy: Retry | None) -> str:
+        of = policy.max_attempts if policy is not None else attempt
+        return f"retry {name} (attempt {attempt} of {of})"
+
+    def _pause(self, seconds: float) -> None:
+        """Wait in the worker (a short wait); a cancel or a lost lease ends it at once."""
+        if seconds > 0 and self._ex.signal.wait(seconds):
+            raise self._ex.abort_error()
+        if seconds > 0:
+            self.raise_if_aborted()
+
+    async def _pause_async(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self._ex.signal.is_set():
+                raise self._ex.abort_error()
+            await asyncio.sleep(min(left, 0.05))
+        if seconds > 0:
+            self.raise_if_aborted()
 
     def _begin(self, name: str) -> None:
         if not isinstance(name, str):
@@ -158,44 +225,79 @@ class Step:
         self._ex.index += 1
         return value
 
-    def _start(self, name: str) -> tuple[int, float]:
+    def _start(self, name: str, attempt: int = 1) -> tuple[int, float]:
         ex = self._ex
         index = ex.index
-        started = time.time()
+        started = ex.now().timestamp()
         self._current = name
-        ex.append(entries.step_started(name, index, records.now_iso()), sync=False)
+        ex.append(entries.step_started(name, index, ex.now_iso(), attempt=attempt), sync=False)
         ex.emit(StepStartEvent, step_name=name, step_index=index)
         return index, started
 
-    def _fail(self, name: str, index: int, started: float, exc: BaseException) -> None:
+    def _fail(
+        self,
+        name: str,
+        index: int,
+        started: float,
+        exc: BaseException,
+        attempt: int = 1,
+        policy: Retry | None = None,
+    ) -> float | None:
+        """Record a step that raised. Returns the seconds to wait in the worker before the
+        next attempt, or None when there is none (the exception goes on up).
+
+        Raises:
+            Suspended: another attempt is due later; the run waits for it.
+        """
         ex = self._ex
         self._current = None
         ex.detect_fence()
         if ex.store_error is not None and ex.failed_by_store(exc):
-            return  # the store failed under the step: nothing to record, it stays resumable
+            return None  # the store failed under the step: nothing to record, it stays resumable
         if ex.abort_reason is not None:
-            ex.append(entries.step_cancelled(name, index, records.now_iso()), sync=False)
+            ex.append(entries.step_cancelled(name, index, ex.now_iso(), attempt=attempt), sync=False)
             ex.emit(StepCancelEvent, step_name=name, step_index=index)
-            return
+            return None
+        again = policy is not None and attempt < policy.max_attempts and policy.retries(exc)
+        wait = policy.wait_before(attempt + 1) if again and policy is not None else 0.0
+        now = ex.now()
+        until = records.iso_epoch(now.timestamp() + wait) if again else None
         message = describe(exc)
         tb = "".join(traceback.format_exception(exc))
-        ex.failed_step = name
+        ex.failed_step = None if again else name
         ex.append(
             entries.step_failed(
                 name,
                 index,
                 records.iso_epoch(started),
-                records.now_iso(),
+                records.iso(now),
                 error=message,
                 error_type=type(exc).__name__,
                 traceback=tb,
+                attempt=attempt,
+                until=until,
             ),
             sync=ex.fsync,
         )
         ex.emit(StepFailEvent, step_name=name, step_index=index, error=message)
+        if not again:
+            return None
+        if wait > SHORT_WAIT or not ex.real_clock:
+            ex.suspend(
+                self._retry_line(name, attempt + 1, policy),
+                wake_at=records.parse_time(until),
+            )
+        return wait
 
     def _commit(
-        self, name: str, index: int, started: float, value: Any, returns: Any, fn: Callable[[], Any]
+        self,
+        name: str,
+        index: int,
+        started: float,
+        value: Any,
+        returns: Any,
+        fn: Callable[[], Any],
+        attempt: int = 1,
     ) -> Any:
         ex = self._ex
         codec = codec_for(returns if returns is not None else return_type(fn))
@@ -203,17 +305,17 @@ class Step:
             data, back = codec.encode(value, f"step {name!r}")
         except ValidationError as exc:
             exc.run_id, exc.step = self.run_id, name
-            self._fail(name, index, started, exc)
+            self._fail(name, index, started, exc, attempt)
             raise
         if ex.signal.is_set() or ex.lease.fenced():
             # Aborted while fn ran: the value is returned but never checkpointed; the
             # next step.run raises (docs/api.md: "the next step.run raises CancelledError").
             ex.detect_fence()
-            self._fail(name, index, started, ex.abort_error())
+            self._fail(name, index, started, ex.abort_error(), attempt)
             return back
         ex.append(
             entries.step_completed(
-                name, index, records.iso_epoch(started), records.now_iso(), orjson.Fragment(data)
+                name, index, records.iso_epoch(started), ex.now_iso(), orjson.Fragment(data), attempt=attempt
             ),
             sync=ex.fsync,
         )
@@ -221,7 +323,11 @@ class Step:
         ex.index += 1
         ex.completed += 1
         ex.emit(
-            StepCompleteEvent, step_name=name, step_index=index, output=back, duration=time.time() - started
+            StepCompleteEvent,
+            step_name=name,
+            step_index=index,
+            output=back,
+            duration=ex.now().timestamp() - started,
         )
         return back
 
@@ -231,7 +337,7 @@ class Step:
         """Report progress; persisted with the run and visible to other processes at once."""
         progress = Progress(current=current, total=total, message=message)
         self._ex.progress = progress
-        self._ex.append(entries.progress_set(current, total, message, records.now_iso()), sync=False)
+        self._ex.append(entries.progress_set(current, total, message, self._ex.now_iso()), sync=False)
         self._ex.emit(RunProgressEvent, progress=progress)
 
     def _write_log(self, level: str, message: str, data: Any) -> None:
@@ -240,7 +346,7 @@ class Step:
         except (TypeError, orjson.JSONEncodeError):
             encoded = orjson.Fragment(orjson.dumps(repr(data)))
         self._ex.append(
-            entries.log_written(self._current, level, str(message), encoded, records.now_iso()), sync=False
+            entries.log_written(self._current, level, str(message), encoded, self._ex.now_iso()), sync=False
         )
         self._ex.emit(LogWriteEvent, step_name=self._current, level=level, message=str(message), data=data)
 
@@ -269,8 +375,19 @@ class AsyncStep(Step):
     if TYPE_CHECKING:
 
         @overload  # type: ignore[override]
-        def run(self, name: str, fn: Callable[[], Awaitable[T]], *, returns: Any = None) -> Awaitable[T]: ...
+        def run(
+            self,
+            name: str,
+            fn: Callable[[], Awaitable[T]],
+            *,
+            returns: Any = None,
+            retry: Retry | int | None = None,
+        ) -> Awaitable[T]: ...
         @overload
-        def run(self, name: str, fn: Callable[[], T], *, returns: Any = None) -> Awaitable[T]: ...
-        def run(self, name: str, fn: Callable[[], Any], *, returns: Any = None) -> Any:
+        def run(
+            self, name: str, fn: Callable[[], T], *, returns: Any = None, retry: Retry | int | None = None
+        ) -> Awaitable[T]: ...
+        def run(
+            self, name: str, fn: Callable[[], Any], *, returns: Any = None, retry: Retry | int | None = None
+        ) -> Any:
             """Like :meth:`Step.run`; ``await`` the result."""

@@ -21,8 +21,9 @@ from ._keys import KeyBindings
 from ._layout import Layout
 from ._lifecycle import TMP_MAX_AGE, Lifecycle
 from ._queue import QueueEntry, RunQueue
-from ._records import EndState, RunRecord, RunState, StateRecord
+from ._records import Clock, EndState, RunRecord, RunState, SignalRecord, StateRecord, WaitState, system_clock
 from ._runs import RunReader
+from ._waits import WaitIndex
 
 
 class Lease(Protocol):
@@ -110,7 +111,8 @@ class Store(Protocol):
         """Make every run of a batch visible at once (one durable file)."""
 
     def queued(self) -> list[QueueEntry]:
-        """Runs that have not ended, oldest first (their queue markers)."""
+        """Claimable runs that have not ended, oldest first (their queue markers), after
+        moving the markers of waiting runs whose time came back into the queue."""
 
     def try_claim(
         self, entry: QueueEntry, owner: str, lease_duration: float, blocked_keys: set[str]
@@ -121,6 +123,26 @@ class Store(Protocol):
     def end(self, state: RunState, after_gen: int, end: EndState) -> RunState | None:
         """Publish the end of a run (first writer wins; None if another writer won),
         fixing the valid length of the journal of ``after_gen``."""
+
+    def wait(self, state: RunState, gen: int, wait: WaitState) -> RunState | None:
+        """Publish that a leased run waits (first writer wins; None if another writer won);
+        its marker moves to the wait index."""
+
+    def is_due(self, state: RunState) -> bool:
+        """Whether a waiting run's wait is over (its time, its signal, its child)."""
+
+    def signal(self, run_id: str, name: str, data: object) -> RunState:
+        """Deliver a signal (once per name) and wake the run if it waits for it.
+
+        Raises:
+            NotFoundError: no such run. ConflictError: it ended, or the name was sent.
+        """
+
+    def read_signal(self, run_id: str, name: str) -> SignalRecord | None:
+        """The signal ``name`` delivered to a run, if any."""
+
+    def sweep_waits(self) -> int:
+        """Wake waiting runs whose signal or child came without waking them."""
 
     def cancel(self, run_id: str) -> RunState:
         """End a pending or leased run as cancelled, fencing its owner.
@@ -149,7 +171,7 @@ class FileStore:
     """A root directory of plain files (see the module docstring for its parts). The
     methods are those of :class:`Store`, documented there."""
 
-    def __init__(self, root: str, *, fsync: bool) -> None:
+    def __init__(self, root: str, *, fsync: bool, clock: Clock = system_clock) -> None:
         self.layout = layout = Layout(root)
         self.root = layout.root
         self.fsync = fsync
@@ -157,12 +179,29 @@ class FileStore:
         self.journals = JournalReader(layout, fsync=fsync)
         self.runs = RunReader(layout, self.journals)
         self.queue = RunQueue(layout, self.runs, fsync=fsync)
+        self.waits = WaitIndex(layout, self.runs, fsync=fsync, clock=clock)
         self.keys = KeyBindings(layout, self.runs, fsync=fsync)
         self.lifecycle = Lifecycle(
-            layout, self.runs, self.journals, self.queue, self.keys, self.feed, fsync=fsync
+            layout,
+            self.runs,
+            self.journals,
+            self.queue,
+            self.keys,
+            self.feed,
+            self.waits,
+            fsync=fsync,
+            clock=clock,
         )
         self.claims = Claims(
-            layout, self.runs, self.journals, self.queue, self.lifecycle, self.feed, fsync=fsync
+            layout,
+            self.runs,
+            self.journals,
+            self.queue,
+            self.lifecycle,
+            self.feed,
+            self.waits,
+            fsync=fsync,
+            clock=clock,
         )
 
     def ensure_ready(self) -> None:
@@ -193,6 +232,7 @@ class FileStore:
         self.lifecycle.commit_batch(batch_id)
 
     def queued(self) -> list[QueueEntry]:
+        self.waits.release_due()
         return self.queue.entries()
 
     def try_claim(
@@ -202,6 +242,21 @@ class FileStore:
 
     def end(self, state: RunState, after_gen: int, end: EndState) -> RunState | None:
         return self.lifecycle.end(state, after_gen, end)
+
+    def wait(self, state: RunState, gen: int, wait: WaitState) -> RunState | None:
+        return self.lifecycle.wait(state, gen, wait)
+
+    def is_due(self, state: RunState) -> bool:
+        return self.waits.is_due(state)
+
+    def signal(self, run_id: str, name: str, data: object) -> RunState:
+        return self.lifecycle.signal(run_id, name, data)
+
+    def read_signal(self, run_id: str, name: str) -> SignalRecord | None:
+        return self.lifecycle.read_signal(run_id, name)
+
+    def sweep_waits(self) -> int:
+        return self.waits.sweep()
 
     def cancel(self, run_id: str) -> RunState:
         return self.lifecycle.cancel(run_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -16,7 +17,7 @@ import pydantic
 
 from . import _records as records
 from ._codec import safe_detail
-from ._errors import DurablyError, ValidationError
+from ._errors import DurablyError, NotFoundError, ValidationError
 from ._events import RunCoalescedEvent, RunTriggerEvent
 from ._ids import new_id
 from ._job import BatchItem
@@ -24,6 +25,7 @@ from ._models import LABEL_KEY, TriggerResult
 from ._readmodel import to_run
 from ._records import RunRecord, RunState
 from ._registry import RegisteredJob
+from ._retry import seconds
 from ._runtime import Runtime
 
 log = logging.getLogger("durably")
@@ -88,6 +90,7 @@ def _validate(rt: Runtime, job: RegisteredJob, item: BatchItem[Any], where: str)
     ):
         raw = raw.model_dump()
     data, _ = codec.encode(raw, f"Invalid input{where}")  # messages never quote values
+    wake_at = _start_time(rt, item, where)
     return RunRecord(
         id="",
         job_name=job.name,
@@ -96,11 +99,35 @@ def _validate(rt: Runtime, job: RegisteredJob, item: BatchItem[Any], where: str)
         idempotency_key=item.idempotency_key,
         concurrency_key=item.concurrency_key,
         created_at="",
+        wake_at=wake_at,
     )
 
 
+def _start_time(rt: Runtime, item: BatchItem[Any], where: str) -> str | None:
+    """The start time of a delayed trigger (``delay`` or ``run_at``), as stored.
+
+    Raises:
+        ValidationError: both given, a negative delay, or a naive ``run_at``.
+    """
+    if item.delay is None and item.run_at is None:
+        return None
+    if item.delay is not None and item.run_at is not None:
+        raise ValidationError(f"give delay or run_at{where}, not both")
+    if item.run_at is not None:
+        when = item.run_at
+        if not isinstance(when, datetime) or when.tzinfo is None or when.utcoffset() is None:
+            raise ValidationError(f"run_at{where} must be an aware datetime (with a time zone), got {when!r}")
+        return records.iso(when)
+    return records.iso(rt.clock() + timedelta(seconds=seconds(item.delay, f"delay{where}")))
+
+
 def trigger(
-    rt: Runtime, job: RegisteredJob, items: Sequence[BatchItem[Any]], *, batch: bool
+    rt: Runtime,
+    job: RegisteredJob,
+    items: Sequence[BatchItem[Any]],
+    *,
+    batch: bool,
+    parent_id: str | None = None,
 ) -> list[TriggerResult[Any]]:
     """Create (or find, by their keys) one run per item; emit the events; wake workers.
 
@@ -127,8 +154,10 @@ def trigger(
                 labels=template.labels,
                 idempotency_key=template.idempotency_key,
                 concurrency_key=template.concurrency_key,
-                created_at=records.now_iso(),
+                created_at=records.iso(rt.clock()),
                 batch=batch_id,
+                wake_at=template.wake_at,
+                parent_id=parent_id,
             )
             state, disposition = store.create_run(record, coalesce=item.coalesce == "skip")
             if disposition == "created":
@@ -169,3 +198,28 @@ def _discard(rt: Runtime, state: RunState) -> None:
         rt.store.delete(ended or state)
     except DurablyError as exc:
         log.warning("could not roll back run %s: %s", state.run_id, exc)
+
+
+def invoker(rt: Runtime, parent: RunState) -> Any:
+    """What ``step.invoke`` calls in an execution of ``parent``: trigger (or find again,
+    by an idempotency key of the parent and the step) one child run."""
+
+    def invoke(
+        job: Any, payload: Any, labels: Mapping[str, str] | None, key: str | None, step_name: str
+    ) -> tuple[Any, str, RunState | None]:
+        name = getattr(job, "name", None)
+        registered = rt.registry.get(name) if isinstance(name, str) else None
+        if registered is None:
+            raise NotFoundError(
+                f"step.invoke {step_name!r}: job {name!r} is not registered with this Durably"
+            )
+        item = BatchItem(
+            input=payload,
+            idempotency_key=f"{parent.run_id}/{step_name}",
+            concurrency_key=key,
+            labels=labels,
+        )
+        result = trigger(rt, registered, [item], batch=False, parent_id=parent.run_id)[0]
+        return registered.output_codec, result.id, rt.store.load(result.id)
+
+    return invoke

@@ -257,6 +257,13 @@ class RunDetailScreen(Screen[None]):
             text.append(f"   lease #{detail.lease_generation}", style="dim")
         if detail.lease_owner and not row.is_terminal:
             text.append(f" by {detail.lease_owner}", style="dim")
+        if row.waiting_for:
+            text.append("\n")
+            text.append(f"waits for {row.waiting_for}", style=f"bold {look.color}")
+            if row.wake_at is not None:
+                text.append(f" until {fmt.absolute(row.wake_at, tz)} ({fmt.relative(row.wake_at, now)})")
+        if row.parent_id:
+            text.append(f"\nchild of {row.parent_id}", style="dim")
         _append_keys(text, detail)
         _append_progress(text, row, look.color)
         if row.error:

@@ -21,6 +21,7 @@ class StatusLook:
 
 STATUS_LOOK: dict[RunStatus | None, StatusLook] = {
     RunStatus.PENDING: StatusLook("○", "#8a8fa3", "pending"),
+    RunStatus.WAITING: StatusLook("◷", "#56b6c2", "waiting"),
     RunStatus.LEASED: StatusLook("◐", "#e5c07b", "running"),
     RunStatus.COMPLETED: StatusLook("✔", "#5fbf5f", "completed"),
     RunStatus.FAILED: StatusLook("✘", "#ef5350", "failed"),
@@ -35,6 +36,7 @@ STATUS_KEYS: dict[str, RunStatus] = {
     "3": RunStatus.COMPLETED,
     "4": RunStatus.FAILED,
     "5": RunStatus.CANCELLED,
+    "6": RunStatus.WAITING,
 }
 """Number keys that toggle a status filter."""
 
@@ -55,16 +57,18 @@ def step_look(status: str) -> StatusLook:
 
 
 def relative(when: datetime | None, now: datetime) -> str:
-    """`12s ago`, `3m ago`, `5h ago`, `2d ago` (or `-` when unknown)."""
+    """`12s ago`, `3m ago`, `5h ago`, `2d ago`, `in 2h` for a time ahead (or `-`)."""
     if when is None:
         return "-"
     seconds = (now - when).total_seconds()
-    if seconds < 1:
+    if -1 < seconds < 1:
         return "now"
+    ahead, seconds = seconds < 0, abs(seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
-            return f"{int(seconds // size)}{unit} ago"
-    return f"{int(seconds)}s ago"
+            amount = f"{int(seconds // size)}{unit}"
+            return f"in {amount}" if ahead else f"{amount} ago"
+    return f"in {int(seconds)}s" if ahead else f"{int(seconds)}s ago"
 
 
 def absolute(when: datetime | None, tz: tzinfo | None, *, date: bool = True) -> str:

@@ -33,12 +33,13 @@ class SortKey(StrEnum):
 
 
 STATUS_ORDER: dict[RunStatus | None, int] = {
-    RunStatus.PENDING: 1,
     RunStatus.LEASED: 0,
-    RunStatus.FAILED: 2,
-    RunStatus.CANCELLED: 3,
-    RunStatus.COMPLETED: 4,
-    None: 5,
+    RunStatus.WAITING: 1,
+    RunStatus.PENDING: 2,
+    RunStatus.FAILED: 3,
+    RunStatus.CANCELLED: 4,
+    RunStatus.COMPLETED: 5,
+    None: 6,
 }
 
 

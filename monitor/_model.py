@@ -33,6 +33,9 @@ class RunRow:
     progress_message: str | None = None
     error: str | None = None
     completed_steps: int = 0
+    waiting_for: str | None = None
+    wake_at: datetime | None = None
+    parent_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -158,6 +161,9 @@ def row_from_run(run: Any) -> RunRow:
         progress_message=_text(getattr(progress, "message", None)),
         error=_text(getattr(run, "error", None)),
         completed_steps=int(getattr(run, "completed_step_count", 0) or 0),
+        waiting_for=_text(getattr(run, "waiting_for", None)),
+        wake_at=_when(getattr(run, "wake_at", None)),
+        parent_id=_text(getattr(run, "parent_id", None)),
     )
 
 

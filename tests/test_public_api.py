@@ -41,6 +41,8 @@ SIGNATURE_NAMES = {
 }
 # What an `async def` job receives (docs/api.md: Step), typed so `await step.run(name, sync_fn)` checks.
 TYPING_NAMES = {"AsyncStep"}
+# Runs that wait (SPEC §9): the retry policy of steps and jobs.
+WAIT_NAMES = {"Retry"}
 # Errors of a corrupted or newer-format root (docs/errors.md: StoreError and FormatError).
 EXTRA_ERROR_NAMES = {"FormatError", "StoreError"}
 # One class per event type (docs/api.md: Events), plus their common base `Event`.
@@ -55,7 +57,9 @@ EVENT_NAMES = {
     "RunLeaseRenewedEvent",
     "RunLeasedEvent",
     "RunProgressEvent",
+    "RunSignalEvent",
     "RunTriggerEvent",
+    "RunWaitEvent",
     "StepCancelEvent",
     "StepCompleteEvent",
     "StepFailEvent",
@@ -63,7 +67,9 @@ EVENT_NAMES = {
     "WorkerErrorEvent",
 }
 
-EXPECTED = API_NAMES | ERROR_NAMES | EXTRA_ERROR_NAMES | SIGNATURE_NAMES | EVENT_NAMES | TYPING_NAMES
+EXPECTED = (
+    API_NAMES | ERROR_NAMES | EXTRA_ERROR_NAMES | SIGNATURE_NAMES | EVENT_NAMES | TYPING_NAMES | WAIT_NAMES
+)
 
 
 class TestAll:

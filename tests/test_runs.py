@@ -100,9 +100,10 @@ MAKE_TERMINAL = {"completed": _completed, "failed": _failed, "cancelled": _cance
 
 class TestRunStatus:
     def test_members_are_strings(self) -> None:
-        """RunStatus is a str enum with the five documented values."""
+        """RunStatus is a str enum with the six documented values (SPEC §2, §9)."""
         assert {s.name: s.value for s in RunStatus} == {
             "PENDING": "pending",
+            "WAITING": "waiting",
             "LEASED": "leased",
             "COMPLETED": "completed",
             "FAILED": "failed",
