@@ -21,8 +21,11 @@ import orjson
 from . import _repair
 from ._app_loader import AppError, load_app
 from ._cli_output import (
+    STATUS_ALIASES,
     ProgressBar,
+    cell_width,
     colour,
+    fit,
     json_text,
     log_line,
     num,
@@ -33,6 +36,7 @@ from ._cli_output import (
     run_dict,
     run_duration,
     span,
+    status_word,
     step_dict,
     when,
 )
@@ -88,8 +92,19 @@ def _labels(values: Sequence[str] | None) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--label must be KEY=VALUE, got {item!r}")
+        if key in labels and labels[key] != value:
+            raise UsageError(f"--label {key} given twice ({key}={labels[key]} and {key}={value})")
         labels[key] = value
     return labels
+
+
+def _status(text: str) -> RunStatus:
+    """A ``--status`` value: the words ``durably runs`` and the monitor show, or the API's."""
+    try:
+        return STATUS_ALIASES[text.strip().lower()]
+    except KeyError:
+        words = ", ".join(sorted(STATUS_ALIASES))
+        raise argparse.ArgumentTypeError(f"invalid status {text!r} (choose from {words})") from None
 
 
 def _parse_age(text: str) -> timedelta:
@@ -257,17 +272,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print("no runs", file=sys.stderr)
         return 0
     rows = [
-        (r.id, r.job_name, r.status, progress_text(r.progress), when(r.started_at), span(run_duration(r)))
-        for r in runs
+        (r.id, r.job_name, status_word(r), progress_text(r.progress), when(r.started_at), span(duration))
+        for r, duration in ((r, run_duration(r)) for r in runs)
     ]
     heads = ("ID", "JOB", "STATUS", "PROGRESS", "STARTED", "DURATION")
-    widths = [max(len(h), *(len(str(row[i])) for row in rows)) for i, h in enumerate(heads)]
+    widths = [max(len(h), *(cell_width(str(row[i])) for row in rows)) for i, h in enumerate(heads)]
     widths[1] = min(widths[1], 40)
     widths[3] = min(widths[3], 30)
     print("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip())
     for row in rows:
-        cells = [str(c)[:w].ljust(w) for c, w in zip(row, widths, strict=True)]
-        cells[2] = colour(row[2], sys.stdout) + " " * (widths[2] - len(row[2].value))
+        cells = [fit(str(c), w) for c, w in zip(row, widths, strict=True)]
+        cells[2] = colour(row[2], sys.stdout) + " " * (widths[2] - len(row[2]))
         print("  ".join(cells).rstrip())
     if len(runs) == args.limit:
         print(f"(the newest {args.limit}; --limit N shows more)", file=sys.stderr)
@@ -285,7 +300,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json_text({**run_dict(run), "steps": [step_dict(s) for s in steps]}, indent=True))
         return 0
     print_run(run)
-    print_steps(steps)
+    print_steps(steps, run)
     logs = durably.get_logs(args.run)
     if logs:
         shown = logs[-args.logs :] if args.logs else []
@@ -463,9 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("runs", cmd_runs, "list runs, newest first")
     p.add_argument(
         "--status",
-        choices=[s.value for s in RunStatus],
+        type=_status,
         action="append",
-        help="only runs with this status (repeatable)",
+        metavar="STATUS",
+        help="only runs with this status: pending, running (or leased), completed, failed, "
+        "cancelled (repeatable)",
     )
     p.add_argument("--job", action="append", metavar="JOB", help="only runs of this job (repeatable)")
     p.add_argument(

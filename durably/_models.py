@@ -72,6 +72,10 @@ class Run(Generic[O]):
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     failed_step_name: str | None = None
+    error_traceback: str | None = None
+    interrupted: bool = False
+    """A leased run whose owner is gone (died, or stopped renewing its lease): it waits
+    for a worker to resume it from its checkpoints. Its status stays ``leased``."""
 
     @property
     def is_terminal(self) -> bool:
@@ -105,7 +109,8 @@ class StepRecord:
     """One attempt of one step, in execution order.
 
     ``status`` is ``completed``, ``failed``, ``cancelled``, or ``running`` for a step in
-    flight (or interrupted by a crash, until the run is resumed).
+    flight (or interrupted by a crash, until the run is resumed: then ``error`` says so
+    and ``completed_at`` is its owner's last sign of life).
     """
 
     name: str

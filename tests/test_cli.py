@@ -224,7 +224,7 @@ class TestTriggerWait:
 
         assert result.returncode == 1
         assert len(one_line(result.stdout)) == 26
-        assert result.stderr.splitlines()[-1].endswith("failed: kaput")
+        assert result.stderr.splitlines()[-1].endswith("failed: RuntimeError: kaput")
 
 
 @pytest.mark.slow
