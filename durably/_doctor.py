@@ -285,31 +285,26 @@ class Doctor:
             if os.path.islink(top_dir):
                 continue  # reported as a special file
             if not os.path.isdir(top_dir) or len(top) != 6 or not is_valid_id(top + "0" * 20):
-                self.add(
-                    "unexpected",
-                    top_dir,
-                    "not a shard of runs/ (durably keeps only those here)",
-                    "quarantine",
-                )
+                self.add("unexpected", top_dir, NOT_A_SHARD, "quarantine")
                 continue
             for mid in sorted(files.list_dir(top_dir)):
                 mid_dir = os.path.join(top_dir, mid)
                 if os.path.islink(mid_dir):
                     continue
                 if not os.path.isdir(mid_dir) or len(mid) != 2 or not is_valid_id(top + mid + "0" * 18):
-                    self.add(
-                        "unexpected",
-                        mid_dir,
-                        "not a shard of runs/ (durably keeps only those here)",
-                        "quarantine",
-                    )
+                    self.add("unexpected", mid_dir, NOT_A_SHARD, "quarantine")
                     continue
                 for name in sorted(files.list_dir(mid_dir)):
                     path = os.path.join(mid_dir, name)
                     if os.path.islink(path):
                         continue  # reported as a special file
                     if not is_valid_id(name) or name[:6] != top or name[6:8] != mid:
-                        self.add("unexpected", path, "not a run directory of this shard", "quarantine")
+                        self.add(
+                            "unexpected",
+                            path,
+                            "does not belong in this shard (not a run directory of it)",
+                            "quarantine",
+                        )
                     elif os.path.isdir(path):
                         yield name, path
 
