@@ -71,6 +71,8 @@ def _root(args: argparse.Namespace) -> str:
 def _open_root(args: argparse.Namespace) -> Durably:
     """An instance over an existing root (reading and managing runs needs no jobs)."""
     root = _root(args)
+    if os.path.lexists(root) and not os.path.isdir(root):
+        raise UsageError(f"{os.path.abspath(root)} is not a directory (a durably root is one)")
     if not os.path.isdir(root):
         raise UsageError(
             f"no durably root at {os.path.abspath(root)} "
@@ -330,8 +332,24 @@ def cmd_logs(args: argparse.Namespace) -> int:
             print(f"durably logs: run {args.run} was deleted", file=sys.stderr)
             return 1
         if state.status in ("completed", "failed", "cancelled"):
-            return 0
+            return _ended(durably, args.run, "durably logs")
         time.sleep(0.2)
+
+
+def _ended(durably: Durably, run_id: str, prog: str) -> int:
+    """Say how a followed run ended, on stderr; 0 only when it completed."""
+    run = durably.get_run(run_id)
+    if run is None:
+        print(f"{prog}: run {run_id} was deleted", file=sys.stderr)
+        return 1
+    if run.status is RunStatus.FAILED:
+        print(f"{prog}: run {run_id} failed: {one_line(run.error or '')}", file=sys.stderr)
+        return 1
+    if run.status is RunStatus.CANCELLED:
+        print(f"{prog}: run {run_id} was cancelled", file=sys.stderr)
+        return 1
+    print(f"{prog}: run {run_id} completed", file=sys.stderr)
+    return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
