@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_harness import durably_cli
 from helpers import Payload, Started, wait_until
 from pydantic import BaseModel
@@ -159,3 +161,31 @@ class TestCancelledRuns:
         data = json.loads(durably_cli("show", holder["id"], "--json", "--root", root).stdout)
         assert data["status"] == "cancelled"
         assert data["progress"] == {"current": 1, "total": 2, "message": None}
+
+
+class TestUnstorableValues:
+    @pytest.mark.parametrize(
+        ("value", "hinted"),
+        [
+            (float("nan"), False),
+            (2**70, False),
+            ({"deep": [float("inf")]}, False),
+            ((1, 2), True),
+            ({1: "a"}, True),
+            (datetime(2026, 1, 1, tzinfo=UTC), True),
+        ],
+        ids=["nan", "big-int", "inf-inside", "tuple", "int-keys", "datetime"],
+    )
+    def test_the_returns_hint_is_offered_only_where_a_type_helps(
+        self, d: Durably, value: Any, hinted: bool
+    ) -> None:
+        """A step value JSON cannot hold: the `returns=` hint appears for values a declared
+        type could store (a tuple, a datetime, int keys), never for NaN or a 65-bit int."""
+
+        def job(step: Step, payload: In) -> None:
+            step.run("make", lambda: value)
+
+        run = _failed(d, define_job(name="unstorable", input=In, run=job))
+        assert run.error is not None
+        assert "cannot store a value" in run.error
+        assert ("returns=" in run.error) is hinted, run.error
