@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from typing import Any
 
 from ._durably import Durably
@@ -49,9 +50,9 @@ def load_app(app: str, root: str | None = None) -> Durably:
             raise AppError(
                 f"cannot import {module_name!r}: no module named {exc.name!r} (working directory {cwd})"
             ) from exc
-        raise AppError(f"error while importing {module_name!r}: {one_line(exc)}") from exc
+        raise AppError(f"error while importing {module_name!r}: {one_line(exc)}{where(exc)}") from exc
     except Exception as exc:
-        raise AppError(f"error while importing {module_name!r}: {one_line(exc)}") from exc
+        raise AppError(f"error while importing {module_name!r}: {one_line(exc)}{where(exc)}") from exc
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -70,6 +71,31 @@ def load_app(app: str, root: str | None = None) -> Durably:
 
 def _same_path(a: str, b: str) -> bool:
     return os.path.abspath(a) == os.path.abspath(b) or os.path.realpath(a) == os.path.realpath(b)
+
+
+_IMPORTLIB = os.path.dirname(os.path.abspath(importlib.__file__ or "")) + os.sep
+
+
+def where(exc: BaseException, frames: int = 3) -> str:
+    """The last frames of ``exc``'s traceback outside the import machinery, as
+    `` (at app.py:3 in <module> → helpers.py:10 in load)`` ('' when there are none)."""
+    stack = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith("<frozen")
+        and os.path.abspath(f.filename) != os.path.abspath(__file__)
+        and not os.path.abspath(f.filename).startswith(_IMPORTLIB)
+    ]
+    if not stack:
+        return ""
+    cwd = os.getcwd()
+
+    def name(path: str) -> str:
+        rel = os.path.relpath(path, cwd)
+        return path if rel.startswith("..") else rel
+
+    shown = " → ".join(f"{name(f.filename)}:{f.lineno} in {f.name}" for f in stack[-frames:])
+    return f" (at {shown})"
 
 
 def one_line(exc: BaseException) -> str:

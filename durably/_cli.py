@@ -13,16 +13,20 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, NoReturn
 
 import orjson
 
 from . import _repair
 from ._app_loader import AppError, load_app
+from ._cli_args import duration, instant
 from ._cli_output import (
+    STATUS_ALIASES,
     ProgressBar,
+    cell_width,
     colour,
+    fit,
     json_text,
     log_line,
     num,
@@ -33,6 +37,7 @@ from ._cli_output import (
     run_dict,
     run_duration,
     span,
+    status_word,
     step_dict,
     when,
 )
@@ -67,6 +72,8 @@ def _root(args: argparse.Namespace) -> str:
 def _open_root(args: argparse.Namespace) -> Durably:
     """An instance over an existing root (reading and managing runs needs no jobs)."""
     root = _root(args)
+    if os.path.lexists(root) and not os.path.isdir(root):
+        raise UsageError(f"{os.path.abspath(root)} is not a directory (a durably root is one)")
     if not os.path.isdir(root):
         raise UsageError(
             f"no durably root at {os.path.abspath(root)} "
@@ -88,8 +95,19 @@ def _labels(values: Sequence[str] | None) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--label must be KEY=VALUE, got {item!r}")
+        if key in labels and labels[key] != value:
+            raise UsageError(f"--label {key} given twice ({key}={labels[key]} and {key}={value})")
         labels[key] = value
     return labels
+
+
+def _status(text: str) -> RunStatus:
+    """A ``--status`` value: the words ``durably runs`` and the monitor show, or the API's."""
+    try:
+        return STATUS_ALIASES[text.strip().lower()]
+    except KeyError:
+        words = ", ".join(sorted(STATUS_ALIASES))
+        raise argparse.ArgumentTypeError(f"invalid status {text!r} (choose from {words})") from None
 
 
 def _parse_age(text: str) -> timedelta:
@@ -259,17 +277,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print("no runs", file=sys.stderr)
         return 0
     rows = [
-        (r.id, r.job_name, r.status, progress_text(r.progress), when(r.started_at), span(run_duration(r)))
-        for r in runs
+        (r.id, r.job_name, status_word(r), progress_text(r.progress), when(r.started_at), span(duration))
+        for r, duration in ((r, run_duration(r)) for r in runs)
     ]
     heads = ("ID", "JOB", "STATUS", "PROGRESS", "STARTED", "DURATION")
-    widths = [max(len(h), *(len(str(row[i])) for row in rows)) for i, h in enumerate(heads)]
+    widths = [max(len(h), *(cell_width(str(row[i])) for row in rows)) for i, h in enumerate(heads)]
     widths[1] = min(widths[1], 40)
     widths[3] = min(widths[3], 30)
     print("  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip())
     for row in rows:
-        cells = [str(c)[:w].ljust(w) for c, w in zip(row, widths, strict=True)]
-        cells[2] = colour(row[2], sys.stdout) + " " * (widths[2] - len(row[2].value))
+        cells = [fit(str(c), w) for c, w in zip(row, widths, strict=True)]
+        cells[2] = colour(row[2], sys.stdout) + " " * (widths[2] - len(row[2]))
         print("  ".join(cells).rstrip())
     if len(runs) == args.limit:
         print(f"(the newest {args.limit}; --limit N shows more)", file=sys.stderr)
@@ -287,7 +305,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json_text({**run_dict(run), "steps": [step_dict(s) for s in steps]}, indent=True))
         return 0
     print_run(run)
-    print_steps(steps)
+    print_steps(steps, run)
     logs = durably.get_logs(args.run)
     if logs:
         shown = logs[-args.logs :] if args.logs else []
@@ -317,7 +335,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             print(f"durably logs: run {args.run} was deleted", file=sys.stderr)
             return 1
         if state.status in ("completed", "failed", "cancelled"):
-            return 0
+            return _ended(durably, args.run, "durably logs")
         time.sleep(0.2)
 
 
@@ -329,28 +347,20 @@ def cmd_signal(args: argparse.Namespace) -> int:
     return 0
 
 
-def _duration(text: str) -> float:
-    """``--delay``: seconds, or ``90s``, ``15m``, ``2h``, ``3d``."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
-    try:
-        value = float(number) * units[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use 90s, 15m, 2h or 3d)") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (it must not be negative)")
-    return value
-
-
-def _instant(text: str) -> datetime:
-    """``--run-at``: an ISO-8601 time with its time zone (``Z`` or an offset)."""
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or an offset such as +02:00)")
-    return moment
+def _ended(durably: Durably, run_id: str, prog: str) -> int:
+    """Say how a followed run ended, on stderr; 0 only when it completed."""
+    run = durably.get_run(run_id)
+    if run is None:
+        print(f"{prog}: run {run_id} was deleted", file=sys.stderr)
+        return 1
+    if run.status is RunStatus.FAILED:
+        print(f"{prog}: run {run_id} failed: {one_line(run.error or '')}", file=sys.stderr)
+        return 1
+    if run.status is RunStatus.CANCELLED:
+        print(f"{prog}: run {run_id} was cancelled", file=sys.stderr)
+        return 1
+    print(f"{prog}: run {run_id} completed", file=sys.stderr)
+    return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -434,10 +444,8 @@ def _trigger_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency-key", metavar="K")
     p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label (repeatable)")
     when = p.add_mutually_exclusive_group()
-    when.add_argument("--delay", type=_duration, metavar="DURATION", help="start after 90s, 15m, 2h or 3d")
-    when.add_argument(
-        "--run-at", type=_instant, metavar="ISO", help="start at this time (with its time zone)"
-    )
+    when.add_argument("--delay", type=duration, metavar="DURATION", help="start after 90s, 15m, 2h or 3d")
+    when.add_argument("--run-at", type=instant, metavar="ISO", help="start at this time (with its time zone)")
     p.add_argument("--wait", action="store_true", help="wait for the run and print its output")
     p.add_argument(
         "--timeout",
@@ -502,9 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("runs", cmd_runs, "list runs, newest first")
     p.add_argument(
         "--status",
-        choices=[s.value for s in RunStatus],
+        type=_status,
         action="append",
-        help="only runs with this status (repeatable)",
+        metavar="STATUS",
+        help="only runs with this status: pending, running (or leased), completed, failed, "
+        "cancelled (repeatable)",
     )
     p.add_argument("--job", action="append", metavar="JOB", help="only runs of this job (repeatable)")
     p.add_argument(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import unicodedata
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -12,13 +13,35 @@ import orjson
 
 from ._models import LogEntry, Progress, Run, RunStatus, StepRecord
 
-COLOURS = {
-    RunStatus.PENDING: "33",  # yellow
-    RunStatus.LEASED: "36",  # cyan
-    RunStatus.COMPLETED: "32",  # green
-    RunStatus.FAILED: "31",  # red
-    RunStatus.CANCELLED: "35",  # magenta
+WORDS = {
+    RunStatus.PENDING: "pending",
+    RunStatus.LEASED: "running",
+    RunStatus.COMPLETED: "completed",
+    RunStatus.FAILED: "failed",
+    RunStatus.CANCELLED: "cancelled",
 }
+"""The word for each status, the monitor's too (``--json`` keeps the API's values)."""
+
+INTERRUPTED = "interrupted"
+"""A leased run whose owner is gone (``Run.interrupted``): waiting for a worker."""
+
+STATUS_ALIASES = {"leased": RunStatus.LEASED, **{word: status for status, word in WORDS.items()}}
+"""What ``--status`` accepts: the words above and the API's values."""
+
+COLOURS = {
+    "pending": "33",  # yellow
+    "running": "36",  # cyan
+    "completed": "32",  # green
+    "failed": "31",  # red
+    "cancelled": "35",  # magenta
+    INTERRUPTED: "33;1",  # bold yellow: needs a worker
+}
+
+
+def status_word(run: Run[Any]) -> str:
+    """How a run's status reads: ``running`` for a leased run, ``interrupted`` when its
+    owner is gone."""
+    return INTERRUPTED if run.interrupted else WORDS[run.status]
 
 
 def json_text(value: Any, *, indent: bool = False) -> str:
@@ -62,8 +85,35 @@ def run_duration(run: Run[Any]) -> float | None:
     """Seconds a run has taken so far (None before it started)."""
     if run.started_at is None:
         return None
+    if run.interrupted:  # the clock stopped when its owner did
+        return max(0.0, (run.updated_at - run.started_at).total_seconds())
     end = run.completed_at or (None if run.is_terminal else datetime.now(UTC))
     return None if end is None else max(0.0, (end - run.started_at).total_seconds())
+
+
+def char_width(char: str) -> int:
+    """Terminal columns of one character: 2 for wide ones (CJK, most emoji), 0 for
+    combining marks, joiners and variation selectors, else 1."""
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def cell_width(text: str) -> int:
+    """Terminal columns ``text`` takes (its display width, not its length)."""
+    return sum(char_width(c) for c in text)
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` columns and padded to exactly ``width``."""
+    out, used = [], 0
+    for char in text:
+        w = char_width(char)
+        if used + w > width:
+            break
+        out.append(char)
+        used += w
+    return "".join(out) + " " * (width - used)
 
 
 def num(value: float) -> str:
@@ -79,11 +129,10 @@ def progress_text(p: Progress | None) -> str:
     return f"{text} {p.message}" if p.message else text
 
 
-def colour(status: RunStatus, stream: IO[str]) -> str:
-    """A status, coloured on a terminal (unless ``NO_COLOR``)."""
-    text = status.value
+def colour(text: str, stream: IO[str]) -> str:
+    """A status word (:func:`status_word`), coloured on a terminal (unless ``NO_COLOR``)."""
     if stream.isatty() and not os.environ.get("NO_COLOR"):
-        return f"\033[{COLOURS[status]}m{text}\033[0m"
+        return f"\033[{COLOURS.get(text, '0')}m{text}\033[0m"
     return text
 
 
@@ -150,7 +199,7 @@ def waiting_text(run: Run[Any], now: datetime | None = None) -> str:
 
 def print_run(run: Run[Any]) -> None:
     """Print a run's fields (``durably show``)."""
-    print(f"{run.id}  {run.job_name}  {colour(run.status, sys.stdout)}")
+    print(f"{run.id}  {run.job_name}  {colour(status_word(run), sys.stdout)}")
     rows: list[tuple[str, Any]] = [
         ("created", when(run.created_at)),
         ("started", when(run.started_at)),
@@ -160,18 +209,19 @@ def print_run(run: Run[Any]) -> None:
         ("steps done", run.completed_step_count),
         ("generation", run.lease_generation),
     ]
-    if run.waiting_for is not None:
-        rows.append(("waits for", waiting_text(run)))
-    if run.parent_id is not None:
-        rows.append(("parent", run.parent_id))
-    if run.labels:
-        rows.append(("labels", " ".join(f"{k}={v}" for k, v in sorted(run.labels.items()))))
-    if run.idempotency_key is not None:
-        rows.append(("idem. key", run.idempotency_key))
-    if run.concurrency_key is not None:
-        rows.append(("conc. key", run.concurrency_key))
-    if run.lease_owner:
-        rows.append(("owner", run.lease_owner))
+    optional = [
+        ("waits for", waiting_text(run) if run.waiting_for is not None else None),
+        ("parent", run.parent_id),
+        ("labels", " ".join(f"{k}={v}" for k, v in sorted(run.labels.items())) or None),
+        ("idem. key", run.idempotency_key),
+        ("conc. key", run.concurrency_key),
+        ("owner", run.lease_owner or None),
+        (
+            "interrupted",
+            f"its owner stopped at {when(run.updated_at)}; a worker resumes it" if run.interrupted else None,
+        ),
+    ]
+    rows += [(name, value) for name, value in optional if value is not None]
     rows.append(("input", json_text(run.input)))
     if run.status is RunStatus.COMPLETED:
         rows.append(("output", json_text(run.output)))
@@ -181,10 +231,15 @@ def print_run(run: Run[Any]) -> None:
         rows.append(("failed step", run.failed_step_name))
     for name, value in rows:
         print(f"  {name:<11} {value}")
+    if run.error_traceback:
+        print("  traceback:")
+        for line in run.error_traceback.rstrip().splitlines():
+            print(f"        {line}")
 
 
-def print_steps(steps: list[StepRecord]) -> None:
-    """Print a run's step attempts with their errors and tracebacks."""
+def print_steps(steps: list[StepRecord], run: Run[Any] | None = None) -> None:
+    """Print a run's step attempts with their errors and tracebacks (a failed step's
+    traceback once: the run's, printed above, already holds it)."""
     print(f"\nSteps ({len(steps)}):")
     width = max((len(s.name) for s in steps), default=4)
     for s in steps:
@@ -192,6 +247,7 @@ def print_steps(steps: list[StepRecord]) -> None:
         print(f"  {s.index:>4}  {s.name:<{width}}  {s.status:<9}  {span(s.duration)}{attempt}")
         if s.error:
             print(f"        error: {s.error}")
-        if s.traceback:
+        shown_above = run is not None and run.error_traceback and s.name == run.failed_step_name
+        if s.traceback and not shown_above:
             for line in s.traceback.rstrip().splitlines():
                 print(f"        {line}")

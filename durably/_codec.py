@@ -130,8 +130,12 @@ class Codec:
     def _refusal(self, value: Any, what: str, exc: BaseException | None) -> str:
         kind = type(value).__name__
         if self.adapter is None:
-            detail = _describe(value) or "it does not survive a JSON round trip"
-            hint = " (declare its type with returns=... or a return annotation)"
+            found = _describe(value)
+            detail = found or "it does not survive a JSON round trip"
+            # a declared type helps only a value of a type JSON lacks (a datetime, a tuple,
+            # a model, non-string keys); no type stores NaN, a 65-bit int or deep nesting
+            helps = found is not None and (" is of type " in found or " has a key of type " in found)
+            hint = " (declare its type with returns=... or a return annotation)" if helps else ""
             return f"{what}: cannot store a value of type {kind}: {detail}{hint}"
         reason = f": {safe_detail(exc)}" if exc is not None else ": it does not survive a JSON round trip"
         return f"{what}: cannot store a value of type {kind} as {self.type_name}{reason}"

@@ -53,6 +53,7 @@ from ._queue import RunQueue
 from ._records import RunRecord, RunState
 from ._store import FileStore
 
+NOT_A_SHARD = "does not belong in runs/ (durably keeps only run shards there)"
 TEMP_GRACE = 60.0
 """Seconds a temp file may live before it is an orphan (they normally live microseconds)."""
 TEMP_REMOVE_AGE = 3600.0
@@ -89,6 +90,9 @@ class Doctor:
         self.now = time.time() if now is None else now
         self.problems: list[Problem] = []
         self.counts: dict[str, int] = {}
+        self.interrupted: list[tuple[str, str]] = []
+        """Leased runs whose owner is gone, within its lease (not problems: they wait for
+        a worker); past its lease such a run is a ``stuck-lease`` problem."""
         self.key_owners: dict[str, str] = {}
         """Idempotency key hash -> the run whose record holds the key (filled by check())."""
         self._runs = RunChecks(self)
@@ -156,6 +160,7 @@ class Doctor:
     def check(self) -> list[Problem]:
         """Examine the root; returns (and keeps) the list of problems."""
         self.problems = []
+        self.interrupted = []
         self.counts = {"runs": 0, "markers": 0, "keys": 0, "temp": 0, "files": 0}
         self._check_top()
         self._check_tree()
@@ -277,18 +282,29 @@ class Doctor:
         runs = self.layout.runs
         for top in sorted(files.list_dir(runs)):
             top_dir = os.path.join(runs, top)
-            if not os.path.isdir(top_dir) or os.path.islink(top_dir):
+            if os.path.islink(top_dir):
+                continue  # reported as a special file
+            if not os.path.isdir(top_dir) or len(top) != 6 or not is_valid_id(top + "0" * 20):
+                self.add("unexpected", top_dir, NOT_A_SHARD, "quarantine")
                 continue
             for mid in sorted(files.list_dir(top_dir)):
                 mid_dir = os.path.join(top_dir, mid)
-                if not os.path.isdir(mid_dir) or os.path.islink(mid_dir):
+                if os.path.islink(mid_dir):
+                    continue
+                if not os.path.isdir(mid_dir) or len(mid) != 2 or not is_valid_id(top + mid + "0" * 18):
+                    self.add("unexpected", mid_dir, NOT_A_SHARD, "quarantine")
                     continue
                 for name in sorted(files.list_dir(mid_dir)):
                     path = os.path.join(mid_dir, name)
                     if os.path.islink(path):
                         continue  # reported as a special file
                     if not is_valid_id(name) or name[:6] != top or name[6:8] != mid:
-                        self.add("unexpected", path, "not a run directory of this shard", "quarantine")
+                        self.add(
+                            "unexpected",
+                            path,
+                            "does not belong in this shard (not a run directory of it)",
+                            "quarantine",
+                        )
                     elif os.path.isdir(path):
                         yield name, path
 

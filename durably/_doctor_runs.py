@@ -28,6 +28,8 @@ class Examiner(Protocol):
     store: FileStore
     layout: layout.Layout
     problems: list[Any]
+    interrupted: list[tuple[str, str]]
+    """Runs whose owner is gone, still within its lease: (run id, what to say)."""
 
     def add(self, kind: str, path: str, message: str, fix: str | None = None) -> None:
         """Record a problem."""
@@ -280,9 +282,18 @@ class RunChecks:
                 alive = locks.is_locked_elsewhere(lock_path, root=self.doctor.root, offset=claim.gen)
             except DurablyError:
                 alive = self.doctor.now < expiry  # cannot probe the lock (read-only root)
-            if alive or self.doctor.now < expiry:
+            if alive:
                 return
             why = f"its owner (pid {claim.pid}) holds no lock"
+            if self.doctor.now < expiry:  # not a problem (yet): a worker of its job resumes it
+                self.doctor.interrupted.append(
+                    (
+                        state.run_id,
+                        f"job {state.record.job_name!r}, owner {claim.owner} (pid {claim.pid}) is gone; "
+                        "a worker of its job resumes it",
+                    )
+                )
+                return
         else:
             if self.doctor.now < expiry:
                 return

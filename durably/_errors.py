@@ -114,10 +114,15 @@ class FormatError(StoreError):
 
 
 def describe(exc: BaseException) -> str:
-    """An exception as one line for a run's or a step's ``error``: its message, or its
-    type's name when the message is empty."""
+    """An exception as one line for a run's or a step's ``error``.
+
+    The job's own exceptions name their type and message (``"KeyError: 'missing'"``, the
+    type alone when the message is empty); errors durably raises itself keep their
+    sentence."""
     text = str(exc)
-    return text if text else type(exc).__name__
+    if isinstance(exc, DurablyError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 STORE_FAILURES = frozenset(

@@ -76,6 +76,10 @@ class Run(Generic[O]):
     wake_at: datetime | None = None
     waiting_for: str | None = None
     parent_id: str | None = None
+    error_traceback: str | None = None
+    interrupted: bool = False
+    """A leased run whose owner is gone (died, or stopped renewing its lease): it waits
+    for a worker to resume it from its checkpoints. Its status stays ``leased``."""
 
     @property
     def is_terminal(self) -> bool:
@@ -109,8 +113,9 @@ class StepRecord:
     """One attempt of one step, in execution order.
 
     ``status`` is ``completed``, ``failed``, ``cancelled``, or ``running`` for a step in
-    flight (or interrupted by a crash, until the run is resumed; a step that waits — a
-    sleep, a signal, a child run — is ``running`` while it waits). ``attempt`` counts the
+    flight (or interrupted by a crash, until the run is resumed: then ``error`` says so
+    and ``completed_at`` is its owner's last sign of life; a step that waits — a sleep,
+    a signal, a child run — is ``running`` while it waits). ``attempt`` counts the
     attempts of a retried step (1, 2, …).
     """
 

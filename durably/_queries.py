@@ -9,7 +9,7 @@ from typing import Any
 from ._codec import Codec
 from ._errors import DurablyError, NotFoundError, ValidationError
 from ._models import LABEL_KEY, LogEntry, Run, RunStatus, StepRecord
-from ._readmodel import to_logs, to_run, to_steps
+from ._readmodel import interrupted_at, to_logs, to_run, to_steps
 from ._records import RunState
 from ._store import Store
 
@@ -129,7 +129,7 @@ def get_steps(store: Store, run_id: str) -> list[StepRecord]:
         NotFoundError: no such run.
     """
     state = require(store, run_id)
-    return to_steps(state, store.journal(state))
+    return to_steps(state, store.journal(state), interrupted_at(store, state))
 
 
 def get_logs(store: Store, run_id: str) -> list[LogEntry]:

@@ -13,11 +13,14 @@ from typing import Any
 
 from ._codec import Codec
 from ._entries import LogWritten, ProgressSet, StepEnded, StepStarted
+from ._errors import StoreError
 from ._ids import id_time_ms
 from ._journals import JournalView
 from ._models import LogEntry, Progress, Run, RunStatus, StepRecord
 from ._records import RunState, parse_time
 from ._store import Store
+
+INTERRUPTED = "interrupted: the worker stopped during this step"
 
 
 def progress_of(entry: ProgressSet) -> Progress:
@@ -84,13 +87,35 @@ def step_in_flight(view: JournalView) -> str | None:
     return in_flight
 
 
+def owner_alive(store: Store, state: RunState) -> bool:
+    """Whether a leased run's owner still executes it (True when that cannot be told,
+    e.g. on a root this process cannot write)."""
+    if state.claim is None:
+        return False
+    try:
+        return store.owner_alive(state)
+    except StoreError:
+        return True
+
+
+def interrupted_at(store: Store, state: RunState) -> datetime | None:
+    """When the owner of a leased run whose owner is gone last showed a sign of life (its
+    claim or its last heartbeat); None while it lives, or for a run not leased."""
+    claim = state.claim
+    if claim is None or owner_alive(store, state):
+        return None
+    beat = store.lease_expiry(state) - claim.lease
+    return datetime.fromtimestamp(beat, UTC)
+
+
 def to_run(store: Store, state: RunState, output: Codec | None = None) -> Run[Any]:
     """A run as users read it; ``output`` decodes a completed run's output (a job
     handle's type), else it is plain JSON data."""
     rec = state.record
     status = RunStatus(state.status)
     created = parse_time(rec.created_at) or datetime.fromtimestamp(id_time_ms(state.run_id) / 1000, UTC)
-    value = error = failed_step = None
+    value = error = failed_step = error_traceback = None
+    interrupted = False
     lease_owner = lease_expires = None
     progress = None
     head = state.head
@@ -100,8 +125,12 @@ def to_run(store: Store, state: RunState, output: Codec | None = None) -> Run[An
         count = end.steps
         progress = progress_from(end.progress)
         value, error, failed_step = end.output, end.error, end.failed_step
+        error_traceback = end.traceback
         if end.kind == "cancelled" and state.generation:
-            count = summarize(store.journal(state)).completed
+            # a cancel is decided from outside: the journal holds what the run reached
+            summary = summarize(store.journal(state))
+            count = summary.completed
+            progress = progress if progress is not None else summary.progress
     else:
         summary = summarize(store.journal(state)) if state.generation else Summary(0, None, 0.0)
         count, progress = summary.completed, summary.progress
@@ -111,6 +140,7 @@ def to_run(store: Store, state: RunState, output: Codec | None = None) -> Run[An
         if claim is not None:
             lease_owner = claim.owner
             lease_expires = datetime.fromtimestamp(store.lease_expiry(state), UTC)
+            interrupted = not owner_alive(store, state)
     if value is not None and output is not None and status is RunStatus.COMPLETED:
         value = output.decode(value, "output")
     return Run(
@@ -136,6 +166,8 @@ def to_run(store: Store, state: RunState, output: Codec | None = None) -> Run[An
         wake_at=parse_time(state.wake_at) if status is RunStatus.WAITING else None,
         waiting_for=waiting_for(state),
         parent_id=rec.parent_id,
+        error_traceback=error_traceback,
+        interrupted=interrupted,
     )
 
 
@@ -175,11 +207,13 @@ def _step(entry: StepStarted | StepEnded, gen: int, start: StepStarted | None = 
     )
 
 
-def to_steps(state: RunState, view: JournalView) -> list[StepRecord]:
+def to_steps(state: RunState, view: JournalView, owner_gone_at: datetime | None = None) -> list[StepRecord]:
     """Every step attempt of a run, in execution order (replayed steps appear once).
 
     A step still running in an older generation, in a run whose lease was taken away, or
     in an ended run, was cut short: its worker died (or was stopped) before the step ended.
+    ``owner_gone_at`` (from :func:`interrupted_at`): the current owner is gone; its step
+    in flight stays ``running`` until the run is resumed, and ends there.
     """
     steps: list[StepRecord] = []
     open_steps: dict[str, tuple[int, StepStarted, int]] = {}
@@ -208,9 +242,12 @@ def to_steps(state: RunState, view: JournalView) -> list[StepRecord]:
             steps[i] = dataclasses.replace(
                 s,
                 status="cancelled" if cancelled else "failed",
-                error=None if cancelled else "interrupted: the worker stopped during this step",
+                error=None if cancelled else INTERRUPTED,
                 completed_at=ended_at if terminal else None,
             )
+        elif s.status == "running" and owner_gone_at is not None and s.generation == state.generation:
+            stopped = max(owner_gone_at, s.started_at)
+            steps[i] = dataclasses.replace(s, error=INTERRUPTED, completed_at=stopped)
     return steps
 
 

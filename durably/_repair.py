@@ -178,6 +178,7 @@ def run(root: str, *, fix: bool, as_json: bool, out: Any = None) -> int:
             "healthy": not remaining,
             "checked": doctor.counts,
             "problems": [p.as_dict() for p in remaining],
+            "interrupted": [{"run": run_id, "message": message} for run_id, message in doctor.interrupted],
             "fixed": [p.as_dict() for p in fixed],
         }
         out.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
@@ -187,12 +188,21 @@ def run(root: str, *, fix: bool, as_json: bool, out: Any = None) -> int:
         for p in remaining:
             hint = " (--fix can repair this)" if p.fix and not fix else ""
             out.write(f"problem  {p.kind:<15} {p.path}: {p.message}{hint}\n")
+        for run_id, message in doctor.interrupted:
+            out.write(f"notice   {'interrupted':<15} run {run_id}: {message}\n")
         c = doctor.counts
         summary = (
             f"checked {c['runs']} run(s), {c['markers']} marker(s), {c['keys']} key(s), "
             f"{c['files']} file(s): "
         )
-        out.write(summary + (f"{len(remaining)} problem(s) remain\n" if remaining else "healthy\n"))
+        waiting = (
+            f", {len(doctor.interrupted)} run(s) interrupted (waiting for a worker)"
+            if doctor.interrupted
+            else ""
+        )
+        out.write(
+            summary + (f"{len(remaining)} problem(s) remain" if remaining else "healthy") + waiting + "\n"
+        )
     return 1 if remaining else 0
 
 

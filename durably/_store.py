@@ -94,6 +94,15 @@ class Store(Protocol):
     def lease_expiry(self, state: RunState) -> float:
         """Epoch seconds at which a leased run's lease ends (its last heartbeat + lease)."""
 
+    def owner_alive(self, state: RunState) -> bool:
+        """Is the owner of a leased run still executing it? False once its lease expired,
+        or at once on its host when its record lock is free (it died). Takes no lock a
+        worker waits on (a probe of the lock byte at most).
+
+        Raises:
+            StoreError: the run's lock file cannot be probed (a read-only root).
+        """
+
     def create_run(self, record: RunRecord, *, coalesce: bool) -> tuple[RunState, str]:
         """Create a pending run, or return the run its keys bind (``idempotent``,
         ``coalesced``). All or nothing: a crash leaves no run or a complete one; one run
@@ -221,6 +230,9 @@ class FileStore:
 
     def lease_expiry(self, state: RunState) -> float:
         return self.claims.lease_expiry(state)
+
+    def owner_alive(self, state: RunState) -> bool:
+        return self.claims.owner_alive(state)
 
     def create_run(self, record: RunRecord, *, coalesce: bool) -> tuple[RunState, str]:
         return self.lifecycle.create(record, coalesce=coalesce)

@@ -207,7 +207,8 @@ def wait_for(
             raise RunFailedError(run_id, run.error)
         if deadline is not None and time.monotonic() >= deadline:
             raise WaitTimeoutError(
-                f"waitForRun timeout after {timeout}s: run {run_id} is still {state.status}", run_id=run_id
+                f"wait_for_run timed out after {timeout}s: run {run_id} is still {state.status}",
+                run_id=run_id,
             )
         wait = 0.05 if deadline is None else min(0.05, max(0.0, deadline - time.monotonic()))
         time.sleep(wait)

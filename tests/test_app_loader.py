@@ -29,6 +29,16 @@ def test_the_monitor_reports_a_bad_app_as_the_cli_does(app: str, message: str) -
         open_source(None, app)
 
 
+def test_an_error_while_importing_names_its_file_and_line() -> None:
+    """An exception raised while importing APP says where: the file and line of its last frames."""
+    with pytest.raises(AppError) as info:
+        load_app("apps.broken:durably")
+    message = str(info.value)
+    assert "RuntimeError: this module is broken on purpose" in message
+    assert "apps/broken.py:3 in <module>" in message
+    assert "\n" not in message
+
+
 def test_an_app_is_the_instance_it_names() -> None:
     """APP gives the very instance its module created."""
     from apps import cli_app  # noqa: PLC0415

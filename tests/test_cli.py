@@ -52,6 +52,14 @@ def trigger(root: Path, *args: str) -> str:
     return one_line(result.stdout)
 
 
+def _display_column(line: str, word: str) -> int:
+    """The terminal column where ``word`` starts in ``line`` (wide characters count 2)."""
+    import unicodedata  # noqa: PLC0415
+
+    before = line[: line.index(word)]
+    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in before)
+
+
 def assert_error(result: Any, code: int | None = None) -> str:
     """A failed command: non-zero exit, nothing on stdout, one line on stderr."""
     assert result.returncode != 0
@@ -164,6 +172,7 @@ class TestTrigger:
             (["add", "--input", '{"a": 1}'], "Invalid input"),
             (["add", "--input", '{"a": 1, "b": 2}', "--label", "novalue"], "KEY=VALUE"),
             (["add", "--input", '{"a": 1, "b": 2}', "--label", "bad key!=x"], "label"),
+            (["add", "--input", '{"a": 1, "b": 2}', "--label", "k=a", "--label", "k=b"], "given twice"),
             (["nope", "--input", "{}"], "no job named 'nope'"),
         ],
     )
@@ -224,7 +233,7 @@ class TestTriggerWait:
 
         assert result.returncode == 1
         assert len(one_line(result.stdout)) == 26
-        assert result.stderr.splitlines()[-1].endswith("failed: kaput")
+        assert result.stderr.splitlines()[-1].endswith("failed: RuntimeError: kaput")
 
 
 @pytest.mark.slow
@@ -339,6 +348,36 @@ class TestRuns:
         assert "no durably root" in assert_error(durably_cli("runs", "--root", missing))
         assert not missing.exists()
 
+    def test_a_file_given_as_root_is_named_as_not_a_directory(self, root: Path, tmp_path: Path) -> None:
+        """A plain file as `--root` is not mistaken for a root nothing was triggered in."""
+        plain = tmp_path / "plain"
+        plain.write_text("x")
+        line = assert_error(durably_cli("runs", "--root", plain))
+        assert "is not a directory" in line
+        assert "nothing triggered" not in line
+
+    @pytest.mark.parametrize("word", ["running", "leased", "RUNNING"])
+    def test_running_and_leased_name_one_status(self, root: Path, word: str) -> None:
+        """`--status running` (the word `runs` and the monitor show) and the API's `leased` agree."""
+        d = Durably(root, jobs=[ADD], fsync=False)
+        d.register(ADD).trigger({"a": 1, "b": 1})
+        result = durably_cli("runs", "--status", word, "--root", root)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == ""
+
+    def test_a_job_name_with_emoji_keeps_the_columns_aligned(self, root: Path) -> None:
+        """Columns after a wide character (an emoji job name) line up by display width."""
+        from durably import define_job  # noqa: PLC0415
+
+        jobs = [define_job(name=n, input=dict, run=lambda step, payload: None) for n in ("📦 pack", "plain")]
+        d = Durably(root, jobs=jobs, fsync=False)
+        d.jobs["📦 pack"].trigger({})
+        d.jobs["plain"].trigger({})
+        lines = durably_cli("runs", "--root", root).stdout.splitlines()
+        starts = [_display_column(line, "pending") for line in lines[1:]]
+        assert len(set(starts)) == 1, lines
+        assert _display_column(lines[0], "STATUS") == starts[0]
+
     @pytest.mark.parametrize("args", [["--status", "bogus"], ["--limit", "0"]])
     def test_bad_options_are_one_line_errors(
         self, root: Path, history: dict[str, str], args: list[str]
@@ -404,6 +443,29 @@ class TestLogs:
         out, err = follower.communicate(timeout=60)
         assert follower.returncode == 0, err
         assert [line.split()[2] for line in out.splitlines()] == ["adding", "added"]
+        assert err.splitlines()[-1] == f"durably logs: run {run_id} completed"
+
+    @pytest.mark.slow
+    def test_follow_of_a_failing_run_says_so_and_exits_1(self, root: Path, local: Durably) -> None:
+        """`logs --follow` of a run that fails ends with a line naming the error, exit 1."""
+        run_id = local.register(FAIL).trigger({"message": "kaput"}).id
+        follower = popen_cli("logs", run_id, "--follow", "--root", root)
+
+        local.process_until_idle()
+
+        out, err = follower.communicate(timeout=60)
+        assert follower.returncode == 1, err
+        assert "about to fail" in out
+        assert err.splitlines()[-1] == f"durably logs: run {run_id} failed: RuntimeError: kaput"
+
+    def test_follow_of_a_cancelled_run_says_so_and_exits_1(self, root: Path, local: Durably) -> None:
+        """`logs --follow` of a cancelled run ends with `was cancelled`, exit 1."""
+        run_id = local.register(ADD).trigger({"a": 1, "b": 1}).id
+        local.cancel(run_id)
+
+        result = durably_cli("logs", run_id, "--follow", "--root", root)
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[-1] == f"durably logs: run {run_id} was cancelled"
 
 
 class TestManage:

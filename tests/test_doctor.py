@@ -455,3 +455,47 @@ def test_unexpected_names(root: Path, d: durably.Durably) -> None:
     assert _kinds(report) == {("unexpected", _rel(root, p)) for p in (rsync_tmp, conflict, stray)}
     assert _report(root, fix=True)[0] == 0
     assert status_of(d, res.id) == "completed"
+
+
+def test_stray_files_in_runs_do_not_belong(root: Path, d: durably.Durably) -> None:
+    """A file or a non-shard directory in `runs/` or in a shard is reported as not
+    belonging there (not only for its mode), and `--fix` quarantines it."""
+    res = d.get_job("doc-job").trigger(In())  # type: ignore[union-attr]
+    d.process_one()
+    shard = _run_dir(root, res.id).parent
+    strays = [root / "runs" / "stray.txt", root / "runs" / "notes", shard / "stray.txt"]
+    strays[0].write_text("hi")
+    strays[1].mkdir(mode=0o700)
+    strays[2].write_text("hi")
+    for p in strays:
+        os.chmod(p, 0o700 if p.is_dir() else 0o600)
+    code, report = _report(root)
+    assert code == 1
+    assert _kinds(report) == {("unexpected", _rel(root, p)) for p in strays}
+    assert all("does not belong" in p["message"] for p in report["problems"])
+    assert _report(root, fix=True)[0] == 0
+    assert not any(p.exists() for p in strays)
+    assert status_of(d, res.id) == "completed"
+
+
+def test_summary_counts_each_run_and_file_once(root: Path, d: durably.Durably) -> None:
+    """The summary counts every run and file once, with and without `--fix` (which checks again)."""
+    h = d.get_job("doc-job")
+    assert h is not None
+    for _ in range(4):
+        h.trigger(In())
+    d.process_until_idle()
+    (root / "runs" / "stray.txt").write_text("hi")
+    files_on_disk = sum(
+        len([n for n in names if not os.path.islink(os.path.join(top, n))])
+        for top, dirs, names in os.walk(root)
+        if ".quarantine" not in top and "quarantine" not in os.path.relpath(top, root).split(os.sep)[0]
+    )
+    for fix in (False, True):
+        out = io.StringIO()
+        run(str(root), fix=fix, as_json=False, out=out)
+        summary = out.getvalue().splitlines()[-1]
+        assert summary.startswith("checked 4 run(s), "), summary
+    out = io.StringIO()
+    run(str(root), fix=False, as_json=False, out=out)
+    assert f"{files_on_disk - 1} file(s)" in out.getvalue().splitlines()[-1]

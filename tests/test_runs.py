@@ -392,6 +392,8 @@ class TestWaitForRun:
             d.wait_for_run(result.id, timeout=0.1)
 
         assert isinstance(info.value, TimeoutError)
+        assert str(info.value).startswith("wait_for_run timed out after 0.1s")  # the Python name
+        assert "waitForRun" not in str(info.value)
         assert status_of(d, result.id) == "pending"
         assert d.process_until_idle() == 1
         assert status_of(d, result.id) == "completed"
