@@ -62,7 +62,7 @@ def main() -> None:
         d.process_one()
         cpu += time.process_time() - t
     per_poll = cpu / 10
-    print(f"idle poll over 10,000 waiting runs: {per_poll * 1000:.1f} ms CPU ({per_poll * 100:.2f}% of a core)")
+    print(f"idle poll, 10,000 waiting: {per_poll * 1000:.1f} ms CPU ({per_poll * 100:.2f}% of a core)")
     shutil.rmtree(work, ignore_errors=True)
 
 
