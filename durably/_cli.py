@@ -11,7 +11,6 @@ import argparse
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, NoReturn
@@ -21,15 +20,14 @@ import orjson
 from . import _repair
 from ._app_loader import AppError, load_app
 from ._cli_args import duration, instant
+from ._cli_follow import follow_logs, print_workers, wait
 from ._cli_output import (
     STATUS_ALIASES,
-    ProgressBar,
     cell_width,
     colour,
     fit,
     json_text,
     log_line,
-    num,
     one_line,
     print_run,
     print_steps,
@@ -41,11 +39,10 @@ from ._cli_output import (
     step_dict,
     when,
 )
-from ._durably import Durably, runtime_of
+from ._durably import Durably
 from ._errors import DurablyError, NotFoundError
-from ._models import LogEntry, RunStatus
+from ._models import RunStatus
 from ._supervisor import WorkerOptions, run_worker
-from ._tail import RunTail
 
 _DURATION = re.compile(r"^(\d+)([dhms])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -219,42 +216,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     print(run.id, flush=True)
     if not args.wait:
         return 0
-    return _wait(durably, run.id, args.timeout)
-
-
-def _wait(durably: Durably, run_id: str, timeout: float | None) -> int:
-    """Follow a run to its end from its first record, so a fast run still shows its logs."""
-    bar = ProgressBar(sys.stderr)
-    tail = RunTail(runtime_of(durably).store, run_id)
-    tail.seen = 0
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        while True:
-            state = tail.poll(on_progress=bar.progress, on_log=bar.log)
-            if state is None:
-                raise NotFoundError(f"Run not found: {run_id} (deleted while waiting)", run_id=run_id)
-            if state.status in ("completed", "failed", "cancelled"):
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                print(
-                    f"durably: run {run_id} is still {state.status} after {num(timeout or 0)}s",
-                    file=sys.stderr,
-                )
-                return 1
-            time.sleep(0.05)
-    finally:
-        bar.close()
-    run = durably.get_run(run_id)
-    if run is None:
-        raise NotFoundError(f"Run not found: {run_id} (deleted while waiting)", run_id=run_id)
-    if run.status is RunStatus.FAILED:
-        print(f"durably: run {run_id} failed: {one_line(run.error or '')}", file=sys.stderr)
-        return 1
-    if run.status is RunStatus.CANCELLED:
-        print(f"durably: run {run_id} was cancelled", file=sys.stderr)
-        return 1
-    print(json_text(run.output), flush=True)
-    return 0
+    return wait(durably, run.id, args.timeout, app=args.app)
 
 
 def cmd_retrigger(args: argparse.Namespace) -> int:
@@ -318,25 +280,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     """``durably logs``."""
     durably = _open_root(args)
-    if not args.follow:
-        for entry in durably.get_logs(args.run):
-            print(log_line(entry))
-        return 0
-    durably.get_logs(args.run)  # NotFoundError for an unknown run
-    tail = RunTail(runtime_of(durably).store, args.run)
-    tail.seen = 0
-
-    def show(entry: LogEntry) -> None:
-        print(log_line(entry), flush=True)
-
-    while True:
-        state = tail.poll(on_log=show)
-        if state is None:
-            print(f"durably logs: run {args.run} was deleted", file=sys.stderr)
-            return 1
-        if state.status in ("completed", "failed", "cancelled"):
-            return _ended(durably, args.run, "durably logs")
-        time.sleep(0.2)
+    if args.follow:
+        return follow_logs(durably, args.run)
+    for entry in durably.get_logs(args.run):
+        print(log_line(entry))
+    return 0
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
@@ -346,21 +294,12 @@ def cmd_signal(args: argparse.Namespace) -> int:
     print(f"signalled {args.run} {args.name}")
     return 0
 
-
-def _ended(durably: Durably, run_id: str, prog: str) -> int:
-    """Say how a followed run ended, on stderr; 0 only when it completed."""
-    run = durably.get_run(run_id)
-    if run is None:
-        print(f"{prog}: run {run_id} was deleted", file=sys.stderr)
-        return 1
-    if run.status is RunStatus.FAILED:
-        print(f"{prog}: run {run_id} failed: {one_line(run.error or '')}", file=sys.stderr)
-        return 1
-    if run.status is RunStatus.CANCELLED:
-        print(f"{prog}: run {run_id} was cancelled", file=sys.stderr)
-        return 1
-    print(f"{prog}: run {run_id} completed", file=sys.stderr)
     return 0
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    """``durably workers``."""
+    return print_workers(_open_root(args).root, as_json=args.json)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -545,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="run id")
     p.add_argument("name", metavar="NAME", help="the signal's name")
     p.add_argument("--data", metavar="JSON", help="its data as JSON, - for standard input, @FILE for a file")
+
+    p = add("workers", cmd_workers, "list the live worker processes of the root")
+    p.add_argument("--json", action="store_true", help="print a JSON list of workers")
 
     p = add("cancel", cmd_cancel, "cancel a pending, waiting or running run")
     p.add_argument("run", metavar="RUN", help="run id")

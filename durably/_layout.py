@@ -21,6 +21,7 @@
       locks/                            lock files of short critical sections
       feed/<YYYYMMDDHH>.log             change feed: one run id per line
       tmp/                              temp files of publish-once and replace; deleted runs
+      workers/<host hash>.<pid>.json    heartbeat of a live worker process (``_workers``)
 
 Names chosen by users (job names, keys) never become paths: they are hashed
 (:func:`name_hash`), and the original is kept inside the file (invariant 9).
@@ -42,7 +43,7 @@ COMPACTED: Final = "journal.jsonl"
 RUN_LOCK: Final = "lock"
 FORMAT: Final = "format.json"
 QUARANTINE: Final = "quarantine"
-TOP_DIRS: Final = frozenset({"runs", "queue", "wait", "keys", "locks", "feed", "tmp", "batches"})
+TOP_DIRS: Final = frozenset({"runs", "queue", "wait", "keys", "locks", "feed", "tmp", "batches", "workers"})
 """Directories durably keeps at the top of a root."""
 TOP_NAMES: Final = TOP_DIRS | {FORMAT, QUARANTINE}
 """Everything durably may keep at the top of a root."""
@@ -139,6 +140,7 @@ class Layout:
         self.tmp = join(self.root, "tmp")
         self.feed = join(self.root, "feed")
         self.batches = join(self.root, "batches")
+        self.workers = join(self.root, "workers")
         self.format = join(self.root, FORMAT)
         self.quarantine = join(self.root, QUARANTINE)
 

@@ -43,6 +43,7 @@ from typing import IO, Any
 import orjson
 
 from . import _manage as manage
+from . import _workers as workers
 from ._app_loader import AppError, load_app, one_line
 from ._durably import Durably, runtime_of
 from ._errors import DurablyError
@@ -70,6 +71,8 @@ class _Child:
         self.stopping = threading.Event()
         self.started = False
         self.current: str | None = None
+        self.heartbeat: workers.Heartbeat | None = None
+        self._beat_lock = threading.Lock()
 
     def send(self, **message: Any) -> None:
         """Tell the supervisor (one JSON line; only the main thread writes this pipe)."""
@@ -94,6 +97,7 @@ class _Child:
     def _on_leased(self, event: Any) -> None:
         self.current = event.run_id
         self.send(t="run", run=event.run_id, job=event.job_name)
+        self._beat()
 
     def _on_error(self, event: Any) -> None:
         where = f" (run {event.run_id})" if event.run_id else ""
@@ -124,9 +128,39 @@ class _Child:
             self.send(t="error", message=read_only_error(durably.root))
             return 2
         self.started = True
+        self.heartbeat = workers.Heartbeat(durably.root, list(durably.jobs))
+        with contextlib.suppress(DurablyError, OSError):
+            self.heartbeat.sweep()  # records of workers killed without a chance to clean up
+        self._beat()
         self.send(t="ready", pid=os.getpid(), root=durably.root, jobs=sorted(durably.jobs))
         durably.on("run:leased", self._on_leased)
         durably.on("worker:error", self._on_error)
+        beats = threading.Thread(target=self._beats, name="durably-heartbeat", daemon=True)
+        beats.start()
+        try:
+            return self._serve(durably, rt)
+        finally:
+            self.stopping.set()
+            beats.join(5)
+            self.heartbeat.remove()
+
+    def _beat(self) -> None:
+        """Refresh this process's record in ``workers/`` (a failure is reported, not fatal)."""
+        if self.heartbeat is None:
+            return
+        with self._beat_lock:
+            try:
+                self.heartbeat.beat([self.current] if self.current else [])
+            except DurablyError as exc:
+                print(
+                    f"durably worker [{os.getpid()}]: heartbeat: {one_line(exc)}", file=sys.stderr, flush=True
+                )
+
+    def _beats(self) -> None:
+        while not self.stopping.wait(workers.BEAT_INTERVAL):
+            self._beat()
+
+    def _serve(self, durably: Durably, rt: Any) -> int:
         interval = rt.options.polling_interval
         errors = 0
         # An orphan (the supervisor was killed) stops claiming, like a drained child: on
@@ -142,6 +176,7 @@ class _Child:
             if self.current is not None:
                 self.send(t="idle", run=self.current)
                 self.current = None
+                self._beat()
             if not ran:
                 if not errors:
                     manage.idle_maintenance(rt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, tzinfo
 from typing import Any, ClassVar
 
@@ -233,7 +234,7 @@ class RunDetailScreen(Screen[None]):
     def _render_summary(self, detail: RunDetail) -> None:
         row, tz = detail.row, self.state.tz
         now = self.state.clock()
-        look = fmt.STATUS_LOOK[row.status]
+        look = fmt.row_look(row.status, row.interrupted)
         text = Text()
         text.append(f"{look.glyph} {look.word}", style=f"bold {look.color}")
         text.append(f"   {row.job}", style="bold")
@@ -264,6 +265,13 @@ class RunDetailScreen(Screen[None]):
                 text.append(f" until {fmt.absolute(row.wake_at, tz)} ({fmt.relative(row.wake_at, now)})")
         if row.parent_id:
             text.append(f"\nchild of {row.parent_id}", style="dim")
+        if row.interrupted:
+            text.append("\n")
+            stopped = fmt.absolute(row.updated_at, tz)
+            text.append(
+                f"interrupted: its worker stopped at {stopped}; a worker of {row.job!r} resumes it",
+                style=f"bold {fmt.INTERRUPTED_LOOK.color}",
+            )
         _append_keys(text, detail)
         _append_progress(text, row, look.color)
         if row.error:
@@ -333,17 +341,17 @@ class RunDetailScreen(Screen[None]):
         parts: list[RenderableType] = []
         if detail.row.error:
             parts += [Text("Run error", style="bold underline"), Text(detail.row.error, "#ef5350")]
+            if detail.error_traceback:
+                parts.append(_traceback(detail.error_traceback))
             parts.append(Text(""))
+            if detail.error_traceback and step is not None and step.name == detail.failed_step:
+                step = dataclasses.replace(step, traceback=None)  # the run's holds it already
         if step is not None and (step.error or step.traceback):
             parts.append(Text(f"Step {step.index} {step.name!r} ({step.status})", "bold underline"))
             if step.error:
                 parts.append(Text(step.error, style="#ef5350"))
             if step.traceback:
-                # highlighted Text (not a Syntax renderable) so long lines wrap in the pane
-                text = Syntax("", "pytb", theme="ansi_dark", word_wrap=True).highlight(
-                    step.traceback.rstrip()
-                )
-                parts.append(text)
+                parts.append(_traceback(step.traceback))
         if not parts:
             parts.append(Text("No error.", style="dim"))
         return Group(*parts)
@@ -430,3 +438,8 @@ class RunDetailScreen(Screen[None]):
             self._render_logs(self.detail, rebuild=True)
         else:
             self._update_logbar()
+
+
+def _traceback(text: str) -> Text:
+    """A traceback, highlighted as Text (not a Syntax renderable) so long lines wrap."""
+    return Syntax("", "pytb", theme="ansi_dark", word_wrap=True).highlight(text.rstrip())

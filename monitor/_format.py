@@ -30,6 +30,15 @@ STATUS_LOOK: dict[RunStatus | None, StatusLook] = {
 }
 """Every member of `RunStatus` has a look; `None` is a run durably reports as syncing."""
 
+INTERRUPTED_LOOK = StatusLook("◌", "#ff9e64", "interrupted")
+"""A leased run whose owner is gone: it waits for a worker to resume it."""
+
+
+def row_look(status: RunStatus | None, interrupted: bool = False) -> StatusLook:
+    """The look of a run: its status's, or the interrupted look."""
+    return INTERRUPTED_LOOK if interrupted and status is RunStatus.LEASED else STATUS_LOOK[status]
+
+
 STATUS_KEYS: dict[str, RunStatus] = {
     "1": RunStatus.PENDING,
     "2": RunStatus.LEASED,

@@ -36,6 +36,8 @@ class RunRow:
     waiting_for: str | None = None
     wake_at: datetime | None = None
     parent_id: str | None = None
+    interrupted: bool = False
+    """Leased, but its owner is gone (`Run.interrupted`): it waits for a worker."""
 
     @property
     def is_terminal(self) -> bool:
@@ -51,6 +53,8 @@ class RunRow:
         """Seconds from start to completion (or to `now` while running); None if not started."""
         if self.started_at is None:
             return None
+        if self.interrupted:  # its clock stopped with its owner
+            now = self.updated_at or self.started_at
         end = self.completed_at or (None if self.is_terminal else now)
         if end is None:
             end = self.updated_at or self.started_at
@@ -69,6 +73,7 @@ class RunDetail:
     lease_generation: int = 0
     lease_owner: str | None = None
     failed_step: str | None = None
+    error_traceback: str | None = None
     steps: tuple[StepRow, ...] = ()
     logs: tuple[LogRow, ...] = ()
 
@@ -164,6 +169,7 @@ def row_from_run(run: Any) -> RunRow:
         waiting_for=_text(getattr(run, "waiting_for", None)),
         wake_at=_when(getattr(run, "wake_at", None)),
         parent_id=_text(getattr(run, "parent_id", None)),
+        interrupted=bool(getattr(run, "interrupted", False)),
     )
 
 
@@ -178,6 +184,7 @@ def detail_from(run: Any, steps: list[Any], logs: list[Any]) -> RunDetail:
         lease_generation=int(getattr(run, "lease_generation", 0) or 0),
         lease_owner=_text(getattr(run, "lease_owner", None)),
         failed_step=_text(getattr(run, "failed_step_name", None)),
+        error_traceback=_text(getattr(run, "error_traceback", None)),
         steps=tuple(step_from(s, i) for i, s in enumerate(steps)),
         logs=tuple(log_from(entry) for entry in logs),
     )

@@ -300,7 +300,7 @@ class RunList(ScrollView, can_focus=True):
         return Strip(segments).adjust_cell_length(width, style)
 
     def _row(self, row: RunRow, width: int, style: Style) -> Strip:
-        look = fmt.STATUS_LOOK[row.status]
+        look = fmt.row_look(row.status, row.interrupted)
         color = Style(color=look.color)
         dim = self.get_component_rich_style("run-list--dim", partial=True)
         segments: list[Segment] = []

@@ -36,6 +36,7 @@ SUBCOMMANDS = [
     "retrigger",
     "delete",
     "purge",
+    "workers",
 ]
 
 

@@ -46,6 +46,10 @@ class FakeRun:
     started_at: datetime | None = None
     completed_at: datetime | None = None
     updated_at: datetime = NOW
+    interrupted: bool = False
+    error_traceback: str | None = None
+    failed_step_name: str | None = None
+    lease_owner: str | None = None
 
 
 @dataclass(frozen=True)
