@@ -95,8 +95,11 @@ class KeyBindings:
         if key is None:
             return None
         path = self.layout.idempotency_key(record.job_name, key)
-        data = records.read_json(path)
-        damaged = data is None and os.path.lexists(path)
+        raw = files.read_bytes(path, files.MAX_RECORD_BYTES)
+        data = None if raw is None else records.parse_json(raw, path)
+        # Damaged only if what was read does not parse: a record missing at the read and
+        # published by another host a moment later is not damage (it is read next time).
+        damaged = raw is not None and data is None
         existing = None if damaged else self._target(path, data, remove_stale=True)
         if existing is None and data is None:
             existing = self._from_copy(record, key, path, damaged=damaged)
