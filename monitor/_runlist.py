@@ -44,7 +44,7 @@ ID_WIDTH = 26
 _LAYOUTS: list[list[tuple[str, str, int, int, SortKey | None]]] = [
     [
         ("glyph", "", 1, 0, None),
-        ("status", "STATUS", 9, 0, SortKey.STATUS),
+        ("status", "STATUS", 11, 0, SortKey.STATUS),  # "interrupted"
         ("job", "JOB", 12, 14, SortKey.JOB),
         ("id", "ID", ID_WIDTH, 0, None),
         ("labels", "LABELS", 12, 16, None),

@@ -43,6 +43,7 @@ class TestFilter:
             ("", ["A6", "A5", "A4", "A3", "A2", "A1"]),
             ("status:failed", ["A2"]),
             ("status:running", ["A4"]),
+            ("status:leased", ["A4"]),  # the API's word for the same status
             ("job:send-report", ["A5", "A3"]),
             ("label:tenant", ["A6", "A4"]),
             ("label:tenant=t1", ["A4"]),
