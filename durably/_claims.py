@@ -224,21 +224,73 @@ class Claims:
     def try_claim(
         self, entry: QueueEntry, owner: str, lease_duration: float, blocked_keys: set[str]
     ) -> Claim | None:
-        """Claim one queued run if it is claimable; None otherwise.
+        """Claim one queued run if it is claimable, or the run it is queued behind; None
+        if neither is.
 
         Claimable: pending, waiting with its wait over, or leased by an owner that is gone
-        or whose lease expired. A waiting run whose wait is not over is parked (its marker
-        moves to ``wait/``). A blocked key is added to ``blocked_keys`` and its runs are
-        skipped for the rest of the pass, never waited on (a blocked run never blocks runs
-        behind it with other keys).
+        or whose lease expired; and, for a run queued on a concurrency key, the run it is
+        queued behind has ended. A waiting run whose wait is not over is parked (its
+        marker moves to ``wait/``). A blocked key is added to ``blocked_keys`` and its
+        runs are skipped for the rest of the pass without being read, never waited on (a
+        blocked run never blocks runs behind it with other keys). A queued run whose
+        predecessor has not ended blocks its queue (its job and key) for the pass, and
+        the predecessor is tried instead: its id may sort after its successor's (two
+        triggers raced, or another host's clock), and it must not wait for itself.
         """
-        run_id, key_hash = entry.run_id, entry.key_hash
-        state = self.runs.load(run_id)
-        if not self._claimable(entry, state, blocked_keys) or state is None:
+        if entry.blocked(blocked_keys):
+            return None  # known blocked in this pass: not even read (10,000 queued stay cheap)
+        state = self.runs.load(entry.run_id)
+        tried = {entry.run_id}
+        while True:
+            if not self._claimable(entry, state, blocked_keys) or state is None:
+                return None
+            ahead = self._ahead(state)
+            if ahead is None or ahead.is_terminal:
+                break
+            blocked_keys.add(entry.queue)
+            if ahead.run_id in tried:
+                return None  # a cycle: only a hand-made record can make one
+            if ahead.status == "waiting":
+                if not self.waits.is_due(ahead):
+                    return None  # it waits to start (or sleeps): so does its queue
+                self.waits.unpark(ahead)  # due: claimed from queue/ like any other
+            tried.add(ahead.run_id)
+            entry, state = QueueEntry.of(ahead.record), ahead
+        return self._claim(entry, state, owner, lease_duration, blocked_keys, ended=ahead)
+
+    def _ahead(self, state: RunState) -> RunState | None:
+        """The run a queued run was queued behind, as it is now (it may have ended); None
+        if there is none to wait for: the run was not queued, or started once already (so
+        the one ahead of it had ended: an ended run never changes again), or its record
+        names a run that is gone or of another job or key (copied by hand)."""
+        rec = state.record
+        if rec.after is None or state.generation or not is_valid_id(rec.after):
             return None
+        ahead = self.runs.load(rec.after)
+        if ahead is None or (ahead.record.job_name, ahead.record.concurrency_key) != (
+            rec.job_name,
+            rec.concurrency_key,
+        ):
+            return None
+        return ahead
+
+    def _claim(
+        self,
+        entry: QueueEntry,
+        state: RunState,
+        owner: str,
+        lease_duration: float,
+        blocked_keys: set[str],
+        *,
+        ended: RunState | None,
+    ) -> Claim | None:
+        """Claim a run found claimable: take its concurrency key (if any), its lock byte,
+        and publish its claim. ``ended``: the ended run it was queued behind, if read
+        (usually the key's last holder: not read twice)."""
+        run_id, key_hash = entry.run_id, entry.key_hash
         key = None
         if key_hash != NO_KEY:
-            key = self._take_key(key_hash, state)
+            key = self._take_key(key_hash, state, ended)
             if key is None:
                 blocked_keys.add(key_hash)
                 return None
@@ -275,14 +327,14 @@ class Claims:
             return False
         return entry.key_hash not in blocked_keys
 
-    def _take_key(self, key_hash: str, candidate: RunState) -> _ExecKey | None:
+    def _take_key(self, key_hash: str, candidate: RunState, ended: RunState | None) -> _ExecKey | None:
         """Take a concurrency key for execution: lock the byte of the slot to publish
         with the claim; None if the key is busy. A run holding the key past its lease is
         fenced first (released), unless it is the candidate itself (the claim fences it)."""
         key_chain = self.layout.exec_chain(key_hash)
         key_lock = self.layout.exec_lock(key_hash)
         n, data = chain.head(key_chain)
-        holder = self._key_holder(key_lock, key_chain, n, data, candidate.run_id)
+        holder = self._key_holder(key_lock, key_chain, n, data, candidate.run_id, ended)
         if holder is _Key.BUSY:
             return None
         if not locks.try_lock(key_lock, root=self.layout.root, offset=n + 1):
@@ -297,16 +349,24 @@ class Claims:
         return _ExecKey(key_lock, key_chain, n + 1)
 
     def _key_holder(
-        self, key_lock: str, key_chain: str, n: int, data: dict[str, Any] | None, candidate: str
+        self,
+        key_lock: str,
+        key_chain: str,
+        n: int,
+        data: dict[str, Any] | None,
+        candidate: str,
+        ended: RunState | None = None,
     ) -> _Key | RunState:
         """Who holds a key whose execution chain's head is slot ``n``: nobody (FREE), a
         live execution or a run that waits (BUSY: a started run keeps its key while it
         waits; FREE for the waiting run itself), or a run whose owner is gone or past its
-        lease (the run, to fence before the key is taken)."""
+        lease (the run, to fence before the key is taken). ``ended``: an ended run already
+        read by the claimer, used instead of reading it again if the slot names it."""
         slot = records.parse_exec_slot(data)
         if slot is None or not is_valid_id(slot.run):
             return _Key.FREE
-        state = self.runs.load(slot.run)
+        # An ended run read a moment ago reads the same now (an end never changes).
+        state = ended if ended is not None and ended.run_id == slot.run else self.runs.load(slot.run)
         if state is None:
             return _Key.FREE
         if state.generation < slot.gen:  # its claim is not published (yet)

@@ -41,6 +41,7 @@ from ._cli_output import (
 )
 from ._durably import Durably
 from ._errors import DurablyError, NotFoundError
+from ._job import COALESCE_VALUES
 from ._models import RunStatus
 from ._supervisor import WorkerOptions, run_worker
 
@@ -209,6 +210,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         payload,
         idempotency_key=args.idempotency_key,
         concurrency_key=args.concurrency_key,
+        coalesce=args.coalesce,
         labels=labels or None,
         delay=args.delay,
         run_at=args.run_at,
@@ -381,6 +383,12 @@ def _trigger_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--idempotency-key", metavar="K")
     p.add_argument("--concurrency-key", metavar="K")
+    p.add_argument(
+        "--coalesce",
+        choices=COALESCE_VALUES,
+        help="while a run with the concurrency key is pending: skip (print that run's id) "
+        "or queue (a new run, started after the key's earlier runs ended)",
+    )
     p.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label (repeatable)")
     when = p.add_mutually_exclusive_group()
     when.add_argument("--delay", type=duration, metavar="DURATION", help="start after 90s, 15m, 2h or 3d")

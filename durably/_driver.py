@@ -44,6 +44,8 @@ def claim_next(rt: Runtime) -> Lease | None:
     store.ensure_ready()
     blocked: set[str] = set()
     for entry in store.queued():
+        if entry.blocked(blocked):
+            continue  # its key is busy, or its queue waits: skipped without a look
         job = rt.registry.by_hash(entry.job_hash)
         if job is None or rt.keeper.get(entry.run_id) is not None:
             continue

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 from . import _queries as queries
-from ._job import BatchItem, JobDefinition
+from ._job import BatchItem, Coalesce, JobDefinition
 from ._models import LogEntry, Progress, Run, RunStatus, TriggerAndWaitResult, TriggerResult
 from ._registry import RegisteredJob
 from ._runtime import Runtime
@@ -33,7 +33,7 @@ class JobHandle(Generic[I, O]):
         *,
         idempotency_key: str | None = None,
         concurrency_key: str | None = None,
-        coalesce: Literal["skip"] | None = None,
+        coalesce: Coalesce | None = None,
         labels: Mapping[str, str] | None = None,
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,
@@ -42,11 +42,18 @@ class JobHandle(Generic[I, O]):
         (seconds or a ``timedelta``) or ``run_at`` (an aware datetime), a run that waits
         until then before it starts.
 
+        A concurrency key allows one pending run per job and key. While one is pending
+        (or waits to start), ``coalesce=None`` raises ``ConflictError``, ``"skip"``
+        returns that run (``coalesced``), and ``"queue"`` creates another pending run
+        behind the key's latest one: runs queued on a key start one at a time, in
+        trigger order, each after the one before it ended.
+
         Returns:
             The run, with ``disposition`` ``created``, ``idempotent`` or ``coalesced``.
 
         Raises:
-            ValidationError: invalid input, labels or options (fields are named).
+            ValidationError: invalid input, labels or options (fields are named), e.g. a
+                ``coalesce`` other than ``"skip"`` or ``"queue"``, or without a concurrency key.
             ConflictError: a pending run holds the concurrency key and ``coalesce`` is unset.
         """
         item = BatchItem(input, idempotency_key, concurrency_key, coalesce, labels, delay, run_at)
@@ -61,7 +68,7 @@ class JobHandle(Generic[I, O]):
         on_log: Callable[[LogEntry], object] | None = None,
         idempotency_key: str | None = None,
         concurrency_key: str | None = None,
-        coalesce: Literal["skip"] | None = None,
+        coalesce: Coalesce | None = None,
         labels: Mapping[str, str] | None = None,
         delay: float | timedelta | None = None,
         run_at: datetime | None = None,

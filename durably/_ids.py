@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ID = re.compile("[" + re.escape(_ALPHABET) + "]{26}")
 _lock = threading.Lock()
 _last_ms = -1
 _last_rand = 0
@@ -44,4 +46,5 @@ def id_time_ms(run_id: str) -> int:
 
 def is_valid_id(run_id: object) -> bool:
     """Tell whether ``run_id`` looks like an id made by :func:`new_id`."""
-    return isinstance(run_id, str) and len(run_id) == 26 and all(ch in _ALPHABET for ch in run_id)
+    # A regular expression: claimers check the id of every queue marker on every pass.
+    return isinstance(run_id, str) and _ID.fullmatch(run_id) is not None

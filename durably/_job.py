@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 I = TypeVar("I")  # noqa: E741 - input type, named as in the original
 O = TypeVar("O")  # noqa: E741 - output type
 
+Coalesce = Literal["skip", "queue"]
+"""What a trigger does when its concurrency key has a pending run: ``"skip"`` returns that
+run, ``"queue"`` creates another pending run behind it (``None``: a ``ConflictError``)."""
+COALESCE_VALUES: tuple[Coalesce, ...] = ("skip", "queue")
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class JobDefinition(Generic[I, O]):
@@ -113,12 +118,13 @@ def define_job(
 
 @dataclasses.dataclass(frozen=True)
 class BatchItem(Generic[I]):
-    """One item of :meth:`JobHandle.batch_trigger` with its own trigger options."""
+    """One item of :meth:`JobHandle.batch_trigger` with its own trigger options (those of
+    :meth:`JobHandle.trigger`); a later item may coalesce or queue onto an earlier one."""
 
     input: I | Mapping[str, Any]
     idempotency_key: str | None = None
     concurrency_key: str | None = None
-    coalesce: Literal["skip"] | None = None
+    coalesce: Coalesce | None = None
     labels: Mapping[str, str] | None = None
     delay: float | timedelta | None = None
     run_at: datetime | None = None

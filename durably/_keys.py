@@ -3,9 +3,12 @@
 - An idempotency key is a record ``keys/i/<hash>.json`` naming its run, published once,
   so even across hosts exactly one run is ever bound to a key (invariant 5).
 - A concurrency key of a job is a slot chain ``keys/p/<hash>/`` (``_chain.py``) whose
-  head names the key's pending run: a trigger that finds that run still pending conflicts
+  head names the key's latest run: a trigger that finds that run still pending conflicts
   (or coalesces onto it); otherwise it publishes the next slot, and one ``link()`` decides
-  between racing triggers, on one host or several.
+  between racing triggers, on one host or several. A queued trigger
+  (``coalesce="queue"``) publishes the next slot whatever the head's run is doing, and
+  its run records the head's run (if it has not ended) as the one it starts after: so
+  the runs of a queue form a list in the order their slots were published.
 
 Same-host triggers of one key are serialised by a lock in ``locks/``. Key files are
 named by a hash; the original key kept in the run's record is what tells a hash
@@ -132,6 +135,14 @@ class KeyBindings:
             )
         return None
 
+    def _head(self, record: RunRecord) -> tuple[RunState | None, int, str]:
+        """The run the head slot of ``record``'s concurrency-key chain names (None if it
+        never appeared), the head's number, and its path."""
+        key_chain = self.layout.pending_chain(record.job_name, record.concurrency_key or "")
+        n, data = chain.head(key_chain)
+        slot = os.path.join(key_chain, str(n))
+        return self._target(slot, data, remove_stale=False), n, slot
+
     def pending_run(self, record: RunRecord, *, coalesce: bool) -> tuple[RunState | None, int]:
         """The pending run bound to ``record``'s concurrency key (to coalesce onto), or
         None if the key is free; and the head slot of the key's chain that was read.
@@ -143,10 +154,7 @@ class KeyBindings:
         key = record.concurrency_key
         if key is None:
             return None, -1
-        key_chain = self.layout.pending_chain(record.job_name, key)
-        n, data = chain.head(key_chain)
-        slot = os.path.join(key_chain, str(n))
-        bound = self._target(slot, data, remove_stale=False)
+        bound, n, slot = self._head(record)
         if bound is None or not (bound.status == "pending" or bound.not_started):
             return None, n  # the key's run started (or never appeared): it is free
         # (a delayed run, waiting to start, is the key's pending run)
@@ -155,8 +163,27 @@ class KeyBindings:
             return bound, n
         raise ConflictError(
             f'A pending run already exists for concurrency key "{key}" in job '
-            f'"{record.job_name}". Use coalesce="skip" to return the existing run instead.'
+            f'"{record.job_name}". Use coalesce="skip" to return the existing run instead, '
+            'or coalesce="queue" to run this one after it.'
         )
+
+    def queue_tail(self, record: RunRecord) -> tuple[str | None, int]:
+        """For a queued trigger (``coalesce="queue"``) of ``record``'s concurrency key: the
+        run to start after (the key's latest run, pending, waiting or executing, while it
+        has not ended; None if it ended or there is none), and the head slot read (the
+        new run publishes the next one: the chain's head is always its queue's tail).
+
+        Raises:
+            ConflictError: the key's slot names a run that holds another key.
+        """
+        key = record.concurrency_key
+        if key is None:
+            return None, -1
+        bound, n, slot = self._head(record)
+        if bound is None or bound.is_terminal:
+            return None, n
+        _check_owner(bound, "concurrency_key", record.job_name, key, slot)
+        return bound.run_id, n
 
     def bind(self, record: RunRecord, pending_head: int) -> None:
         """Publish ``record``'s keys: its idempotency key, and slot ``pending_head + 1``

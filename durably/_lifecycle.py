@@ -83,8 +83,9 @@ class Lifecycle:
 
     # -- creating ----------------------------------------------------------------------
 
-    def create(self, record: RunRecord, *, coalesce: bool) -> tuple[RunState, str]:
-        """Create a pending run, honouring its idempotency and concurrency keys.
+    def create(self, record: RunRecord, *, coalesce: bool, queue: bool = False) -> tuple[RunState, str]:
+        """Create a pending run, honouring its idempotency and concurrency keys; with
+        ``queue``, behind the concurrency key's latest run (``RunRecord.after``).
 
         Returns the run and its disposition (``created``, ``idempotent``, ``coalesced``).
         The run becomes visible when ``run.json`` is written, after its keys and queue
@@ -92,7 +93,8 @@ class Lifecycle:
         naming a run that never appeared is stale and is replaced by the next trigger).
 
         Raises:
-            ConflictError: a pending run holds the concurrency key (and not ``coalesce``).
+            ConflictError: a pending run holds the concurrency key (and neither
+                ``coalesce`` nor ``queue``).
         """
         self.ensure_ready()
         taken: list[str] = []
@@ -105,10 +107,14 @@ class Lifecycle:
                 if existing is not None:
                     self.queue.ensure(existing)
                     return existing, "idempotent"
-                pending, head = self.keys.pending_run(record, coalesce=coalesce)
-                if pending is not None:
-                    self.queue.ensure(pending)
-                    return pending, "coalesced"
+                if queue:
+                    after, head = self.keys.queue_tail(record)
+                    record = dataclasses.replace(record, after=after)
+                else:
+                    pending, head = self.keys.pending_run(record, coalesce=coalesce)
+                    if pending is not None:
+                        self.queue.ensure(pending)
+                        return pending, "coalesced"
                 try:
                     self.keys.bind(record, head)
                 except KeyTaken:

@@ -16,7 +16,7 @@ import time
 
 from . import _files as files
 from ._errors import StoreError
-from ._layout import Layout, marker_name, parse_marker
+from ._layout import NO_KEY, Layout, job_hash, key_hash, marker_name, parse_marker
 from ._records import RunRecord, RunState, warn_once
 from ._runs import RunReader
 
@@ -31,6 +31,22 @@ class QueueEntry:
     run_id: str
     job_hash: str
     key_hash: str
+    queue: str = dataclasses.field(default="", compare=False)
+    """The queue a keyed run belongs to (its job and concurrency key): runs queued on a
+    key (``coalesce="queue"``) start in trigger order within it."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "queue", f"{self.job_hash}.{self.key_hash}")
+
+    @classmethod
+    def of(cls, record: RunRecord) -> QueueEntry:
+        """The entry of a run, from its record."""
+        return cls(record.id, job_hash(record.job_name), key_hash(record.concurrency_key))
+
+    def blocked(self, blocked_keys: set[str]) -> bool:
+        """Whether a claim pass found this run's concurrency key (or its queue) blocked:
+        a set lookup, so a pass skips 10,000 runs queued on a busy key cheaply."""
+        return self.key_hash != NO_KEY and (self.key_hash in blocked_keys or self.queue in blocked_keys)
 
 
 class RunQueue:
@@ -40,6 +56,7 @@ class RunQueue:
         self.layout = layout
         self.runs = runs
         self.fsync = fsync
+        self._parsed: dict[str, QueueEntry | None] = {}  # marker name -> entry, as last listed
 
     @staticmethod
     def name(record: RunRecord) -> str:
@@ -47,13 +64,18 @@ class RunQueue:
         return marker_name(record.id, record.job_name, record.concurrency_key)
 
     def entries(self) -> list[QueueEntry]:
-        """Every queued run, oldest first."""
-        out = []
-        for name in sorted(files.list_dir(self.layout.queue)):
-            parsed = parse_marker(name)
-            if parsed is not None:
-                out.append(QueueEntry(*parsed))
-        return out
+        """Every queued run, oldest first. Names are parsed once and kept while listed
+        (a claim pass lists the queue each time, and a long queue on one key is mostly
+        the same names every pass)."""
+        known, parsed = self._parsed, {}
+        for name in files.list_dir(self.layout.queue):
+            if name in known:
+                parsed[name] = known[name]
+            else:
+                marker = parse_marker(name)
+                parsed[name] = None if marker is None else QueueEntry(*marker)
+        self._parsed = parsed
+        return [entry for name in sorted(parsed) if (entry := parsed[name]) is not None]
 
     def ensure(self, state: RunState) -> None:
         """Recreate the marker of a run that has not ended, if a power loss took it.

@@ -103,14 +103,16 @@ class Store(Protocol):
             StoreError: the run's lock file cannot be probed (a read-only root).
         """
 
-    def create_run(self, record: RunRecord, *, coalesce: bool) -> tuple[RunState, str]:
+    def create_run(self, record: RunRecord, *, coalesce: bool, queue: bool = False) -> tuple[RunState, str]:
         """Create a pending run, or return the run its keys bind (``idempotent``,
         ``coalesced``). All or nothing: a crash leaves no run or a complete one; one run
         per idempotency key and at most one pending run per concurrency key, across
-        processes and hosts.
+        processes and hosts, except that with ``queue`` the run is created behind the
+        key's latest run (it is claimable only once that run ended).
 
         Raises:
-            ConflictError: a pending run holds the concurrency key (and not ``coalesce``).
+            ConflictError: a pending run holds the concurrency key (and neither
+                ``coalesce`` nor ``queue``).
         """
 
     def open_batch(self, batch_id: str | None) -> None:
@@ -234,8 +236,8 @@ class FileStore:
     def owner_alive(self, state: RunState) -> bool:
         return self.claims.owner_alive(state)
 
-    def create_run(self, record: RunRecord, *, coalesce: bool) -> tuple[RunState, str]:
-        return self.lifecycle.create(record, coalesce=coalesce)
+    def create_run(self, record: RunRecord, *, coalesce: bool, queue: bool = False) -> tuple[RunState, str]:
+        return self.lifecycle.create(record, coalesce=coalesce, queue=queue)
 
     def open_batch(self, batch_id: str | None) -> None:
         self.runs.open_batch(batch_id)

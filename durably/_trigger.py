@@ -20,7 +20,7 @@ from ._codec import safe_detail
 from ._errors import DurablyError, NotFoundError, ValidationError
 from ._events import RunCoalescedEvent, RunTriggerEvent
 from ._ids import new_id
-from ._job import BatchItem
+from ._job import COALESCE_VALUES, BatchItem
 from ._models import LABEL_KEY, TriggerResult
 from ._readmodel import to_run
 from ._records import RunRecord, RunState
@@ -70,9 +70,12 @@ def validate_labels(rt: Runtime, labels: Mapping[str, str] | None, where: str) -
 
 
 def _validate(rt: Runtime, job: RegisteredJob, item: BatchItem[Any], where: str) -> RunRecord:
+    # Every trigger option checked here, once: a schedule's options (§10) will be a
+    # BatchItem checked by the same function.
     if item.coalesce is not None:
-        if item.coalesce != "skip":
-            raise ValidationError(f"Invalid coalesce value{where}: {item.coalesce!r}. Valid values: 'skip'")
+        if not isinstance(item.coalesce, str) or item.coalesce not in COALESCE_VALUES:
+            valid = ", ".join(repr(v) for v in COALESCE_VALUES)
+            raise ValidationError(f"Invalid coalesce value{where}: {item.coalesce!r}. Valid values: {valid}")
         if item.concurrency_key is None:
             raise ValidationError(f"coalesce requires concurrency_key{where}")
     for opt, value in (("idempotency_key", item.idempotency_key), ("concurrency_key", item.concurrency_key)):
@@ -159,7 +162,9 @@ def trigger(
                 wake_at=template.wake_at,
                 parent_id=parent_id,
             )
-            state, disposition = store.create_run(record, coalesce=item.coalesce == "skip")
+            state, disposition = store.create_run(
+                record, coalesce=item.coalesce == "skip", queue=item.coalesce == "queue"
+            )
             if disposition == "created":
                 created.append(state)
             run = to_run(store, state, job.output_codec)

@@ -235,9 +235,9 @@ class TestIdempotency:
         assert b.disposition == "created"
         assert b.id != a.id
 
-    @pytest.mark.parametrize("coalesce", [None, "skip"])
+    @pytest.mark.parametrize("coalesce", [None, "skip", "queue"])
     def test_idempotency_outranks_the_concurrency_rules(
-        self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut], coalesce: Literal["skip"] | None
+        self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut], coalesce: Literal["skip", "queue"] | None
     ) -> None:
         """Same idempotency and concurrency key while pending is "idempotent", not a conflict."""
         first = sync.trigger(SyncIn(org_id="a"), idempotency_key="k", concurrency_key="c")
@@ -417,12 +417,13 @@ class TestConcurrencyKey:
             sync.trigger(SyncIn(org_id="a"), coalesce="skip")
         assert _count_runs(d) == 0
 
-    @pytest.mark.parametrize("value", ["queue", "replace", "", "SKIP"])
+    @pytest.mark.parametrize("value", ["replace", "", "SKIP", "Queue", 1, ["queue"]])
     def test_unknown_coalesce_value_is_invalid(
-        self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut], value: str
+        self, d: Durably, sync: durably.JobHandle[SyncIn, SyncOut], value: object
     ) -> None:
-        """Any `coalesce` value other than "skip" raises ValidationError."""
-        with pytest.raises(ValidationError):
+        """Any `coalesce` value other than "skip" or "queue" raises ValidationError naming
+        the argument and the valid values; nothing is written."""
+        with pytest.raises(ValidationError, match=r"coalesce.*'skip', 'queue'"):
             sync.trigger(SyncIn(org_id="a"), concurrency_key="c", coalesce=value)  # type: ignore[arg-type]
         assert _count_runs(d) == 0
 
@@ -557,9 +558,10 @@ class TestBatchTrigger:
             pytest.param({"org_id": 5}, id="invalid-input"),
             pytest.param(BatchItem(SyncIn(org_id="x"), coalesce="skip"), id="coalesce-no-key"),
             pytest.param(
-                BatchItem(SyncIn(org_id="x"), concurrency_key="c", coalesce="queue"),  # type: ignore[arg-type]
+                BatchItem(SyncIn(org_id="x"), concurrency_key="c", coalesce="later"),  # type: ignore[arg-type]
                 id="bad-coalesce",
             ),
+            pytest.param(BatchItem(SyncIn(org_id="x"), coalesce="queue"), id="queue-no-key"),
             pytest.param(BatchItem(SyncIn(org_id="x"), labels={"bad key": "v"}), id="label-key"),
         ],
     )
