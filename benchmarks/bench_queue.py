@@ -125,7 +125,9 @@ def claim_behind_queue(workdir: str, queued: int = 10_000, claims: int = 200) ->
                 time.sleep(0.01)
             for start in range(0, size, 1000):
                 n = min(1000, size - start)
-                h.batch_trigger([BatchItem(In(n=i), concurrency_key="busy", coalesce="queue") for i in range(n)])
+                h.batch_trigger(
+                    [BatchItem(In(n=i), concurrency_key="busy", coalesce="queue") for i in range(n)]
+                )
             h.batch_trigger([In(n=i) for i in range(claims)])
             d.process_one()  # warm: the first pass reads what later ones have cached
             t = time.perf_counter()
@@ -159,14 +161,22 @@ def queue_figures(ctx: Context) -> list[Result]:
         "benchmarks.bench_queue", "queued_e2e", workdir=str(ctx.scratch("q-e2e")), keys=keys, per_key=per_key
     )
     row = f"claim + execute {keys * per_key} runs, {keys} keys x {per_key} queued"
-    note = "" if r.get("error") else f"{r['ratio']:.2f}x the rate of unkeyed runs (target >= 0.8x); fsync=False"
+    note = (
+        "" if r.get("error") else f"{r['ratio']:.2f}x the rate of unkeyed runs (target >= 0.8x); fsync=False"
+    )
     out.append(Result(SECTION, row, "durably", r.get("queued_per_s"), "/s", note=note, error=r.get("error")))
     out.append(
-        Result(SECTION, f"claim + execute {keys * per_key} unkeyed runs", "durably", r.get("unkeyed_per_s"), "/s")
+        Result(
+            SECTION, f"claim + execute {keys * per_key} unkeyed runs", "durably", r.get("unkeyed_per_s"), "/s"
+        )
     )
     ctx.log(f"queue: a claim behind {queued:,} runs queued on a busy key")
-    r = ctx.child("benchmarks.bench_queue", "claim_behind_queue", workdir=str(ctx.scratch("q-claim")), queued=queued)
-    note = "" if r.get("error") else f"{r['ratio']:.2f}x a claim with no queue (issue 15: <= 1.5x); fsync=False"
+    r = ctx.child(
+        "benchmarks.bench_queue", "claim_behind_queue", workdir=str(ctx.scratch("q-claim")), queued=queued
+    )
+    note = (
+        "" if r.get("error") else f"{r['ratio']:.2f}x a claim with no queue (issue 15: <= 1.5x); fsync=False"
+    )
     out.append(
         Result(
             SECTION,
@@ -178,7 +188,12 @@ def queue_figures(ctx: Context) -> list[Result]:
         )
     )
     out.append(
-        Result(SECTION, "claim + execute an unkeyed run, busy key, no queue", "durably", r.get("claim_no_queue_s"))
+        Result(
+            SECTION,
+            "claim + execute an unkeyed run, busy key, no queue",
+            "durably",
+            r.get("claim_no_queue_s"),
+        )
     )
     return out
 

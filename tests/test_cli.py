@@ -165,6 +165,21 @@ class TestTrigger:
 
         assert trigger(root, "add", "--input", '{"a": 5, "b": 5}', "--idempotency-key", "same") == first
 
+    def test_coalesce_queue_creates_runs_behind_the_pending_one(self, root: Path, local: Durably) -> None:
+        """`--coalesce queue` prints a new run's id while one with the key is pending (it
+        is queued behind it); without `--coalesce` that is a conflict, and `--coalesce
+        skip` prints the latest pending run's id."""
+        args = ["add", "--input", '{"a": 1, "b": 2}', "--concurrency-key", "c"]
+        first = trigger(root, *args, "--coalesce", "queue")
+        second = trigger(root, *args, "--coalesce", "queue")
+
+        assert "pending run already exists" in assert_error(
+            durably_cli("trigger", APP, *args, "--root", root)
+        )
+        assert trigger(root, *args, "--coalesce", "skip") == second
+        assert first != second
+        assert [r.id for r in local.get_runs()] == [second, first]
+
     @pytest.mark.parametrize(
         ("args", "message"),
         [
@@ -175,6 +190,14 @@ class TestTrigger:
             (["add", "--input", '{"a": 1, "b": 2}', "--label", "bad key!=x"], "label"),
             (["add", "--input", '{"a": 1, "b": 2}', "--label", "k=a", "--label", "k=b"], "given twice"),
             (["nope", "--input", "{}"], "no job named 'nope'"),
+            (
+                ["add", "--input", '{"a": 1, "b": 2}', "--concurrency-key", "c", "--coalesce", "later"],
+                "--coalesce",
+            ),
+            (
+                ["add", "--input", '{"a": 1, "b": 2}', "--coalesce", "queue"],
+                "coalesce requires concurrency_key",
+            ),
         ],
     )
     def test_bad_trigger_writes_nothing(self, root: Path, args: list[str], message: str) -> None:
