@@ -244,8 +244,8 @@ class Claims:
         while True:
             if not self._claimable(entry, state, blocked_keys) or state is None:
                 return None
-            ahead = self._ahead(state)
-            if ahead is None or ahead.is_terminal:
+            ahead, ended = self._ahead(state)
+            if ahead is None:
                 break
             blocked_keys.add(entry.queue)
             if ahead.run_id in tried:
@@ -256,23 +256,15 @@ class Claims:
                 self.waits.unpark(ahead)  # due: claimed from queue/ like any other
             tried.add(ahead.run_id)
             entry, state = QueueEntry.of(ahead.record), ahead
-        return self._claim(entry, state, owner, lease_duration, blocked_keys, ended=ahead)
+        return self._claim(entry, state, owner, lease_duration, blocked_keys, ended=ended)
 
-    def _ahead(self, state: RunState) -> RunState | None:
-        """The run a queued run was queued behind, as it is now (it may have ended); None
-        if there is none to wait for: the run was not queued, or started once already (so
-        the one ahead of it had ended: an ended run never changes again), or its record
-        names a run that is gone or of another job or key (copied by hand)."""
-        rec = state.record
-        if rec.after is None or state.generation or not is_valid_id(rec.after):
-            return None
-        ahead = self.runs.load(rec.after)
-        if ahead is None or (ahead.record.job_name, ahead.record.concurrency_key) != (
-            rec.job_name,
-            rec.concurrency_key,
-        ):
-            return None
-        return ahead
+    def _ahead(self, state: RunState) -> tuple[RunState | None, RunState | None]:
+        """The first run ahead of a queued run that has not ended (None: its turn came),
+        and the ended run right ahead of it if one was read. A run that started once is
+        past this check for good (an ended run never changes again)."""
+        if state.record.after is None or state.generation:
+            return None, None
+        return self.runs.queue_ahead(state)
 
     def _claim(
         self,

@@ -262,7 +262,10 @@ class Durably:
         """Delete an ended run: every file of it, and free its idempotency key.
 
         Raises:
-            NotFoundError: no such run. ConflictError: the run has not ended.
+            NotFoundError: no such run.
+            ConflictError: the run has not ended, or it was cancelled while queued on its
+                concurrency key and a run ahead of it has not ended yet (the runs queued
+                behind it wait for that one through it).
         """
         manage.delete_run(self._rt, run_id)
 

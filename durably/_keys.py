@@ -136,12 +136,22 @@ class KeyBindings:
         return None
 
     def _head(self, record: RunRecord) -> tuple[RunState | None, int, str]:
-        """The run the head slot of ``record``'s concurrency-key chain names (None if it
-        never appeared), the head's number, and its path."""
+        """The key's latest run that has not ended, if any, the number of the head slot of
+        ``record``'s concurrency-key chain, and the slot's path. That is the run the head
+        slot names, or, if it was queued and cancelled before it started, the first run
+        ahead of it that has not ended (the queue's live tail); None when the key's runs
+        all ended (or the slot's run never appeared)."""
         key_chain = self.layout.pending_chain(record.job_name, record.concurrency_key or "")
         n, data = chain.head(key_chain)
         slot = os.path.join(key_chain, str(n))
-        return self._target(slot, data, remove_stale=False), n, slot
+        bound = self._target(slot, data, remove_stale=False)
+        if bound is not None and bound.is_terminal:
+            same = (bound.record.job_name, bound.record.concurrency_key) == (
+                record.job_name,
+                record.concurrency_key,
+            )  # (a slot naming another key's run is refused below only while that run is live)
+            bound = self.runs.queue_ahead(bound)[0] if same and not bound.generation else None
+        return bound, n, slot
 
     def pending_run(self, record: RunRecord, *, coalesce: bool) -> tuple[RunState | None, int]:
         """The pending run bound to ``record``'s concurrency key (to coalesce onto), or
@@ -180,7 +190,7 @@ class KeyBindings:
         if key is None:
             return None, -1
         bound, n, slot = self._head(record)
-        if bound is None or bound.is_terminal:
+        if bound is None:
             return None, n
         _check_owner(bound, "concurrency_key", record.job_name, key, slot)
         return bound.run_id, n

@@ -105,13 +105,30 @@ def delete_run(rt: Runtime, run_id: str) -> None:
     """Delete an ended run: every file of it, and free its idempotency key.
 
     Raises:
-        NotFoundError: no such run. ConflictError: the run has not ended.
+        NotFoundError: no such run. ConflictError: the run has not ended, or it is a
+            cancelled link of a queue whose runs ahead have not ended.
     """
     state = require(rt.store, run_id)
     if not state.is_terminal:
         raise ConflictError(f"Cannot delete {state.status} run: {run_id}", run_id=run_id)
+    ahead = _queued_ahead(rt, state)
+    if ahead is not None:
+        raise ConflictError(
+            f"Cannot delete run {run_id} yet: it was cancelled while queued behind run {ahead.run_id} "
+            f"({ahead.status}), and the runs queued behind it must keep waiting for that one; "
+            "delete it once that run has ended",
+            run_id=run_id,
+        )
     rt.store.delete(state)
     _emit_end(rt, RunDeleteEvent, state)
+
+
+def _queued_ahead(rt: Runtime, state: RunState) -> RunState | None:
+    """A run still ahead of a queued run that ended without starting: its record is the
+    link that keeps the runs behind it waiting, so it stays until that run ended."""
+    if state.record.after is None or state.generation:
+        return None
+    return rt.store.queue_ahead(state)
 
 
 def purge_runs(rt: Runtime, *, older_than: datetime | timedelta, limit: int = 500) -> int:
@@ -140,8 +157,8 @@ def purge_runs(rt: Runtime, *, older_than: datetime | timedelta, limit: int = 50
         if state is None or end is None:
             continue
         ended = records.parse_time(end.at)
-        if ended is None or ended >= cutoff:
-            continue
+        if ended is None or ended >= cutoff or _queued_ahead(rt, state) is not None:
+            continue  # (a link of a queue that still waits: purged once it is not)
         rt.store.delete(state)
         deleted += 1
         _emit_end(rt, RunDeleteEvent, state)

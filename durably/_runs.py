@@ -84,6 +84,35 @@ class RunReader:
                 head = end
         return RunState(run_id, record, head_n, head)
 
+    def queue_ahead(self, state: RunState) -> tuple[RunState | None, RunState | None]:
+        """For a run queued on its concurrency key (``coalesce="queue"``): the first run
+        ahead of it that has not ended, or None if every run ahead of it ended; and the
+        ended run read first (the one right ahead, when it ended: callers reuse it).
+
+        The walk follows ``after`` past runs that ended without ever starting (cancelled
+        while queued), and stops at one that ended after it started: that one started
+        only once every run ahead of it had ended. A run of another job or key (a record
+        copied by hand), a cycle, or a run that is gone ends the walk (a deleted run had
+        ended; ``delete_run`` refuses one that never started while runs ahead of it
+        remain).
+        """
+        key = (state.record.job_name, state.record.concurrency_key)
+        seen = {state.run_id}
+        first_ended: RunState | None = None
+        after = state.record.after
+        while after is not None and after not in seen and is_valid_id(after):
+            seen.add(after)
+            ahead = self.load(after)
+            if ahead is None or (ahead.record.job_name, ahead.record.concurrency_key) != key:
+                break
+            if not ahead.is_terminal:
+                return ahead, first_ended
+            first_ended = first_ended or ahead
+            if ahead.generation:
+                break  # it started: everything ahead of it had ended
+            after = ahead.record.after
+        return None, first_ended
+
     def _refuse_links(self, run_dir: str) -> None:
         """Refuse a run reached through a symlink planted in the root (invariant 9): the
         run directory, its two shard directories and ``runs/``.

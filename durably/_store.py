@@ -115,6 +115,10 @@ class Store(Protocol):
                 ``coalesce`` nor ``queue``).
         """
 
+    def queue_ahead(self, state: RunState) -> RunState | None:
+        """For a run queued on its concurrency key (``coalesce="queue"``): the first run
+        ahead of it that has not ended; None if all have (or it was not queued)."""
+
     def open_batch(self, batch_id: str | None) -> None:
         """Let this thread see the runs of an uncommitted batch (None: stop)."""
 
@@ -238,6 +242,9 @@ class FileStore:
 
     def create_run(self, record: RunRecord, *, coalesce: bool, queue: bool = False) -> tuple[RunState, str]:
         return self.lifecycle.create(record, coalesce=coalesce, queue=queue)
+
+    def queue_ahead(self, state: RunState) -> RunState | None:
+        return self.runs.queue_ahead(state)[0]
 
     def open_batch(self, batch_id: str | None) -> None:
         self.runs.open_batch(batch_id)

@@ -347,6 +347,55 @@ class TestWaitingRuns:
         assert [status_of(d, i) for i in ids] == ["completed"] * 3
         assert LOG.lines == ["start:0", "end:0", "start:1", "end:1", "start:2", "end:2"]
 
+    def test_a_run_cancelled_in_the_queue_does_not_let_the_runs_behind_it_overtake(
+        self, durably_factory: Factory, clock: ManualClock
+    ) -> None:
+        """Runs queued behind a cancelled run still wait for the runs ahead of it (here a
+        delayed first run); once every run behind the first is cancelled, the first is
+        the key's pending run again (a plain trigger conflicts, "skip" returns it)."""
+        d = durably_factory(jobs=[WORK], clock=clock)
+        work = d.register(WORK)
+        first = queue(work, 0, delay=timedelta(hours=1))
+        ids = [queue(work, n) for n in (1, 2)]
+
+        d.cancel(ids[0])
+        assert d.process_until_idle() == 0
+        assert status_of(d, ids[1]) == "pending"
+        d.cancel(ids[1])
+        with pytest.raises(ConflictError):
+            work.trigger(In(n=3), concurrency_key="k")
+        assert work.trigger(In(n=3), concurrency_key="k", coalesce="skip").id == first
+        last = queue(work, 4)
+
+        clock.advance(timedelta(hours=1))
+        assert d.process_until_idle() == 2
+        assert LOG.starts() == [0, 4]
+        assert status_of(d, last) == "completed"
+
+    def test_a_cancelled_link_is_deleted_only_once_the_runs_ahead_of_it_ended(
+        self, durably_factory: Factory, clock: ManualClock
+    ) -> None:
+        """Deleting a run cancelled in the middle of a queue would let the runs behind it
+        overtake the runs ahead: it raises ConflictError (and purging skips it) until
+        those ended; then it is deleted like any ended run."""
+        d = durably_factory(jobs=[WORK], clock=clock)
+        work = d.register(WORK)
+        queue(work, 0, delay=timedelta(hours=1))
+        link, behind = queue(work, 1), queue(work, 2)
+        d.cancel(link)
+
+        with pytest.raises(ConflictError, match="queued behind"):
+            d.delete_run(link)
+        assert d.purge_runs(older_than=timedelta(0)) == 0
+        assert d.process_until_idle() == 0
+        clock.advance(timedelta(hours=1))
+        assert d.process_until_idle() == 2
+
+        d.delete_run(link)
+        assert d.get_run(link) is None
+        assert status_of(d, behind) == "completed"
+        assert LOG.starts() == [0, 2]
+
 
 class TestCancelAndDelete:
     def test_cancelling_the_pending_head_lets_the_next_run_go(
