@@ -1,7 +1,7 @@
 """A hypothesis state machine of the store against a plain-dict model (plan case K1 of docs/reliability.md).
 
 Rules: trigger (with and without idempotency and concurrency keys, some of them hostile
-strings, with and without ``coalesce="skip"``), claim and execute through
+strings, with and without ``coalesce="skip"`` or ``"queue"``), claim and execute through
 ``process_one``, a worker dying between two steps (the run stays leased and the next
 ``process_one`` resumes it), cancel, delete, retrigger, and reopening the root with a new
 instance.
@@ -20,7 +20,7 @@ import shutil
 import stat
 import tempfile
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -33,7 +33,7 @@ from durably import Step, define_job
 from durably._doctor import Doctor
 
 KEYS = ["a", "../x", "a/b", "é" * 200, "key\nwith newline", "🙂"]
-STATS = {"examples": 0, "rules": 0, "states_checked": 0}
+STATS = {"examples": 0, "rules": 0, "states_checked": 0, "queued_behind": 0}
 
 
 class Tagged(BaseModel):
@@ -74,8 +74,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.tmp = tempfile.mkdtemp(prefix="durably-model-")
         self.root = os.path.join(self.tmp, "root")
         self.d = self._open()
-        self.model: dict[str, dict[str, Any]] = {}  # id -> status, idem, conc, tag
+        self.model: dict[str, dict[str, Any]] = {}  # id -> status, idem, conc, tag, after, started
         self.idem: dict[str, str] = {}
+        self.tail: dict[str, str] = {}  # concurrency key -> its latest run
         self.tag = 0
 
     def _open(self) -> durably.Durably:
@@ -84,55 +85,88 @@ class StoreMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def _pending_with(self, conc: str) -> str | None:
-        for run_id, m in self.model.items():
-            if m["status"] == "pending" and m["conc"] == conc:
+    def _live(self, run_id: str | None) -> str | None:
+        """The first run from ``run_id`` up its queue that has not ended: past runs that
+        ended without starting; a run that ended after it started ends the walk."""
+        while run_id is not None:
+            m = self.model[run_id]
+            if m["status"] in ("pending", "leased"):
                 return run_id
+            if m["started"] or m["status"] == "deleted":
+                return None
+            run_id = m["after"]
         return None
 
-    def _create(self, run_id: str, idem: str | None, conc: str | None, tag: int) -> None:
-        self.model[run_id] = {"status": "pending", "idem": idem, "conc": conc, "tag": tag}
+    def _pending_with(self, conc: str) -> str | None:
+        """The key's pending run: its live tail, if that has not started."""
+        live = self._live(self.tail.get(conc))
+        return live if live is not None and self.model[live]["status"] == "pending" else None
+
+    def _create(
+        self, run_id: str, idem: str | None, conc: str | None, tag: int, after: str | None = None
+    ) -> None:
+        self.model[run_id] = {
+            "status": "pending",
+            "idem": idem,
+            "conc": conc,
+            "tag": tag,
+            "after": after,
+            "started": False,
+        }
         if idem is not None:
             self.idem[idem] = run_id
+        if conc is not None:
+            self.tail[conc] = run_id
 
     @rule(
         target=runs,
         idem=st.none() | st.sampled_from(KEYS),
         conc=st.none() | st.sampled_from(KEYS),
-        coalesce=st.booleans(),
+        coalesce=st.sampled_from([None, "skip", "queue"]),
     )
-    def trigger(self, idem: str | None, conc: str | None, coalesce: bool) -> str:
+    def trigger(self, idem: str | None, conc: str | None, coalesce: Literal["skip", "queue"] | None) -> str:
         STATS["rules"] += 1
-        coalesce = coalesce and conc is not None  # coalesce without a key is a ValidationError
+        if conc is None:
+            coalesce = None  # coalesce without a key is a ValidationError
         self.tag += 1
         handle = self.d.get_job("model-job")
         assert handle is not None
-        holder = self._pending_with(conc) if conc is not None else None
+        holder = self._pending_with(conc) if conc is not None and coalesce != "queue" else None
         try:
             res = handle.trigger(
-                Tagged(tag=self.tag),
-                idempotency_key=idem,
-                concurrency_key=conc,
-                coalesce="skip" if coalesce else None,
+                Tagged(tag=self.tag), idempotency_key=idem, concurrency_key=conc, coalesce=coalesce
             )
         except durably.ConflictError:
             assert idem not in self.idem
             assert holder is not None
-            assert not coalesce
+            assert coalesce is None
             return holder
         if idem is not None and idem in self.idem:
             assert (res.disposition, res.id) == ("idempotent", self.idem[idem])
         elif holder is not None:
-            assert coalesce
+            assert coalesce == "skip"
             assert (res.disposition, res.id) == ("coalesced", holder)
         else:
             assert res.disposition == "created"
             assert res.id not in self.model
-            self._create(res.id, idem, conc, self.tag)
+            after = self._live(self.tail.get(conc)) if conc is not None and coalesce == "queue" else None
+            self._create(res.id, idem, conc, self.tag, after)
+            STATS["queued_behind"] += after is not None
         return res.id
+
+    @rule(
+        target=runs,
+        idem=st.none() | st.sampled_from(KEYS[:2]),
+        coalesce=st.sampled_from([None, "skip", "queue"]),
+    )
+    def trigger_on_a_shared_key(self, idem: str | None, coalesce: Literal["skip", "queue"] | None) -> str:
+        """A trigger of the one key many triggers share: queues form, and are cancelled,
+        crashed and deleted in the middle."""
+        return self.trigger(idem, KEYS[0], coalesce)
 
     def _claimable(self) -> list[str]:
         # Pending runs, and runs leased by a worker that died (on this host: at once).
+        # (The oldest is never queued behind a run that has not ended: that one is older.)
         return sorted(i for i, m in self.model.items() if m["status"] in ("pending", "leased"))
 
     @rule()
@@ -141,7 +175,7 @@ class StoreMachine(RuleBasedStateMachine):
         claimable = self._claimable()
         assert self.d.process_one() is bool(claimable)
         if claimable:
-            self.model[claimable[0]]["status"] = "completed"
+            self.model[claimable[0]].update(status="completed", started=True)
 
     @rule()
     def process_one_and_crash(self) -> None:
@@ -158,7 +192,7 @@ class StoreMachine(RuleBasedStateMachine):
         finally:
             CRASH["next"] = False
         if claimable:
-            self.model[claimable[0]]["status"] = "leased"
+            self.model[claimable[0]].update(status="leased", started=True)
 
     @rule(run_id=runs)
     def cancel(self, run_id: str) -> None:
@@ -188,10 +222,14 @@ class StoreMachine(RuleBasedStateMachine):
             return
         except durably.ConflictError:
             assert m is not None
-            assert m["status"] in ("pending", "leased")
+            # active, or a cancelled link of a queue whose runs ahead have not ended
+            assert m["status"] in ("pending", "leased") or (
+                not m["started"] and self._live(m["after"]) is not None
+            )
             return
         assert m is not None
         assert m["status"] in ("completed", "cancelled")
+        assert m["started"] or self._live(m["after"]) is None
         m["status"] = "deleted"
         if m["idem"] is not None and self.idem.get(m["idem"]) == run_id:
             del self.idem[m["idem"]]
