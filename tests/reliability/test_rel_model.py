@@ -125,6 +125,9 @@ class StoreMachine(RuleBasedStateMachine):
         coalesce=st.sampled_from([None, "skip", "queue"]),
     )
     def trigger(self, idem: str | None, conc: str | None, coalesce: Literal["skip", "queue"] | None) -> str:
+        return self._trigger(idem, conc, coalesce)
+
+    def _trigger(self, idem: str | None, conc: str | None, coalesce: Literal["skip", "queue"] | None) -> str:
         STATS["rules"] += 1
         if conc is None:
             coalesce = None  # coalesce without a key is a ValidationError
@@ -162,7 +165,7 @@ class StoreMachine(RuleBasedStateMachine):
     def trigger_on_a_shared_key(self, idem: str | None, coalesce: Literal["skip", "queue"] | None) -> str:
         """A trigger of the one key many triggers share: queues form, and are cancelled,
         crashed and deleted in the middle."""
-        return self.trigger(idem, KEYS[0], coalesce)
+        return self._trigger(idem, KEYS[0], coalesce)
 
     def _claimable(self) -> list[str]:
         # Pending runs, and runs leased by a worker that died (on this host: at once).
