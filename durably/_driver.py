@@ -43,9 +43,7 @@ def claim_next(rt: Runtime) -> Lease | None:
     store = rt.store
     store.ensure_ready()
     blocked: set[str] = set()
-    for entry in store.queued():
-        if entry.blocked(blocked):
-            continue  # its key is busy, or its queue waits: skipped without a look
+    for entry in store.queued(blocked):  # a blocked key's or queue's runs: left out
         job = rt.registry.by_hash(entry.job_hash)
         if job is None or rt.keeper.get(entry.run_id) is not None:
             continue

@@ -125,9 +125,11 @@ class Store(Protocol):
     def commit_batch(self, batch_id: str) -> None:
         """Make every run of a batch visible at once (one durable file)."""
 
-    def queued(self) -> list[QueueEntry]:
+    def queued(self, blocked: set[str] | None = None) -> Iterator[QueueEntry]:
         """Claimable runs that have not ended, oldest first (their queue markers), after
-        moving the markers of waiting runs whose time came back into the queue."""
+        moving the markers of waiting runs whose time came back into the queue. With
+        ``blocked`` (what :meth:`try_claim` found blocked in this pass, filled in while
+        the runs are iterated), the rest of a blocked key's or queue's runs are left out."""
 
     def try_claim(
         self, entry: QueueEntry, owner: str, lease_duration: float, blocked_keys: set[str]
@@ -252,9 +254,9 @@ class FileStore:
     def commit_batch(self, batch_id: str) -> None:
         self.lifecycle.commit_batch(batch_id)
 
-    def queued(self) -> list[QueueEntry]:
+    def queued(self, blocked: set[str] | None = None) -> Iterator[QueueEntry]:
         self.waits.release_due()
-        return self.queue.entries()
+        return self.queue.entries(blocked)
 
     def try_claim(
         self, entry: QueueEntry, owner: str, lease_duration: float, blocked_keys: set[str]

@@ -285,3 +285,48 @@ class TestLifecycle:
         assert store.load(rec.id) is None
         _, how = store.create_run(record(idem="k"), coalesce=False)
         assert how == "created"
+
+
+class TestQueueListing:
+    def test_the_kept_listing_always_matches_the_directory(self, store: FileStore) -> None:
+        """Across random changes to queue/ (markers of several keys, no key, foreign
+        files; few changes or many at once), each pass lists exactly the markers there,
+        oldest first."""
+        import random  # noqa: PLC0415
+
+        rng = random.Random(13)
+        queue_dir = Path(store.layout.queue)
+        present: set[str] = set()
+        for step in range(60):
+            for _ in range(rng.choice([1, 2, 5, 100])):
+                if present and rng.random() < 0.45:
+                    name = rng.choice(sorted(present))
+                    (queue_dir / name).unlink()
+                    present.discard(name)
+                else:
+                    rec = record(rng.choice(["job", "other"]), conc=rng.choice([None, "k1", "k2", "k3"]))
+                    name = store.queue.name(rec)
+                    (queue_dir / name).touch()
+                    present.add(name)
+            if step % 7 == 0:
+                (queue_dir / f"not-a-marker-{step}").touch()
+
+            listed = list(store.queue.entries())
+
+            assert [e.run_id for e in listed] == sorted(name.split(".")[0] for name in present)
+            assert {f"{e.run_id}.{e.job_hash}.{e.key_hash}" for e in listed} == present
+
+    def test_a_blocked_key_or_queue_is_left_out_at_its_first_run(self, store: FileStore) -> None:
+        """Once the pass marks a key (or a job's queue on it) blocked, the listing yields
+        none of its later runs; runs of other keys and without a key still come, in order."""
+        recs = [record(conc=c) for c in ("busy", None, "busy", "free", "busy", None, "free")]
+        for rec in recs:
+            Path(store.layout.queue, store.queue.name(rec)).touch()
+        blocked: set[str] = set()
+        seen = []
+        for entry in store.queue.entries(blocked):
+            seen.append(entry.run_id)
+            if entry.key_hash == key_hash("busy"):
+                blocked.add(entry.queue)
+
+        assert seen == [r.id for r in recs if r is not recs[2] and r is not recs[4]]
