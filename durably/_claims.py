@@ -358,7 +358,7 @@ class Claims:
         if slot is None or not is_valid_id(slot.run):
             return _Key.FREE
         # An ended run read a moment ago reads the same now (an end never changes).
-        state = ended if ended is not None and ended.run_id == slot.run else self.runs.load(slot.run)
+        state = ended if ended is not None and ended.run_id == slot.run else self.runs.load_ended(slot.run)
         if state is None:
             return _Key.FREE
         if state.generation < slot.gen:  # its claim is not published (yet)

@@ -210,6 +210,7 @@ class Lifecycle:
         """Publish the end of a run as its next state file; None if another writer won."""
         ended = self._publish_next(state, after_gen, end, "record the end of run")
         if ended is not None:
+            self.runs.note_ended(ended)  # read next by the run queued behind it, if any
             self.queue.remove(ended)
             if state.status == "waiting":
                 self.waits.remove(state)

@@ -20,6 +20,9 @@ from ._journals import JournalReader
 from ._layout import COMPACTED, RUN_RECORD, Layout, state_name
 from ._records import EndState, RunState, warn_once
 
+ENDED_KEPT = 256
+"""How many ended runs a reader remembers (:meth:`RunReader.note_ended`)."""
+
 
 class RunReader:
     """Loads runs of one root, and lists them in creation order."""
@@ -29,6 +32,8 @@ class RunReader:
         self.journals = journals
         self._committed: set[str] = set()
         self._local = threading.local()
+        self._ended: dict[str, RunState] = {}  # the last ENDED_KEPT runs seen ending
+        self._ended_lock = threading.Lock()
 
     def load(self, run_id: str) -> RunState | None:
         """A run's record and current state; None if it does not exist (or not yet).
@@ -84,6 +89,30 @@ class RunReader:
                 head = end
         return RunState(run_id, record, head_n, head)
 
+    def note_ended(self, state: RunState) -> None:
+        """Remember a run this process saw end (its end never changes), for
+        :meth:`load_ended`: the run queued behind it reads it next, usually here."""
+        if not state.is_terminal:
+            return
+        with self._ended_lock:
+            self._ended[state.run_id] = state
+            while len(self._ended) > ENDED_KEPT:
+                del self._ended[next(iter(self._ended))]
+
+    def load_ended(self, run_id: str) -> RunState | None:
+        """:meth:`load`, answered from the runs remembered as ended when it is one of
+        them: for the questions an end answers for good (has it ended, how, by whom).
+        A run deleted since may still read as ended here, which is what it is to a run
+        queued behind it."""
+        with self._ended_lock:
+            state = self._ended.get(run_id)
+        if state is not None:
+            return state
+        state = self.load(run_id)
+        if state is not None:
+            self.note_ended(state)
+        return state
+
     def queue_ahead(self, state: RunState) -> tuple[RunState | None, RunState | None]:
         """For a run queued on its concurrency key (``coalesce="queue"``): the first run
         ahead of it that has not ended, or None if every run ahead of it ended; and the
@@ -102,7 +131,7 @@ class RunReader:
         after = state.record.after
         while after is not None and after not in seen and is_valid_id(after):
             seen.add(after)
-            ahead = self.load(after)
+            ahead = self.load_ended(after)
             if ahead is None or (ahead.record.job_name, ahead.record.concurrency_key) != key:
                 break
             if not ahead.is_terminal:

@@ -160,7 +160,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(
         target=runs,
         idem=st.none() | st.sampled_from(KEYS[:2]),
-        coalesce=st.sampled_from([None, "skip", "queue"]),
+        coalesce=st.sampled_from(["queue", None, "skip", "queue"]),
     )
     def trigger_on_a_shared_key(self, idem: str | None, coalesce: Literal["skip", "queue"] | None) -> str:
         """A trigger of the one key many triggers share: queues form, and are cancelled,
