@@ -341,14 +341,27 @@ class Step(WaitingSteps):
         self._ex.emit(RunProgressEvent, progress=progress)
 
     def _write_log(self, level: str, message: str, data: Any) -> None:
+        """Persist and emit a log line. Outside steps, the job function runs again from
+        the top at every execution (after a wait or a crash): a line an earlier execution
+        wrote at this position (the index of the next step; the n-th line there) is
+        neither written nor emitted again."""
+        ex = self._ex
+        position = None
+        if self._current is None:
+            position = ex.index
+            written = ex.logged.get(position, 0)
+            if written:
+                ex.logged[position] = written - 1
+                return
         try:
             encoded = orjson.Fragment(orjson.dumps(data))
         except (TypeError, orjson.JSONEncodeError):
             encoded = orjson.Fragment(orjson.dumps(repr(data)))
-        self._ex.append(
-            entries.log_written(self._current, level, str(message), encoded, self._ex.now_iso()), sync=False
+        ex.append(
+            entries.log_written(self._current, level, str(message), encoded, ex.now_iso(), position=position),
+            sync=False,
         )
-        self._ex.emit(LogWriteEvent, step_name=self._current, level=level, message=str(message), data=data)
+        ex.emit(LogWriteEvent, step_name=self._current, level=level, message=str(message), data=data)
 
     def is_aborted(self) -> bool:
         """True once the run was cancelled or the lease was lost."""

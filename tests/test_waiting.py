@@ -324,6 +324,82 @@ class TestSleep:
         assert [(e.waiting_for, e.wake_at) for e in seen] == [("sleep nap", START + timedelta(days=30))]
 
 
+# -- logs outside steps -----------------------------------------------------------------
+
+chatty_calls: list[str] = []
+
+
+def _flaky_once() -> int:
+    chatty_calls.append("flaky")
+    if chatty_calls.count("flaky") == 1:
+        raise RuntimeError("first attempt fails")
+    return 2
+
+
+@define_job(name="chatty", input=In, output=int)
+def chatty(step: Any, p: In) -> int:
+    step.log.info("starting", {"n": p.n})
+    a = int(step.run("a", lambda: p.n + 1))
+    step.log.info("between")
+    step.sleep("nap", 60)
+    step.log.warn("after the nap")
+    b = int(step.run("flaky", _flaky_once, retry=Retry(2, delay=5, jitter=False)))
+    step.log.info("got", step.wait_for_signal("go"))
+    if p.n == 1:
+        step.log.info("before the crash")
+        raise KeyboardInterrupt  # the worker process dies here (the run stays leased)
+    step.log.error("done")
+    return a + b
+
+
+class TestLogsOutsideSteps:
+    def setup_method(self) -> None:
+        chatty_calls.clear()
+
+    def test_each_log_line_outside_steps_is_written_once_across_waits(
+        self, tmp_path: Path, clock: ManualClock
+    ) -> None:
+        """Every wake replays the job function from the top; the log lines it writes
+        between steps before the point where the last execution stopped were written by
+        that execution already, and are neither written nor emitted again."""
+        d = make(tmp_path, clock, chatty)
+        seen: list[str] = []
+        d.on("log:write", lambda e: seen.append(e.message))
+        run = d.register(chatty).trigger({"n": 0})
+        d.process_until_idle()  # to the sleep
+        clock.advance(60)
+        d.process_until_idle()  # to the retry's wait
+        clock.advance(5)
+        d.process_until_idle()  # to the signal
+        d.signal(run.id, "go", {"by": "ana"})
+        d.process_until_idle()
+        assert status(d, run.id) == "completed"
+        expected = ["starting", "between", "after the nap", "got", "done"]
+        assert [entry.message for entry in d.get_logs(run.id)] == expected
+        assert seen == expected
+        assert [(e.level, e.data) for e in d.get_logs(run.id)][::4] == [("info", {"n": 0}), ("error", None)]
+
+    def test_a_log_line_written_before_a_crash_is_not_written_again(
+        self, tmp_path: Path, clock: ManualClock
+    ) -> None:
+        """A worker that dies between a log line and the next step: the next execution
+        replays up to there and does not write the line again (nor the earlier ones)."""
+        d = make(tmp_path, clock, chatty)
+        run = d.register(chatty).trigger({"n": 1})
+        d.signal(run.id, "go", "early")
+        d.process_until_idle()
+        clock.advance(60)
+        d.process_until_idle()
+        clock.advance(5)
+        with pytest.raises(KeyboardInterrupt):
+            d.process_until_idle()  # dies after "before the crash"
+        assert status(d, run.id) == "leased"
+        with pytest.raises(KeyboardInterrupt):
+            d.process_until_idle()  # a new execution (its owner is gone) dies there again
+        messages = [entry.message for entry in d.get_logs(run.id)]
+        assert messages == ["starting", "between", "after the nap", "got", "before the crash"]
+
+
 # -- signals -----------------------------------------------------------------------------
 
 
