@@ -239,7 +239,9 @@ class Lifecycle:
     def signal(self, run_id: str, name: str, data: object) -> RunState:
         """Deliver signal ``name`` to a run (published once), and wake the run if it waits
         for it. The signal is written before the run's state is read again, and a parked
-        run looks for its signal after parking: one of the two sees the other.
+        run looks for its signal after parking: one of the two sees the other. A signal
+        sent again is refused, and wakes the run too (if its first sender died between
+        the two).
 
         Raises:
             NotFoundError: no such run.
@@ -258,10 +260,17 @@ class Lifecycle:
         except OSError as exc:
             raise files.wrap_os_error(exc, "signal run", path) from exc
         if not won:
+            # Delivered already; its sender may have died before waking the waiter (the
+            # sweep of waits would, within a minute): sending it again wakes it now.
+            self._wake_signalled(run_id, name)
             raise ConflictError(f"Signal {name!r} was already sent to run {run_id}", run_id=run_id)
         self.feed.notify(run_id)
-        state = self.runs.load(run_id) or state
-        if state.wait is not None and state.wait.signal == name:
+        return self._wake_signalled(run_id, name) or state
+
+    def _wake_signalled(self, run_id: str, name: str) -> RunState | None:
+        """Wake a run if it waits for signal ``name`` (delivered); its state."""
+        state = self.runs.load(run_id)
+        if state is not None and state.wait is not None and state.wait.signal == name:
             self.waits.unpark(state)
         return state
 

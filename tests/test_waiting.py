@@ -463,6 +463,31 @@ class TestSignals:
         with pytest.raises(NotFoundError):
             d.signal("01J00000000000000000000000", "approval")
 
+    def test_sending_a_signal_again_wakes_a_waiter_its_first_sender_left_asleep(
+        self, tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The sender died between publishing the signal and waking the waiter (its
+        marker stays in wait/, found by the sweep of waits within a minute): sending it
+        again is refused, as a signal is delivered once, and wakes the waiter at once."""
+        from durably._waits import WaitIndex  # noqa: PLC0415
+
+        d = make(tmp_path, clock, approve)
+        run = d.register(approve).trigger({})
+        d.process_until_idle()  # waits; this idle instance swept its waits already
+        real_unpark = WaitIndex.unpark
+        with monkeypatch.context() as m:
+            m.setattr(WaitIndex, "unpark", lambda self, state: False)  # the sender dies here
+            d.signal(run.id, "approval", {"by": "ana"})
+        assert WaitIndex.unpark is real_unpark
+        d.process_until_idle()
+        assert status(d, run.id) == "waiting"  # until a sweep
+        with pytest.raises(ConflictError, match="already sent"):
+            d.signal(run.id, "approval", {"by": "bob"})
+        d.process_until_idle()
+        done = d.get_run(run.id)
+        assert done is not None
+        assert done.output == "ana"
+
     @pytest.mark.parametrize(
         ("name", "data", "words"),
         [
