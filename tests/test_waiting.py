@@ -488,6 +488,22 @@ class TestSignals:
         assert done is not None
         assert done.output == "ana"
 
+    def test_a_damaged_signal_file_is_not_a_delivered_signal(self, tmp_path: Path, clock: ManualClock) -> None:
+        """A signal file that does not read (torn, or damaged) wakes nobody: workers used
+        to claim the run, find no signal, wait again and be woken again, forever."""
+        from helpers import run_dir_of  # noqa: PLC0415
+
+        from durably._layout import signal_name  # noqa: PLC0415
+
+        d = make(tmp_path, clock, approve)
+        run = d.register(approve).trigger({})
+        d.process_until_idle()
+        Path(run_dir_of(d, run.id), signal_name("approval")).write_bytes(b'{"v": 1, "na')
+        with pytest.raises(ConflictError):  # its file is there (doctor reports it corrupt)
+            d.signal(run.id, "approval", {"by": "ana"})
+        assert d.process_until_idle(max_runs=5) <= 1
+        assert status(d, run.id) == "waiting"
+
     @pytest.mark.parametrize(
         ("name", "data", "words"),
         [
