@@ -1,7 +1,10 @@
 """Runs that wait survive SIGKILL of their worker at each kind of wait: during a short
-sleep spent in the worker, while the run waits for a signal, and while its child runs.
+sleep spent in the worker, while the run waits for a signal, and while its child runs;
+and at each point of a sleep, a retry's pause, a signal wait and a child wait where a
+crash could lose something (``TestKillAtEachPointOfAWait``: the worker kills itself on
+entering the first file-system call of the point, ``apps/waiting_kills.py``).
 Real `durably worker` processes, real signals; nothing completed runs twice, no second
-child, the signal is delivered once."""
+child, the signal is delivered once, no run is left waiting."""
 
 from __future__ import annotations
 
@@ -218,7 +221,9 @@ class Case:
             timeout=60,
             check=False,
         )
-        assert done.returncode in (-9, 128 + 9), f"{self.where}: signal exited {done.returncode}\n{done.stderr}"
+        assert done.returncode in (-9, 128 + 9), (
+            f"{self.where}: signal exited {done.returncode}\n{done.stderr}"
+        )
         run_dir = Path(run_dir_of(self.d, self.run_id))
         assert (run_dir / signal_name("go")).exists(), f"{self.where}: the signal was not published"
         assert self.markers(f"~.{self.run_id}"), f"{self.where}: the waiter was woken: {self.markers()}"
@@ -291,7 +296,9 @@ def _drive(tmp_path: Path, job: str) -> None:
         while open_cases:
             open_cases = [c for c in open_cases if not c.advance()]
             if time.monotonic() > deadline:
-                stuck = {c.where: (c.run().status.value, c.run().waiting_for, c.markers()) for c in open_cases}
+                stuck = {
+                    c.where: (c.run().status.value, c.run().waiting_for, c.markers()) for c in open_cases
+                }
                 raise AssertionError(f"runs not ended within 90 s: {stuck}")
             time.sleep(0.01)
     finally:
