@@ -11,9 +11,9 @@ Checks (each problem names its path, relative to the root):
 - ``unqueued-run``: a run that has not ended but has no marker in ``queue/`` or
   ``wait/`` (no worker would ever claim it again).
 - ``corrupt``: a record that does not parse (``run.json``, ``s.<n>``, ``format.json``,
-  key records, a signal file ``g.<hash>``), a state chain that contradicts itself, or a journal damaged *before*
-  its last valid record or short of the length a later state fixed for it (a torn
-  tail after the last record is what a crash leaves, and is normal).
+  key records, signal files ``g.<hash>``), a state chain that contradicts itself, or a
+  journal damaged *before* its last valid record or short of the length a later state
+  fixed for it (a torn tail after the last record is what a crash leaves, and is normal).
 - ``future-format``: a record written by a newer durably. Reported, never touched.
 - ``incomplete-run``: a run directory without ``run.json``, or a run of a
   ``batch_trigger`` that never committed, older than ten minutes.

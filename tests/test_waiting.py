@@ -338,13 +338,13 @@ def _flaky_once() -> int:
 
 @define_job(name="chatty", input=In, output=int)
 def chatty(step: Any, p: In) -> int:
-    step.log.info("starting", {"n": p.n})
+    step.log.info("starting", data={"n": p.n})
     a = int(step.run("a", lambda: p.n + 1))
     step.log.info("between")
     step.sleep("nap", 60)
     step.log.warn("after the nap")
     b = int(step.run("flaky", _flaky_once, retry=Retry(2, delay=5, jitter=False)))
-    step.log.info("got", step.wait_for_signal("go"))
+    step.log.info("got", data=step.wait_for_signal("go"))
     if p.n == 1:
         step.log.info("before the crash")
         raise KeyboardInterrupt  # the worker process dies here (the run stays leased)
@@ -488,7 +488,9 @@ class TestSignals:
         assert done is not None
         assert done.output == "ana"
 
-    def test_a_damaged_signal_file_is_not_a_delivered_signal(self, tmp_path: Path, clock: ManualClock) -> None:
+    def test_a_damaged_signal_file_is_not_a_delivered_signal(
+        self, tmp_path: Path, clock: ManualClock
+    ) -> None:
         """A signal file that does not read (torn, or damaged) wakes nobody: workers used
         to claim the run, find no signal, wait again and be woken again, forever."""
         from helpers import run_dir_of  # noqa: PLC0415

@@ -25,7 +25,7 @@ from typing import Any
 
 import pydantic
 
-from durably import Durably, Retry, define_job
+from durably import Durably, JobDefinition, Retry, define_job
 
 from . import killhook
 from .common import append_line
@@ -102,7 +102,7 @@ def parent(step: Any, p: In) -> int:
     return doubled
 
 
-JOBS = [napper, retrier, waiter, kid, parent]
+JOBS: list[JobDefinition[Any, Any]] = [napper, retrier, waiter, kid, parent]
 EXPECTED_EVENTS: dict[str, list[str]] = {
     "napper": ["napper a", "napper b"],
     "retrier": ["retrier attempt", "retrier attempt", "retrier after"],
