@@ -22,6 +22,7 @@
       feed/<YYYYMMDDHH>.log             change feed: one run id per line
       tmp/                              temp files of publish-once and replace; deleted runs
       workers/<host hash>.<pid>.json    heartbeat of a live worker process (``_workers``)
+      workers/<host>.<pid>.<tag>.bell   doorbell FIFO of a worker loop (``_doorbell``)
 
 Names chosen by users (job names, keys) never become paths: they are hashed
 (:func:`name_hash`), and the original is kept inside the file (invariant 9).

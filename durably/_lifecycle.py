@@ -15,6 +15,7 @@ import logging
 import os
 import time
 
+from . import _doorbell as doorbell
 from . import _entries as entries
 from . import _files as files
 from . import _framing as framing
@@ -218,6 +219,7 @@ class Lifecycle:
             parent = self.runs.load(child.record.parent_id or "")
             if parent is not None and parent.wait is not None and parent.wait.child == child.run_id:
                 self.waits.unpark(parent)
+                doorbell.ring(self.layout.root)
         except DurablyError as exc:
             log.warning(
                 "could not wake run %s after its child %s ended: %s",
@@ -263,6 +265,7 @@ class Lifecycle:
         state = self.runs.load(run_id) or state
         if state.wait is not None and state.wait.signal == name:
             self.waits.unpark(state)
+            doorbell.ring(self.layout.root)
         return state
 
     def read_signal(self, run_id: str, name: str) -> SignalRecord | None:
