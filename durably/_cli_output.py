@@ -15,6 +15,7 @@ from ._models import LogEntry, Progress, Run, RunStatus, StepRecord
 
 WORDS = {
     RunStatus.PENDING: "pending",
+    RunStatus.WAITING: "waiting",
     RunStatus.LEASED: "running",
     RunStatus.COMPLETED: "completed",
     RunStatus.FAILED: "failed",
@@ -30,6 +31,7 @@ STATUS_ALIASES = {"leased": RunStatus.LEASED, **{word: status for status, word i
 
 COLOURS = {
     "pending": "33",  # yellow
+    "waiting": "34",  # blue: nothing to do until its time, signal or child
     "running": "36",  # cyan
     "completed": "32",  # green
     "failed": "31",  # red
