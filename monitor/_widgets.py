@@ -24,6 +24,10 @@ class StepTable(DataTable[object]):
     ]
 
 
+class RunTable(StepTable):
+    """A small table with a row cursor and the same keys: a run's children, the workers."""
+
+
 class LogView(Log):
     """A `Log` whose entries wrap at its width (Textual's `Log` cuts long lines).
 
@@ -119,9 +123,11 @@ FOOTER_PRIORITY = [
     "act('retrigger')",
     "act('delete')",
     "quit",
+    "signal",
     "tab('logs')",
     "follow",
     "level",
+    "workers",
     "cycle_job",
     "sort",
     "copy_id",

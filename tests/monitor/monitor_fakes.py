@@ -50,6 +50,9 @@ class FakeRun:
     error_traceback: str | None = None
     failed_step_name: str | None = None
     lease_owner: str | None = None
+    waiting_for: str | None = None
+    wake_at: datetime | None = None
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,17 @@ class FakeStep:
     traceback: str | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class FakeWorker:
+    host: str
+    pid: int
+    jobs: tuple[str, ...] = ()
+    running: tuple[str, ...] = ()
+    started_at: datetime = NOW
+    seen_at: datetime = NOW
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,8 @@ class FakeDurably:
         self.lock = threading.Lock()
         self.feed_broken = False
         self._next = 0
+        self.workers: list[FakeWorker] = []
+        self.signals: dict[tuple[str, str], Any] = {}
 
     # helpers for tests
     def put(self, run: FakeRun) -> None:
@@ -116,6 +132,10 @@ class FakeDurably:
     def get_logs(self, run_id: str) -> list[FakeLog]:
         return list(self.logs.get(run_id, []))
 
+    def get_workers(self) -> list[FakeWorker]:
+        with self.lock:
+            return list(self.workers)
+
     def changes(self, cursor: str | None = None) -> tuple[list[str] | None, str]:
         with self.lock:
             end = len(self.feed)
@@ -135,6 +155,20 @@ class FakeDurably:
         if run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
             raise ConflictError(f"run {run_id} is {run.status.value}")
         self.update(run_id, status=RunStatus.CANCELLED, completed_at=NOW)
+
+    def signal(self, run_id: str, name: str, data: Any = None) -> None:
+        """Like `Durably.signal`: once per name; a run waiting for it wakes (here: completes)."""
+        self.calls.append(("signal", run_id))
+        run = self.runs.get(run_id)
+        if run is None:
+            raise NotFoundError(f"Run not found: {run_id}", run_id=run_id)
+        if run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
+            raise ConflictError(f"run {run_id} is {run.status.value}", run_id=run_id)
+        if (run_id, name) in self.signals:
+            raise ConflictError(f"signal {name!r} was already sent to run {run_id}", run_id=run_id)
+        self.signals[(run_id, name)] = data
+        if run.waiting_for == f"signal {name}":
+            self.update(run_id, status=RunStatus.PENDING, waiting_for=None, wake_at=None)
 
     def delete_run(self, run_id: str) -> None:
         self.calls.append(("delete", run_id))
