@@ -45,15 +45,19 @@ def log_line(entry: LogRow, tz: tzinfo | None) -> str:
     return f"{at:8} {entry.level.upper():5} {step}{entry.message}{data}".replace("\n", " ⏎ ")
 
 
-NARROW_STEPS = 56
-"""A steps pane narrower than this leaves the TIMELINE column out (80 columns: 39 cells)."""
-
 _STEP_TITLES = (" ", "#", "STEP", "TRY", "TOOK", "TIMELINE", "STATUS")
 
 
 def _columns(with_try: bool, narrow: bool) -> list[int]:
     """Which of `_STEP_TITLES` the step table shows."""
     return [i for i in range(len(_STEP_TITLES)) if (with_try or i != 3) and (not narrow or i != 5)]
+
+
+def _fits(rows: list[timeline.TimelineRow], columns: list[int], width: int) -> bool:
+    """Whether the step table's `columns` fit in `width` cells (each padded by 2)."""
+    texts = [[str(c) for c in _cells(r, columns)] for r in rows]
+    need = sum(max([len(_STEP_TITLES[i]), *(len(t[n]) for t in texts)]) + 2 for n, i in enumerate(columns))
+    return need <= width
 
 
 def _cells(row: timeline.TimelineRow, columns: list[int]) -> tuple[object, ...]:
@@ -136,7 +140,7 @@ class RunDetailScreen(Screen[None]):
         self.child_runs: list[RunRow] = []
         """The run's child runs (`step.invoke`), oldest first."""
         self._steps_shown: tuple[object, ...] | None = None
-        self._children_shown: tuple[RunRow, ...] | None = None
+        self._children_shown: tuple[int, int, tuple[RunRow, ...]] | None = None
         self._logs_shown = 0
         self._fetching = False
         self._first = True
@@ -225,9 +229,14 @@ class RunDetailScreen(Screen[None]):
         self.query_one("#summary", Static).update(text)
 
     def _render_steps(self, detail: RunDetail) -> None:
-        narrow = self.query_one("#steps-pane").size.width < NARROW_STEPS
-        rows = timeline.rows(detail, self.child_runs, self.state.clock(), compact=narrow)
-        columns = _columns(any(r.attempt for r in rows), narrow)
+        # a pane too narrow for every column leaves TIMELINE out (80 columns: 39 cells)
+        now, width = self.state.clock(), self.query_one("#steps", DataTable).size.width - 1
+        width = width if width > 0 else 999  # not laid out yet: a resize comes later
+        rows = timeline.rows(detail, self.child_runs, now)
+        columns = _columns(any(r.attempt for r in rows), narrow=False)
+        if not _fits(rows, columns, width):
+            rows = timeline.rows(detail, self.child_runs, now, compact=True)
+            columns = _columns(any(r.attempt for r in rows), narrow=True)
         cells = [_cells(r, columns) for r in rows]
         shown = (tuple(columns), *cells)
         if shown == self._steps_shown:
@@ -271,23 +280,29 @@ class RunDetailScreen(Screen[None]):
     def _render_children(self) -> None:
         """The Children tab (hidden while the run has none)."""
         children = tuple(self.child_runs)
-        if children == self._children_shown:
+        # what the tab's width leaves for STATUS (glyph and ID are 1 and 13 cells, and each
+        # of the 5 columns is padded by 2)
+        jobs = max((len(c.job[:20]) for c in children), default=0)
+        steps = max((len(c.parent_step or "") for c in children), default=0)
+        room = max(12, self.query_one("#tabs").size.width - 14 - jobs - steps - 10 - 2)
+        now = self.state.clock()
+        ticking = int(now.timestamp()) if any(c.status is RunStatus.WAITING for c in children) else 0
+        if (room, ticking, children) == self._children_shown:
             return
         tabs = self.query_one("#tabs", TabbedContent)
         if not children:
             tabs.hide_tab("children")
-        elif not self._children_shown:
+        elif not self._children_shown or not self._children_shown[2]:
             tabs.show_tab("children")
         tabs.get_tab("children").label = f"Children {len(children)}"
         table = self.query_one("#children-table", DataTable)
         keep = table.cursor_row
         table.clear()
-        now = self.state.clock()
         for child in children:
             look = fmt.row_look(child.status, child.interrupted)
             state = look.word
             if child.status is RunStatus.WAITING:
-                state = waiting.list_text(child.waiting_for, child.wake_at, now, self.state.tz) or state
+                state = waiting.list_text(child.waiting_for, child.wake_at, now, self.state.tz, room) or state
             table.add_row(
                 Text(look.glyph, style=look.color),
                 fmt.clip(child.job, 20),
@@ -298,7 +313,7 @@ class RunDetailScreen(Screen[None]):
             )
         if children:
             table.move_cursor(row=min(max(keep, 0), len(children) - 1), animate=False)
-        self._children_shown = children
+        self._children_shown = (room, ticking, children)
 
     def _render_panes(self) -> None:
         detail = self.detail
@@ -362,6 +377,7 @@ class RunDetailScreen(Screen[None]):
     def on_resize(self, event: events.Resize) -> None:
         if self.detail is not None:  # the TIMELINE column comes or goes with the width
             self._render_steps(self.detail)
+            self._render_children()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "steps":

@@ -100,8 +100,8 @@ class SignalScreen(ModalScreen[tuple[str, Any] | None]):
             yield Static(about, markup=False)
             yield Static("Signal name", classes="label")
             yield Input(self.signal_name, placeholder="approval", id="signal-name")
-            yield Static('Data: JSON, e.g. {"by": "ana"} (empty: null)', classes="label", markup=False)
-            yield Input(placeholder='{"by": "ana"}', id="signal-data")
+            yield Static("Data, as JSON (left empty: null)", classes="label", markup=False)
+            yield Input(placeholder='e.g. {"by": "ana"}', id="signal-data")
             yield Static("", id="signal-problem", markup=False)
             with Horizontal():
                 yield Button("Send… (enter)", id="send", variant="primary")

@@ -13,6 +13,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from . import _format as fmt
+from . import _waiting as waiting
 from ._model import RunDetail, StepRow
 
 
@@ -44,7 +45,7 @@ def error_view(detail: RunDetail, step: StepRow | None) -> RenderableType:
     if step is not None:
         parts += _attempts(detail, step)
     if step is not None and (step.error or step.traceback):
-        attempt = f" attempt {step.attempt}" if step.attempt > 1 or _retried(detail, step) else ""
+        attempt = f" attempt {step.attempt}" if _retried(detail, step) else ""
         parts.append(Text(f"Step {step.index} {step.name!r}{attempt} ({step.status})", "bold underline"))
         if step.error:
             parts.append(Text(step.error, style="#ef5350"))
@@ -56,14 +57,18 @@ def error_view(detail: RunDetail, step: StepRow | None) -> RenderableType:
 
 
 def _retried(detail: RunDetail, step: StepRow) -> bool:
+    """Whether `step` was retried, or the run waits to retry it."""
+    wait = waiting.parse(detail.row.waiting_for)
+    if wait is not None and wait.kind == "retry" and wait.name == step.name:
+        return True
     return any(s.name == step.name and s.attempt > 1 for s in detail.steps)
 
 
 def _attempts(detail: RunDetail, step: StepRow) -> list[RenderableType]:
     """Every attempt of a retried step, one line each with its error (empty otherwise)."""
-    tries = [s for s in detail.steps if s.name == step.name]
-    if len(tries) < 2 and step.attempt < 2:
+    if not _retried(detail, step):
         return []
+    tries = [s for s in detail.steps if s.name == step.name]
     lines = Text()
     for s in tries:
         look = fmt.step_look(s.status)
