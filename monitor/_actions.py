@@ -51,9 +51,13 @@ class RunActions(App[None]):
         return self.state.actions_allowed
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Hide cancel, retrigger and delete when the monitor is read-only (the signal key
-        stays, to say why it cannot send)."""
-        return action != "act" or self.actions_allowed
+        """Hide the actions that write when the monitor is read-only; the signal key then
+        says why it cannot send (`signal_refused`, bound to the same key, not shown)."""
+        if action in ("act", "signal"):
+            return self.actions_allowed
+        if action == "signal_refused":
+            return not self.actions_allowed
+        return True
 
     # -- cancel, retrigger, delete -----------------------------------------------------------
 
@@ -106,8 +110,7 @@ class RunActions(App[None]):
         if row is None:
             return
         if not self.actions_allowed:
-            why = "a read-only root" if self.state.root_read_only else "--read-only"
-            self.notify(READ_ONLY_SIGNAL.format(why=why), severity="warning", timeout=8)
+            self.action_signal_refused()
             return
         if row.status is None:
             self.notify(f"{row.id} is still syncing; try again in a moment.", severity="warning")
@@ -126,6 +129,11 @@ class RunActions(App[None]):
                 self._confirm_signal(row, *result)
 
         self.push_screen(SignalScreen(row.id, row.job, name, waits=bool(name)), entered)
+
+    def action_signal_refused(self) -> None:
+        """Say why this monitor cannot send a signal (it is read-only)."""
+        why = "a read-only root" if self.state.root_read_only else "--read-only"
+        self.notify(READ_ONLY_SIGNAL.format(why=why), severity="warning", timeout=8)
 
     def _confirm_signal(self, row: RunRow, name: str, data: Any) -> None:
         shown = json.dumps(data, ensure_ascii=False)

@@ -45,7 +45,7 @@ ROOT_CHECK = 0.5
 """Seconds between looks for a root that does not exist yet (`--wait-for-root`)."""
 
 
-_RUN_ACTIONS = frozenset({"act", "signal", "parent", "copy_id"})
+_RUN_ACTIONS = frozenset({"act", "signal", "signal_refused", "parent", "copy_id"})
 """App actions that apply to a run (none does in the workers view)."""
 
 
@@ -72,6 +72,7 @@ class MonitorApp(RunActions):
         Binding("r", "act('retrigger')", "Retrigger"),
         Binding("d", "act('delete')", "Delete"),
         Binding("n", "signal", "Signal"),
+        Binding("n", "signal_refused", "Signal", show=False),
         Binding("p", "parent", "Parent", show=False),
         Binding("w", "workers", "Workers"),
         Binding("y", "copy_id", "Copy id"),
@@ -291,7 +292,7 @@ class MonitorApp(RunActions):
     def on_monitor_app_read_only(self, message: ReadOnly) -> None:
         self.state.root_read_only = message.read_only
         if message.read_only:
-            self.notify("This root is read-only: cancel, retrigger and delete are hidden, signals refused.")
+            self.notify("This root is read-only: cancel, retrigger, delete and signal are hidden.")
         self.refresh_bindings()
         self._refresh_views()
 

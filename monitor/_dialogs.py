@@ -195,7 +195,7 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("c", "cancel a pending or running run"),
             ("r", "retrigger a finished run (needs --app module:attr)"),
             ("d", "delete a finished run"),
-            ("n", "send a signal with JSON data to a waiting run (refused on a read-only root)"),
+            ("n", "send a signal with JSON data to a waiting run (read-only: says why not)"),
             ("y", "copy the run id to the clipboard"),
         ],
     ),

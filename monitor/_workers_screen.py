@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -17,10 +17,14 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from . import _format as fmt
+from . import _waiting as waiting
 from ._backend import Source
 from ._model import WorkerRow
 from ._state import MonitorState
 from ._widgets import MonitorFooter, RunTable
+
+NARROW = 110
+"""Below this width, start times are relative only and run ids shortened."""
 
 REFRESH = 1.0
 """Seconds between two reads of the workers' records (each worker beats every 5 s)."""
@@ -122,18 +126,30 @@ class WorkersScreen(Screen[None]):
         table = self.query_one("#workers", DataTable)
         keep = table.cursor_row
         table.clear()
+        narrow = 0 < self.size.width < NARROW
+        hosts = max((len(w.host) for w in workers), default=4)
+        # what the other columns leave for JOBS (each column is padded by 2 cells)
+        room = max(12, self.size.width - hosts - (49 if narrow else 78) - 4) if self.size.width else 40
         for w in workers:
-            flight = Text(" ".join(w.running) or "-", style="#e5c07b" if w.running else "dim")
+            ids = [waiting.short_id(r, 12) for r in w.running] if narrow else list(w.running)
+            flight = Text(" ".join(ids) or "-", style="#e5c07b" if w.running else "dim")
+            started = fmt.relative(w.started_at, now)
+            if not narrow:
+                started = f"{fmt.absolute(w.started_at, self.state.tz)} ({started})"
             table.add_row(
                 w.host,
                 str(w.pid),
-                fmt.clip(", ".join(w.jobs), 40),
+                fmt.clip(", ".join(w.jobs), room),
                 flight,
-                f"{fmt.absolute(w.started_at, self.state.tz)} ({fmt.relative(w.started_at, now)})",
+                started,
                 fmt.relative(w.seen_at, now),
             )
         if workers:
             table.move_cursor(row=min(max(keep, 0), len(workers) - 1), animate=False)
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self.worker_rows is not None:
+            self._show()
 
     def action_back(self) -> None:
         """Back to where the view was opened from."""

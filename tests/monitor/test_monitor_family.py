@@ -198,6 +198,17 @@ class TestWorkers:
             await settle(pilot)
             assert not isinstance(app.screen, WorkersScreen)
 
+    async def test_at_80_columns_every_column_fits(self) -> None:
+        """A narrow view shortens start times, run ids and job lists so that nothing is cut."""
+        app = make_app(waiting_sample())
+        async with app.run_test(size=(80, 24)) as pilot:
+            screen = await open_workers(pilot)
+            table = screen.query_one("#workers", DataTable)
+            await wait_for(pilot, lambda: table.virtual_size.width <= table.size.width)
+            row = workers_rows(screen)[0]
+            assert f"…{EXPORTING[-12:]}" in row
+            assert row.endswith("1h ago 3s ago")
+
     async def test_the_view_follows_the_heartbeats(self) -> None:
         """A worker that starts, and one that stops, show at the next read (every second)."""
         fake = waiting_sample()

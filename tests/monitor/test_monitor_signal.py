@@ -14,6 +14,7 @@ from textual.widgets import Input, Static
 from durably import RunStatus
 from durably_monitor._dialogs import ConfirmScreen, SignalScreen
 from durably_monitor._runlist import RunList
+from durably_monitor._widgets import MonitorFooter
 
 
 async def select(pilot: Pilot[Any], run_id: str) -> None:
@@ -28,6 +29,12 @@ async def open_form(pilot: Pilot[Any], run_id: str) -> SignalScreen:
     screen = pilot.app.screen
     assert isinstance(screen, SignalScreen)
     return screen
+
+
+def footer(app: Any) -> str:
+    """The keys the footer shows."""
+    keys = app.screen.query_one(MonitorFooter).query_children("FooterKey")
+    return "  ".join(text_of(k).strip() for k in keys if k.display)
 
 
 def field(screen: SignalScreen, name: str) -> Input:
@@ -160,4 +167,16 @@ class TestNotSent:
             assert not isinstance(app.screen, SignalScreen)
             assert any("a read-only root" in t and "durably signal RUN NAME" in t for t in told)
             assert "Send signal" not in palette(app)
+            assert "n Signal" not in footer(app)
             assert fake.calls == []
+
+    async def test_read_only_flag_is_refused_too(self) -> None:
+        """`--read-only` on a writable root: the same refusal, naming the flag."""
+        app = make_app(waiting_sample(), read_only=True)
+        async with app.run_test(size=(120, 40)) as pilot:
+            told = notifications(app)
+            await select(pilot, SIGNAL)
+            await pilot.press("n")
+            await settle(pilot)
+            assert not isinstance(app.screen, SignalScreen)
+            assert any("(--read-only)" in t for t in told)
