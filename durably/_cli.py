@@ -299,7 +299,7 @@ def cmd_signal(args: argparse.Namespace) -> int:
 
 def cmd_workers(args: argparse.Namespace) -> int:
     """``durably workers``."""
-    return print_workers(_open_root(args).root, as_json=args.json)
+    return print_workers(_open_root(args), as_json=args.json)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

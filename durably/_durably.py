@@ -17,6 +17,7 @@ import pydantic
 
 from . import _manage as manage
 from . import _queries as queries
+from . import _workers as workers
 from ._driver import claim_next, run_claim
 from ._events import Event
 from ._handle import JobHandle
@@ -26,6 +27,7 @@ from ._options import Options
 from ._runtime import Runtime
 from ._tail import RunTail, wait_for
 from ._worker import WorkerLoop
+from ._workers import WorkerInfo
 
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
@@ -215,6 +217,16 @@ class Durably:
     def is_read_only(self) -> bool:
         """True when this process cannot write the root (a synced copy, a read-only mount)."""
         return self._rt.store.is_read_only()
+
+    def get_workers(self) -> list[WorkerInfo]:
+        """The live ``durably worker`` processes of the root, oldest first.
+
+        Read from their heartbeat records in ``workers/`` (a view for people: no claim or
+        lease depends on it). A record whose process is gone on this host, or that was not
+        refreshed for 30 seconds, is not listed. Only reads: safe on a read-only root.
+        A worker started in your own program with :meth:`start` keeps no record.
+        """
+        return workers.live_workers(self.root)
 
     # -- events -------------------------------------------------------------------------
 
