@@ -276,6 +276,21 @@ class TestResumeRefused:
             root, lambda: bare.resume(failed.id), NotFoundError, "job 'pipeline' is not registered"
         )
 
+    def test_an_input_the_job_now_refuses_is_a_validation_error(
+        self, d: Durably, durably_factory: Factory, root: Path
+    ) -> None:
+        """The input is validated again by the job as registered now; nothing is written."""
+
+        class Stricter(BaseModel):
+            n: int
+            region: str
+
+        failed = _ended(d, "failed")
+        changed = durably_factory(jobs=[define_job(name="pipeline", input=Stricter, run=_pipeline)])
+        self._unchanged(
+            root, lambda: changed.resume(failed.id), ValidationError, f"Cannot resume run {failed.id}"
+        )
+
     def test_a_pending_run_holding_the_concurrency_key_is_a_conflict(self, d: Durably) -> None:
         """The new run keeps the concurrency key, so a pending run holding it refuses it."""
         failed = _ended(d, "failed", concurrency_key="k")
