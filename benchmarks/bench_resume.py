@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from benchmarks.registry import Context, Result, benchmark, result_from
 
+MODULE = "benchmarks.bench_resume"
 SECTION = "recovering"
 ROWS = {
     "resume": "resume() of a failed run with {n:,} completed steps (fsync on)",
@@ -158,11 +159,11 @@ def resume(ctx: Context) -> list[Result]:
     if not (cached / ".complete").exists():
         shutil.rmtree(cached, ignore_errors=True)
         ctx.log(f"durably: building a root of {count:,} runs over 100 hours (cached for reruns)")
-        built = ctx.child(
-            "benchmarks.bench_resume", "build_window_root", root=str(cached / "root"), count=count, timeout=1800
-        )
+        where = str(cached / "root")
+        built = ctx.child(MODULE, "build_window_root", root=where, count=count, timeout=1800)
         if built.get("error"):
-            return [*out, Result(SECTION, ROWS["window"].format(n=count), "durably", None, error=built["error"])]
+            row = ROWS["window"].format(n=count)
+            return [*out, Result(SECTION, row, "durably", None, error=built["error"])]
         (cached / ".complete").write_text(str(count))
     w = ctx.child("benchmarks.bench_resume", "created_window", root=str(cached / "root"))
     out.append(

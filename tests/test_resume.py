@@ -121,13 +121,13 @@ class TestResume:
     def test_the_original_is_unchanged(self, d: Durably) -> None:
         """Resuming writes nothing in the original run's directory, and it reads as before."""
         failed = _ended(d, "failed")
-        before = tree(run_dir_of(d, failed.id))
+        before = tree(Path(run_dir_of(d, failed.id)))
         steps_before = d.get_steps(failed.id)
 
         new = d.resume(failed.id)
         d.process_until_idle()
 
-        assert tree(run_dir_of(d, failed.id)) == before
+        assert tree(Path(run_dir_of(d, failed.id))) == before
         assert d.get_run(failed.id) == failed
         assert d.get_steps(failed.id) == steps_before
         assert d.get_run(new.id).status is RunStatus.COMPLETED  # type: ignore[union-attr]
@@ -349,8 +349,9 @@ class TestCreatedWindow:
     @pytest.mark.parametrize("name", ["created_after", "created_before"])
     def test_a_naive_datetime_is_refused(self, d: Durably, name: str) -> None:
         """A datetime without a time zone raises ValidationError naming the parameter."""
+        naive: dict[str, Any] = {name: datetime(2026, 1, 1)}
         with pytest.raises(ValidationError, match=f"{name} must be an aware datetime"):
-            d.get_runs(**{name: datetime(2026, 1, 1)})
+            d.get_runs(**naive)
         handle = d.register(PIPELINE)
         with pytest.raises(ValidationError, match=name):
-            handle.get_runs(**{name: datetime(2026, 1, 1)})
+            handle.get_runs(**naive)
