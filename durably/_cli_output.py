@@ -214,6 +214,7 @@ def print_run(run: Run[Any]) -> None:
     optional = [
         ("waits for", waiting_text(run) if run.waiting_for is not None else None),
         ("parent", run.parent_id),
+        ("resumed from", run.resumed_from),
         ("labels", " ".join(f"{k}={v}" for k, v in sorted(run.labels.items())) or None),
         ("idem. key", run.idempotency_key),
         ("conc. key", run.concurrency_key),

@@ -41,6 +41,8 @@ from ._ids import is_valid_id
 
 RUN_RECORD: Final = "run.json"
 COMPACTED: Final = "journal.jsonl"
+REPLAYED: Final = "replay.jsonl"
+"""The checkpoints a resumed run replays, copied from the run it resumes (generation 0)."""
 RUN_LOCK: Final = "lock"
 FORMAT: Final = "format.json"
 QUARANTINE: Final = "quarantine"
@@ -61,7 +63,7 @@ NO_WAKE: Final = "~"
 IDEMPOTENCY_NAME: Final = re.compile(r"^[0-9a-f]{32}\.json$")
 CHAIN_NAME: Final = {"p": re.compile(r"^[0-9a-f]{32}$"), "x": re.compile(r"^[0-9a-f]{16}$")}
 HASH16: Final = re.compile(r"^[0-9a-f]{16}$")
-RUN_FILES: Final = frozenset({RUN_RECORD, RUN_LOCK, COMPACTED})
+RUN_FILES: Final = frozenset({RUN_RECORD, RUN_LOCK, COMPACTED, REPLAYED})
 """Names in a run directory besides its state files and journals."""
 
 

@@ -114,6 +114,7 @@ SCENARIOS = {
     "cancel-pending": (["trigger"], "cancel"),
     "cancel-orphaned": (["trigger", "kill-in-step"], "cancel"),
     "delete": (["trigger", "run"], "delete"),
+    "resume": (["trigger", "kill-in-step", "cancel"], "resume"),
 }
 
 
@@ -197,6 +198,9 @@ class TestKillAtEveryFileSystemCall:
         assert len(outcomes) == total
         if scenario.startswith("cancel"):
             assert outcomes[-1] == "cancelled"
+        elif scenario == "resume":  # no new run, or a whole one that completes
+            assert set(outcomes) == {"cancelled", "resumed"}
+            assert outcomes[-1] == "resumed"
         else:
             assert set(outcomes) == {"completed"}
 
