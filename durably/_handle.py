@@ -118,6 +118,7 @@ class JobHandle(Generic[I, O]):
         offset: int | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        parent_id: str | None = None,
     ) -> list[Run[O]]:
         """This job's runs, newest first, filtered like :meth:`Durably.get_runs`."""
         return queries.get_runs(
@@ -130,6 +131,7 @@ class JobHandle(Generic[I, O]):
             output=self._job.output_codec,
             created_after=created_after,
             created_before=created_before,
+            parent_id=parent_id,
         )
 
     def __repr__(self) -> str:

@@ -467,6 +467,10 @@ class TestChildRuns:
         assert kids[0].parent_id == run.id
         assert kids[0].output == 10
         assert [r.id for r in d.get_runs(job_name="child")] == [kids[0].id]  # exactly one child
+        handle = d.register(child)
+        assert [r.id for r in handle.get_runs(parent_id=run.id)] == [kids[0].id]
+        assert handle.get_runs(parent_id=kids[0].id) == []
+        assert handle.get_runs(parent_id=run.id)[0].output == 10  # typed by the handle
 
     def test_a_waiting_parent_says_which_child(self, tmp_path: Path, clock: ManualClock) -> None:
         d = make(tmp_path, clock, parent, child)
