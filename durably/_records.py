@@ -126,7 +126,8 @@ class RunRecord:
 
     ``batch`` names the ``batch_trigger`` the run belongs to: such a run is invisible
     until the batch's commit mark exists. ``wake_at`` is the start time of a delayed
-    run (it waits until then), ``parent_id`` the run that invoked it (a child run).
+    run (it waits until then), ``parent_id`` the run that invoked it (a child run),
+    ``resumed_from`` the ended run whose checkpoints it replays (``durably.resume``).
     """
 
     id: str
@@ -139,6 +140,7 @@ class RunRecord:
     batch: str | None = None
     wake_at: str | None = None
     parent_id: str | None = None
+    resumed_from: str | None = None
 
     def to_bytes(self) -> bytes:
         """The bytes of ``run.json``."""
@@ -152,7 +154,7 @@ class RunRecord:
             "concurrency_key": self.concurrency_key,
             "created_at": self.created_at,
         }
-        for name in ("batch", "wake_at", "parent_id"):
+        for name in ("batch", "wake_at", "parent_id", "resumed_from"):
             value = getattr(self, name)
             if value is not None:
                 body[name] = value
@@ -177,6 +179,7 @@ def parse_run_record(data: dict[str, Any]) -> RunRecord | None:
         batch=None if batch is None else str(batch),
         wake_at=str_or_none(data.get("wake_at")),
         parent_id=str_or_none(data.get("parent_id")),
+        resumed_from=str_or_none(data.get("resumed_from")),
     )
 
 

@@ -6,7 +6,6 @@ import asyncio
 import inspect
 import threading
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
@@ -15,7 +14,7 @@ import orjson
 from . import _entries as entries
 from . import _records as records
 from ._codec import codec_for, return_type
-from ._errors import ValidationError, describe
+from ._errors import ValidationError, describe, format_traceback
 from ._events import (
     LogWriteEvent,
     RunProgressEvent,
@@ -263,8 +262,13 @@ class Step(WaitingSteps):
         now = ex.now()
         until = records.iso_epoch(now.timestamp() + wait) if again else None
         message = describe(exc)
-        tb = "".join(traceback.format_exception(exc))
+        tb = format_traceback(exc)
         ex.failed_step = None if again else name
+        # A failed attempt retried after a short wait in the worker is not synced on its
+        # own: the next attempt's record (its commit, or its failure) syncs the journal
+        # up to it. A power loss meanwhile only forgets an attempt that did not succeed,
+        # as a crash in the middle of it would, and it runs again.
+        in_worker = again and wait <= SHORT_WAIT and ex.real_clock
         ex.append(
             entries.step_failed(
                 name,
@@ -277,7 +281,7 @@ class Step(WaitingSteps):
                 attempt=attempt,
                 until=until,
             ),
-            sync=ex.fsync,
+            sync=ex.fsync and not in_worker,
         )
         ex.emit(StepFailEvent, step_name=name, step_index=index, error=message)
         if not again:

@@ -10,8 +10,8 @@ each: names (``_layout``), records (``_records``), reading runs (``_runs``), jou
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 from . import _files as files
 from ._claims import Claim, Claims
@@ -85,8 +85,12 @@ class Store(Protocol):
     def load(self, run_id: str) -> RunState | None:
         """A run's record and state; None if it does not exist (or is still being written)."""
 
-    def run_ids(self, *, newest_first: bool = True) -> Iterator[str]:
-        """Every run id, in creation order, lazily (a page costs a page, not the root)."""
+    def run_ids(
+        self, *, newest_first: bool = True, after: str | None = None, before: str | None = None
+    ) -> Iterator[str]:
+        """Every run id, in creation order, lazily (a page costs a page, not the root).
+        ``after``/``before``: only ids whose time prefix (``_ids.time_prefix``) is at least
+        ``after`` and less than ``before``; shards outside are never listed."""
 
     def journal(self, state: RunState) -> JournalView:
         """The run's valid journal entries (every generation, cuts applied)."""
@@ -103,11 +107,14 @@ class Store(Protocol):
             StoreError: the run's lock file cannot be probed (a read-only root).
         """
 
-    def create_run(self, record: RunRecord, *, coalesce: bool) -> tuple[RunState, str]:
+    def create_run(
+        self, record: RunRecord, *, coalesce: bool, replayed: Sequence[dict[str, Any]] = ()
+    ) -> tuple[RunState, str]:
         """Create a pending run, or return the run its keys bind (``idempotent``,
         ``coalesced``). All or nothing: a crash leaves no run or a complete one; one run
         per idempotency key and at most one pending run per concurrency key, across
-        processes and hosts.
+        processes and hosts. ``replayed``: the journal entries (completed checkpoints) a
+        resumed run starts from, written (and synced) before the run becomes visible.
 
         Raises:
             ConflictError: a pending run holds the concurrency key (and not ``coalesce``).
@@ -222,8 +229,10 @@ class FileStore:
     def load(self, run_id: str) -> RunState | None:
         return self.runs.load(run_id)
 
-    def run_ids(self, *, newest_first: bool = True) -> Iterator[str]:
-        return self.runs.run_ids(newest_first=newest_first)
+    def run_ids(
+        self, *, newest_first: bool = True, after: str | None = None, before: str | None = None
+    ) -> Iterator[str]:
+        return self.runs.run_ids(newest_first=newest_first, after=after, before=before)
 
     def journal(self, state: RunState) -> JournalView:
         return self.journals.read(state)
@@ -234,8 +243,10 @@ class FileStore:
     def owner_alive(self, state: RunState) -> bool:
         return self.claims.owner_alive(state)
 
-    def create_run(self, record: RunRecord, *, coalesce: bool) -> tuple[RunState, str]:
-        return self.lifecycle.create(record, coalesce=coalesce)
+    def create_run(
+        self, record: RunRecord, *, coalesce: bool, replayed: Sequence[dict[str, Any]] = ()
+    ) -> tuple[RunState, str]:
+        return self.lifecycle.create(record, coalesce=coalesce, replayed=replayed)
 
     def open_batch(self, batch_id: str | None) -> None:
         self.runs.open_batch(batch_id)

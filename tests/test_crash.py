@@ -114,6 +114,7 @@ SCENARIOS = {
     "cancel-pending": (["trigger"], "cancel"),
     "cancel-orphaned": (["trigger", "kill-in-step"], "cancel"),
     "delete": (["trigger", "run"], "delete"),
+    "resume": (["trigger", "kill-in-step", "cancel"], "resume"),
     # a run that waits (apps.crash_jobs.WAITS): a sleep, a retry's pause, a signal, a child
     "wait-published": (["init", "waits-trigger"], "waits@0"),
     "woken-then-retry-waits": (["init", "waits-trigger", "waits@0"], "waits@2"),
@@ -216,6 +217,9 @@ class TestKillAtEveryFileSystemCall:
         assert len(outcomes) == total
         if scenario.startswith("cancel"):
             assert outcomes[-1] == "cancelled"
+        elif scenario == "resume":  # no new run, or a whole one that completes
+            assert set(outcomes) == {"cancelled", "resumed"}
+            assert outcomes[-1] == "resumed"
         else:
             assert set(outcomes) == {"completed"}
 

@@ -586,6 +586,10 @@ class TestChildRuns:
         assert kids[0].parent_id == run.id
         assert kids[0].output == 10
         assert [r.id for r in d.get_runs(job_name="child")] == [kids[0].id]  # exactly one child
+        handle = d.register(child)
+        assert [r.id for r in handle.get_runs(parent_id=run.id)] == [kids[0].id]
+        assert handle.get_runs(parent_id=kids[0].id) == []
+        assert handle.get_runs(parent_id=run.id)[0].output == 10  # typed by the handle
 
     def test_a_waiting_parent_says_which_child(self, tmp_path: Path, clock: ManualClock) -> None:
         d = make(tmp_path, clock, parent, child)
@@ -703,3 +707,54 @@ class TestKeysTimeoutsClocks:
         assert {"RunWaitEvent", "RunSignalEvent", "Retry"} <= set(durably.__all__)
         assert RunStatus.WAITING.value == "waiting"
         assert not RunStatus.WAITING.is_terminal
+
+
+class TestCommandLine:
+    """The CLI on runs that wait: `trigger --delay/--run-at`, `show`, `runs --status
+    waiting` and `signal`, each a real `durably` process."""
+
+    APP = "apps.waiting_jobs:sleepy"
+
+    def test_a_delayed_run_reads_as_waiting_to_start(self, tmp_path: Path) -> None:
+        from cli_harness import durably_cli  # noqa: PLC0415
+
+        root = tmp_path / "root"
+        made = durably_cli("trigger", self.APP, "approve", "--delay", "2h", "--root", root)
+        assert made.returncode == 0, made.stderr
+        run_id = made.stdout.strip()
+        shown = durably_cli("show", run_id, "--root", root)
+        assert shown.returncode == 0, shown.stderr
+        assert f"{run_id}  approve  waiting" in shown.stdout
+        assert "waits for   start until" in shown.stdout
+        listed = durably_cli("runs", "--status", "waiting", "--root", root)
+        assert run_id in listed.stdout
+        assert listed.stdout.splitlines()[1].split()[2] == "waiting"
+        assert run_id not in durably_cli("runs", "--status", "pending", "--root", root).stdout
+        naive = durably_cli("trigger", self.APP, "approve", "--run-at", "2030-01-01T10:00", "--root", root)
+        assert naive.returncode != 0
+        assert "time zone" in naive.stderr
+
+    def test_show_and_signal_a_run_that_waits_for_a_signal(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from apps.waiting_jobs import approve  # noqa: PLC0415
+        from cli_harness import durably_cli  # noqa: PLC0415
+
+        monkeypatch.setenv("WAIT_EVENTS", str(tmp_path / "events"))
+        root = tmp_path / "root"
+        d = Durably(root, jobs=[approve])
+        run = d.register(approve).trigger({})
+        assert d.process_one()
+        shown = durably_cli("show", run.id, "--root", root)
+        assert shown.returncode == 0, shown.stderr
+        assert "waits for   signal go" in shown.stdout
+        sent = durably_cli("signal", run.id, "go", "--data", '{"by": "cli"}', "--root", root)
+        assert sent.returncode == 0, sent.stderr
+        again = durably_cli("signal", run.id, "go", "--data", "1", "--root", root)
+        assert again.returncode != 0
+        assert "already sent" in again.stderr
+        assert d.process_one()
+        done = d.get_run(run.id)
+        assert done is not None
+        assert done.output == {"data": {"by": "cli"}}
+        assert f"{run.id}  approve  completed" in durably_cli("show", run.id, "--root", root).stdout

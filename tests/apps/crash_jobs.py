@@ -261,6 +261,8 @@ def sweep_op(root: str, workdir: str, op: str, kill_at: int, result: str) -> Non
         d.cancel(run_id)
     elif op == "delete":
         d.delete_run(run_id)
+    elif op == "resume":
+        d.resume(run_id)
     elif op == "batch":
         handle.batch_trigger([Tag(tag=f"b{i}", steps=1) for i in range(3)])
     elif op == "init":
@@ -299,6 +301,7 @@ def sweep_check(root: str, workdir: str, result: str) -> None:
     if before is not None:
         done_before = {s.name for s in d.get_steps(before.id) if s.status == "completed"}
     lines_before = _exec_lines()
+    steps_before = d.get_steps(before.id) if before is not None else []
     res = handle.trigger(
         Tag(tag="t", steps=3), idempotency_key="idem", concurrency_key="conc", coalesce="skip"
     )
@@ -319,10 +322,18 @@ def sweep_check(root: str, workdir: str, result: str) -> None:
         assert sorted(done) == ["step-00", "step-01", "step-02"], done
     rerun = {f"step-{int(line.split()[1]):02d}" for line in _exec_lines()[len(lines_before) :]}
     assert not rerun & done_before, f"completed steps ran again: {sorted(rerun & done_before)}"
+    outcome = str(run.status.value)
+    resumed = [r for r in runs if r.resumed_from is not None]
+    assert len(resumed) <= 1, f"{len(resumed)} resumed runs"
+    if resumed:  # a resume killed part-way left a whole new run: it replays and completes
+        assert resumed[0].resumed_from == run.id
+        assert (resumed[0].status, resumed[0].output) == ("completed", expected_output(3)), resumed[0]
+        assert d.get_steps(run.id) == steps_before, "the resumed run's original changed"
+        outcome = "resumed"
     Path(result).write_text(
         json.dumps(
             {
-                "status": str(run.status.value),
+                "status": outcome,
                 "queue": sorted(os.listdir(os.path.join(root, "queue"))),
                 "disposition": res.disposition,
             }
