@@ -111,7 +111,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -607,7 +607,7 @@ class CrashPoint:
 
 
 def crash_point(
-    log: list[Call], k: int, kind: dict[int, str], barriers: list[tuple[int, int]] = ()
+    log: list[Call], k: int, kind: dict[int, str], barriers: Sequence[tuple[int, int]] = ()
 ) -> CrashPoint:
     """``barriers``: (log position, inode) of syncs to count as made there (those a
     meta-test removed: the crash point of the intact log)."""
