@@ -23,6 +23,10 @@ def fmt_value(value: float | None, unit: str, error: str | None = None) -> str:
         return f"n/a ({reason[:70]})"
     if unit == "/s":
         return f"{value:,.0f} /s"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "%":
+        return f"{value:.2f} %"
     if value < 1e-3:
         return f"{value * 1e6:,.1f} µs"
     if value < 1:
@@ -34,7 +38,7 @@ def speedup(durably: Result | None, peer: Result | None) -> str:
     """How many times faster durably is (> 1: faster, < 1: slower)."""
     if not durably or not peer or durably.value is None or peer.value is None:
         return ""
-    if not durably.value or not peer.value:
+    if not durably.value or not peer.value or durably.unit in ("x", "%"):
         return ""
     x = durably.value / peer.value if durably.higher_is_better else peer.value / durably.value
     return f"{x:.2f}x"

@@ -51,6 +51,7 @@ from ._models import (
 )
 from ._retry import Retry
 from ._step import AsyncStep, Step
+from ._workers import WorkerInfo
 
 __version__ = "0.1.0"
 
@@ -97,5 +98,6 @@ __all__ = [
     "ValidationError",
     "WaitTimeoutError",
     "WorkerErrorEvent",
+    "WorkerInfo",
     "define_job",
 ]

@@ -17,9 +17,10 @@ from typing import Any, NoReturn
 
 import orjson
 
+from . import _cli_bulk as bulk
 from . import _repair
 from ._app_loader import AppError, load_app
-from ._cli_args import duration, instant
+from ._cli_args import duration, instant, moment
 from ._cli_follow import follow_logs, print_workers, wait
 from ._cli_output import (
     STATUS_ALIASES,
@@ -45,6 +46,10 @@ from ._job import COALESCE_VALUES
 from ._models import RunStatus
 from ._supervisor import WorkerOptions, run_worker
 
+_BULK = (
+    "Several RUNs, or a filter (--status, --job, --label, --since) instead: one line per run "
+    "acted on ('RUN %s'), one line on stderr per run refused; exit 1 if any was refused."
+)
 _DURATION = re.compile(r"^(\d+)([dhms])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 
@@ -221,18 +226,42 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return wait(durably, run.id, args.timeout, app=args.app)
 
 
+def _each(args: argparse.Namespace, durably: Durably, action: bulk.Action) -> int:
+    """A bulk command: each run given, or each run the filter selects."""
+    try:
+        run_ids, single = bulk.selected(durably, args, _labels(args.label))
+    except bulk.SelectionError as exc:
+        raise UsageError(str(exc)) from None
+    return bulk.act_on_each(f"durably {args.command}", run_ids, action, single=single)
+
+
+def _new_id(_run_id: str, new: str | None) -> str:
+    return str(new)
+
+
 def cmd_retrigger(args: argparse.Namespace) -> int:
     """``durably retrigger``."""
     durably = _open_app(args)
-    print(durably.retrigger(args.run).id)
-    return 0
+    return _each(args, durably, bulk.Action(lambda r: durably.retrigger(r).id, "", _new_id))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """``durably resume``."""
+    durably = _open_app(args)
+    step = args.from_step
+    return _each(args, durably, bulk.Action(lambda r: durably.resume(r, from_step=step).id, "", _new_id))
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     """``durably runs``."""
     durably = _open_root(args)
     runs = durably.get_runs(
-        status=args.status, job_name=args.job, labels=_labels(args.label) or None, limit=args.limit
+        status=args.status,
+        job_name=args.job,
+        labels=_labels(args.label) or None,
+        limit=args.limit,
+        created_after=args.since,
+        created_before=args.until,
     )
     if args.json:
         print(json_text([run_dict(r) for r in runs], indent=True))
@@ -296,26 +325,22 @@ def cmd_signal(args: argparse.Namespace) -> int:
     print(f"signalled {args.run} {args.name}")
     return 0
 
-    return 0
-
 
 def cmd_workers(args: argparse.Namespace) -> int:
     """``durably workers``."""
-    return print_workers(_open_root(args).root, as_json=args.json)
+    return print_workers(_open_root(args), as_json=args.json)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """``durably cancel``."""
-    _open_root(args).cancel(args.run)
-    print(f"cancelled {args.run}")
-    return 0
+    durably = _open_root(args)
+    return _each(args, durably, bulk.Action(durably.cancel, "cancelled", "cancelled {0}".format))
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     """``durably delete``."""
-    _open_root(args).delete_run(args.run)
-    print(f"deleted {args.run}")
-    return 0
+    durably = _open_root(args)
+    return _each(args, durably, bulk.Action(durably.delete_run, "deleted", "deleted {0}".format))
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -402,6 +427,36 @@ def _trigger_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _bulk_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """``cancel``, ``retrigger``, ``resume`` and ``delete``: runs by id, or by a filter."""
+    p = add("cancel", cmd_cancel, "cancel pending, waiting or running runs", _BULK % "cancelled")
+    bulk.add_selection(p, _status)
+
+    p = add(
+        "retrigger", cmd_retrigger, "start a new run with an ended run's input; print its id", _BULK % "NEW"
+    )
+    p.add_argument("app", metavar="APP", help="module:attribute naming a durably.Durably instance")
+    bulk.add_selection(p, _status)
+
+    p = add(
+        "resume",
+        cmd_resume,
+        "start a new run that replays an ended run's checkpoints; print its id",
+        "A failed or cancelled run (a completed one with --from-step) goes on in a new run: "
+        "its completed steps are replayed, the rest run. " + _BULK % "NEW",
+    )
+    p.add_argument("app", metavar="APP", help="module:attribute naming a durably.Durably instance")
+    bulk.add_selection(p, _status)
+    p.add_argument(
+        "--from-step",
+        metavar="NAME",
+        help="replay only the steps before the first step NAME (it and the rest run again)",
+    )
+
+    p = add("delete", cmd_delete, "delete ended runs and all their files", _BULK % "deleted")
+    bulk.add_selection(p, _status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``durably`` argument parser."""
     common = _Parser(add_help=False)
@@ -470,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="only runs with this label (repeatable; all must match)",
     )
+    p.add_argument("--since", type=moment, metavar="WHEN", help="created since: 2h, 30m, 3d or an ISO time")
+    p.add_argument("--until", type=moment, metavar="WHEN", help="created before: 2h, 30m, 3d or an ISO time")
     p.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="at most N runs (default 50)")
     p.add_argument("--json", action="store_true", help="print a JSON list of runs")
 
@@ -496,15 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("workers", cmd_workers, "list the live worker processes of the root")
     p.add_argument("--json", action="store_true", help="print a JSON list of workers")
 
-    p = add("cancel", cmd_cancel, "cancel a pending, waiting or running run")
-    p.add_argument("run", metavar="RUN", help="run id")
-
-    p = add("retrigger", cmd_retrigger, "start a new run with an ended run's input; print its id")
-    p.add_argument("app", metavar="APP", help="module:attribute naming a durably.Durably instance")
-    p.add_argument("run", metavar="RUN", help="run id")
-
-    p = add("delete", cmd_delete, "delete an ended run and all its files")
-    p.add_argument("run", metavar="RUN", help="run id")
+    _bulk_commands(add)
 
     p = add(
         "doctor",

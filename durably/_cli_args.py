@@ -1,9 +1,10 @@
-"""Values the command line parses: durations and times (``--delay``, ``--run-at``)."""
+"""Values the command line parses: durations and times (``--delay``, ``--run-at``,
+``--since``, ``--until``)."""
 
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 
 def duration(text: str) -> float:
@@ -28,3 +29,11 @@ def instant(text: str) -> datetime:
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no time zone (add Z or an offset such as +02:00)")
     return moment
+
+
+def moment(text: str) -> datetime:
+    """``--since``/``--until``: that long ago (``90s``, ``15m``, ``2h``, ``3d``), or an
+    ISO-8601 time with its time zone."""
+    if text[:1].isdigit() and text[-1:] in "smhd" and "T" not in text and "-" not in text:
+        return datetime.now(UTC) - timedelta(seconds=duration(text))
+    return instant(text)

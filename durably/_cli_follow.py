@@ -114,9 +114,9 @@ def ended(durably: Durably, run_id: str, prog: str) -> int:
     return 0
 
 
-def print_workers(root: str, *, as_json: bool) -> int:
+def print_workers(durably: Durably, *, as_json: bool) -> int:
     """``durably workers``: the live worker processes of a root."""
-    live = workers.live_workers(root)
+    live = durably.get_workers()
     if as_json:
         print(json_text([w.as_dict() for w in live], indent=True))
         return 0

@@ -15,6 +15,7 @@ from ._models import LogEntry, Progress, Run, RunStatus, StepRecord
 
 WORDS = {
     RunStatus.PENDING: "pending",
+    RunStatus.WAITING: "waiting",
     RunStatus.LEASED: "running",
     RunStatus.COMPLETED: "completed",
     RunStatus.FAILED: "failed",
@@ -30,6 +31,7 @@ STATUS_ALIASES = {"leased": RunStatus.LEASED, **{word: status for status, word i
 
 COLOURS = {
     "pending": "33",  # yellow
+    "waiting": "34",  # blue: nothing to do until its time, signal or child
     "running": "36",  # cyan
     "completed": "32",  # green
     "failed": "31",  # red
@@ -212,6 +214,7 @@ def print_run(run: Run[Any]) -> None:
     optional = [
         ("waits for", waiting_text(run) if run.waiting_for is not None else None),
         ("parent", run.parent_id),
+        ("resumed from", run.resumed_from),
         ("labels", " ".join(f"{k}={v}" for k, v in sorted(run.labels.items())) or None),
         ("idem. key", run.idempotency_key),
         ("conc. key", run.concurrency_key),

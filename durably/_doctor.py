@@ -4,15 +4,16 @@ Checks (each problem names its path, relative to the root):
 
 - ``orphan-temp``: a file or deleted-run leftover in ``tmp/`` older than a minute
   (publish-once temp files live for microseconds; older ones were left by a crash).
-- ``stale-marker``: a queue marker whose run does not exist (after ten minutes, the
-  grace a trigger in flight gets) or has ended; ``bad-marker``: a marker name that is
-  not ``<id>.<job hash>.<key hash>`` or does not match its run.
-- ``unqueued-run``: a run that has not ended but has no queue marker (no worker would
-  ever claim it again).
+- ``stale-marker``: a queue or wait marker whose run does not exist (after ten minutes,
+  the grace a trigger in flight gets) or has ended; ``bad-marker``: a marker name that is
+  not ``<id>.<job hash>.<key hash>`` (in ``wait/``: ``<wake>.<id>.<job hash>.<key
+  hash>``) or does not match its run.
+- ``unqueued-run``: a run that has not ended but has no marker in ``queue/`` or
+  ``wait/`` (no worker would ever claim it again).
 - ``corrupt``: a record that does not parse (``run.json``, ``s.<n>``, ``format.json``,
-  key records), a state chain that contradicts itself, or a journal damaged *before*
-  its last valid record or short of the length a later state fixed for it (a torn
-  tail after the last record is what a crash leaves, and is normal).
+  key records, signal files ``g.<hash>``), a state chain that contradicts itself, or a
+  journal damaged *before* its last valid record or short of the length a later state
+  fixed for it (a torn tail after the last record is what a crash leaves, and is normal).
 - ``future-format``: a record written by a newer durably. Reported, never touched.
 - ``incomplete-run``: a run directory without ``run.json``, or a run of a
   ``batch_trigger`` that never committed, older than ten minutes.
@@ -42,6 +43,7 @@ from typing import Any
 
 import orjson
 
+from . import _doorbell as doorbell
 from . import _files as files
 from . import _layout as layout
 from . import _records as records
@@ -210,6 +212,8 @@ class Doctor:
                 self.counts["files"] += 1
                 if mode != 0o600:
                     self.add("permissions", path, f"file mode is {mode:04o}, expected 0600", "chmod")
+            elif stat.S_ISFIFO(st.st_mode) and doorbell.is_bell(self.rel(path)):
+                continue  # a worker's doorbell (durably's only FIFO)
             else:
                 what = (
                     "symbolic link"
@@ -237,37 +241,44 @@ class Doctor:
                 self.add("orphan-temp", path, f"temp file left by a crash ({ago(age)} old)", fix)
 
     def _check_queue(self) -> dict[str, list[str]]:
+        """The markers of ``queue/`` and ``wait/`` (a waiting run's marker is in ``wait/``,
+        named ``<wake>.<queue marker name>``), by run id."""
         markers: dict[str, list[str]] = {}
         for name in sorted(files.list_dir(self.layout.queue)):
-            path = os.path.join(self.layout.queue, name)
-            self.counts["markers"] += 1
-            parsed = layout.parse_marker(name)
-            if parsed is None:
-                self.add(
-                    "bad-marker",
-                    path,
-                    "not a queue marker name (<run id>.<job hash>.<key hash>)",
-                    "quarantine",
-                )
-                continue
-            markers.setdefault(parsed[0], []).append(name)
-            state, future = self.load(parsed[0])
-            if future:
-                continue
-            if state is None:
-                if self.age(path) > TRIGGER_GRACE:
-                    self.add(
-                        "stale-marker",
-                        path,
-                        "queue marker of a run that does not exist (or whose run.json is missing or damaged)",
-                        "remove",
-                    )
-                continue
-            if state.is_terminal:
-                self.add("stale-marker", path, f"queue marker of a run that ended ({state.status})", "remove")
-            elif name != RunQueue.name(state.record):
-                self.add("bad-marker", path, "queue marker does not match its run's job or key", "quarantine")
+            self._check_marker(markers, os.path.join(self.layout.queue, name), name, "queue")
+        for name in sorted(files.list_dir(self.layout.wait)):
+            parsed = layout.parse_wait_marker(name)
+            queue_name = "" if parsed is None else parsed[1]
+            self._check_marker(markers, os.path.join(self.layout.wait, name), queue_name, "wait")
         return markers
+
+    def _check_marker(self, markers: dict[str, list[str]], path: str, name: str, kind: str) -> None:
+        """Check one marker; ``name`` is its queue marker name ("" if it has none)."""
+        self.counts["markers"] += 1
+        parsed = layout.parse_marker(name)
+        if parsed is None:
+            shape = "<run id>.<job hash>.<key hash>"
+            if kind == "wait":
+                shape = "<13-digit wake time or ~>." + shape
+            self.add("bad-marker", path, f"not a {kind} marker name ({shape})", "quarantine")
+            return
+        markers.setdefault(parsed[0], []).append(name)
+        state, future = self.load(parsed[0])
+        if future:
+            return
+        if state is None:
+            if self.age(path) > TRIGGER_GRACE:
+                self.add(
+                    "stale-marker",
+                    path,
+                    f"{kind} marker of a run that does not exist (or whose run.json is missing or damaged)",
+                    "remove",
+                )
+            return
+        if state.is_terminal:
+            self.add("stale-marker", path, f"{kind} marker of a run that ended ({state.status})", "remove")
+        elif name != RunQueue.name(state.record):
+            self.add("bad-marker", path, f"{kind} marker does not match its run's job or key", "quarantine")
 
     def load(self, run_id: str) -> tuple[RunState | None, bool]:
         """(state or None, True if a record of the run has a newer format)."""

@@ -48,7 +48,7 @@ class RunChecks:
         self.doctor = doctor
 
     def check(self, run_id: str, run_dir: str, markers: list[str]) -> RunRecord | None:
-        """Check one run directory (``markers``: the queue markers naming the run); return
+        """Check one run directory (``markers``: the queue or wait markers naming the run); return
         its record if it reads."""
         names = files.list_dir(run_dir)
         record = self._record(run_id, run_dir, names)
@@ -76,7 +76,7 @@ class RunChecks:
                 self.doctor.add(
                     "unqueued-run",
                     run_dir,
-                    f"{state.status} run without a queue marker: no worker would claim it",
+                    f"{state.status} run without a queue or wait marker: no worker would claim it",
                     "requeue",
                 )
             if state.status == "leased":
@@ -152,6 +152,8 @@ class RunChecks:
                 states[int(m.group(1))] = path
             elif j:
                 journals[int(j.group(1))] = path
+            elif layout.SIGNAL_NAME.match(name):
+                self._check_signal(path)
             elif name not in layout.RUN_FILES:
                 self.doctor.add(
                     "unexpected",
@@ -160,6 +162,13 @@ class RunChecks:
                     "quarantine",
                 )
         return states, journals
+
+    def _check_signal(self, path: str) -> None:
+        """A signal delivered to the run: a record naming its signal (a damaged one is never
+        read as delivered, and refuses the same signal sent again until quarantined)."""
+        data, _err = self.doctor.read(path)
+        if data is not None and records.parse_signal(data) is None:
+            self.doctor.add("corrupt", path, "not a signal record", "quarantine")
 
     def _check_states(self, run_dir: str, states: dict[int, str]) -> tuple[int, StateRecord | None]:
         """Check the chain s.1..s.n; return (head number, head record), (-1, None) if unreadable."""

@@ -11,13 +11,12 @@ import inspect
 import logging
 import threading
 import time
-import traceback
 from typing import Any, Literal
 
 import orjson
 
 from . import _records as records
-from ._errors import StoreError, ValidationError, describe, is_store_failure
+from ._errors import StoreError, ValidationError, describe, format_traceback, is_store_failure
 from ._events import RunCompleteEvent, RunFailEvent, RunLeasedEvent, WorkerErrorEvent
 from ._execution import Execution, Suspended
 from ._readmodel import progress_dict
@@ -204,7 +203,7 @@ class Driver:
 
     def _end_failed(self, message: str, exc: BaseException | None) -> None:
         ex = self.ex
-        tb = None if exc is None else "".join(traceback.format_exception(exc))
+        tb = None if exc is None else format_traceback(exc)
         ended = self._end(
             records.ending(
                 "failed",

@@ -17,15 +17,18 @@ import pydantic
 
 from . import _manage as manage
 from . import _queries as queries
+from . import _workers as workers
 from ._driver import claim_next, run_claim
 from ._events import Event
 from ._handle import JobHandle
 from ._job import JobDefinition
 from ._models import LogEntry, Progress, Run, RunStatus, StepRecord
 from ._options import Options
+from ._resume import resume
 from ._runtime import Runtime
 from ._tail import RunTail, wait_for
 from ._worker import WorkerLoop
+from ._workers import WorkerInfo
 
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
@@ -134,6 +137,8 @@ class Durably:
         limit: int | None = None,
         offset: int | None = None,
         parent_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> list[Run[Any]]:
         """Runs newest first (ids sort by creation, so ties within a millisecond too).
 
@@ -146,6 +151,12 @@ class Durably:
             labels: Every given label must match.
             limit: At most this many runs. offset: Skip this many matches first.
             parent_id: Only the child runs of this run (``step.invoke``).
+            created_after: Only runs created at or after this aware datetime.
+            created_before: Only runs created before this aware datetime. Only the
+                shards of the window are read (ids, and shards, sort by creation time).
+
+        Raises:
+            ValidationError: a bad filter (a naive datetime), limit or offset.
         """
         return queries.get_runs(
             self._rt.store,
@@ -155,6 +166,8 @@ class Durably:
             limit=limit,
             offset=offset,
             parent_id=parent_id,
+            created_after=created_after,
+            created_before=created_before,
         )
 
     def get_steps(self, run_id: str) -> list[StepRecord]:
@@ -216,6 +229,16 @@ class Durably:
         """True when this process cannot write the root (a synced copy, a read-only mount)."""
         return self._rt.store.is_read_only()
 
+    def get_workers(self) -> list[WorkerInfo]:
+        """The live ``durably worker`` processes of the root, oldest first.
+
+        Read from their heartbeat records in ``workers/`` (a view for people: no claim or
+        lease depends on it). A record whose process is gone on this host, or that was not
+        refreshed for 30 seconds, is not listed. Only reads: safe on a read-only root.
+        A worker started in your own program with :meth:`start` keeps no record.
+        """
+        return workers.live_workers(self.root)
+
     # -- events -------------------------------------------------------------------------
 
     def on(self, event_type: str, listener: Callable[[Any], object]) -> Callable[[], None]:
@@ -257,6 +280,28 @@ class Durably:
             ValidationError: its input no longer matches the job's schema.
         """
         return manage.retrigger(self._rt, run_id)
+
+    def resume(self, run_id: str, *, from_step: str | None = None) -> Run[Any]:
+        """Start a new pending run that replays an ended run's completed checkpoints
+        and runs the rest: same job, input (validated again), labels and concurrency key.
+
+        The original is not changed (and may be deleted afterwards); the new run's
+        ``resumed_from`` names it.
+
+        Args:
+            run_id: A failed or cancelled run; a completed one only with ``from_step``
+                and only if its checkpoints were kept (``preserve_steps=True``).
+            from_step: Replay only the checkpoints written before the first step of this
+                name began; it and every step after it run again (a fork).
+
+        Raises:
+            NotFoundError: no such run, or its job is not registered here.
+            ConflictError: the run is active; it completed and no ``from_step`` is given,
+                or its checkpoints were dropped; a pending run holds its concurrency key.
+            ValidationError: the run never executed ``from_step``, or its input no longer
+                matches the job's schema. Nothing is written.
+        """
+        return resume(self._rt, run_id, from_step=from_step)
 
     def delete_run(self, run_id: str) -> None:
         """Delete an ended run: every file of it, and free its idempotency key.

@@ -212,6 +212,13 @@ class LogWritten(_Entry):
         """Its data (JSON)."""
         return self.raw.get(J.DATA)
 
+    @property
+    def position(self) -> int | None:
+        """Outside steps: the index of the step that came next when it was written (so a
+        replay knows which lines an earlier execution wrote already); None in a step."""
+        value = self.raw.get(J.INDEX)
+        return value if value.__class__ is int else None
+
 
 class ChildInvoked(_Entry):
     """``step.invoke`` triggered child run ``child`` in step ``step`` (so a cancel of the
@@ -301,9 +308,15 @@ def progress_set(current: float, total: float | None, message: str | None, at: s
     return {J.KIND: J.PROGRESS, J.CURRENT: current, J.TOTAL: total, J.MESSAGE: message, J.AT: at}
 
 
-def log_written(step: str | None, level: str, message: str, data: Any, at: str) -> dict[str, Any]:
-    """The journal entry of a log line; ``data`` may be an ``orjson.Fragment``."""
-    return {J.KIND: J.LOG, J.STEP: step, J.LEVEL: level, J.MESSAGE: message, J.DATA: data, J.AT: at}
+def log_written(
+    step: str | None, level: str, message: str, data: Any, at: str, *, position: int | None = None
+) -> dict[str, Any]:
+    """The journal entry of a log line; ``data`` may be an ``orjson.Fragment``. A line
+    written outside steps carries its ``position`` (the index of the next step)."""
+    entry = {J.KIND: J.LOG, J.STEP: step, J.LEVEL: level, J.MESSAGE: message, J.DATA: data, J.AT: at}
+    if position is not None:
+        entry[J.INDEX] = position
+    return entry
 
 
 def _text(value: object) -> str | None:

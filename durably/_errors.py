@@ -20,6 +20,7 @@ surface, with the original kept as ``__cause__``.
 from __future__ import annotations
 
 import errno
+import traceback
 
 
 class DurablyError(Exception):
@@ -123,6 +124,25 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, DurablyError):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def format_traceback(exc: BaseException) -> str:
+    """An exception's traceback as a run or a step stores it: Python's own text, chained
+    exceptions included, without the ``^^^`` lines under each frame (finding where they
+    go costs more than the rest of the traceback, and a retried step formats one per
+    attempt)."""
+    top = traceback.TracebackException.from_exception(exc)
+    todo, seen = [top], set()
+    while todo:
+        te = todo.pop()
+        if id(te) in seen:
+            continue
+        seen.add(id(te))
+        for frame in te.stack:
+            frame.colno = None
+        todo.extend(t for t in (te.__cause__, te.__context__) if t is not None)
+        todo.extend(getattr(te, "exceptions", None) or ())
+    return "".join(top.format())
 
 
 STORE_FAILURES = frozenset(

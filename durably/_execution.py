@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from . import _records as records
-from ._entries import ProgressSet, StepEnded, StepStarted
+from ._entries import LogWritten, ProgressSet, StepEnded, StepStarted
 from ._errors import CancelledError, DurablyError, LeaseLostError, StoreError
 from ._events import Emitter, Event, RunWaitEvent
 from ._models import Progress
@@ -101,6 +101,9 @@ class Execution:
         """Failed attempts of each step not completed (a retry's earlier attempts)."""
         self.waits: dict[str, StepStarted] = {}
         """The start of each step that waits (a sleep, a signal, a child), by name."""
+        self.logged: dict[int, int] = {}
+        """Log lines earlier executions wrote outside steps, by position (the index of the
+        step that came next): a replay passing there writes them again only beyond that."""
         for _gen, entry in store.journal(lease.state).entries:
             if isinstance(entry, StepEnded):
                 if entry.status == "completed":
@@ -112,6 +115,8 @@ class Execution:
                     self.waits[entry.name] = entry
             elif isinstance(entry, ProgressSet):
                 self.progress = progress_of(entry)
+            elif isinstance(entry, LogWritten) and entry.position is not None:
+                self.logged[entry.position] = self.logged.get(entry.position, 0) + 1
 
     def now(self) -> datetime:
         """The instance's clock."""

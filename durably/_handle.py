@@ -123,6 +123,9 @@ class JobHandle(Generic[I, O]):
         labels: Mapping[str, str] | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        parent_id: str | None = None,
     ) -> list[Run[O]]:
         """This job's runs, newest first, filtered like :meth:`Durably.get_runs`."""
         return queries.get_runs(
@@ -133,6 +136,9 @@ class JobHandle(Generic[I, O]):
             limit=limit,
             offset=offset,
             output=self._job.output_codec,
+            created_after=created_after,
+            created_before=created_before,
+            parent_id=parent_id,
         )
 
     def __repr__(self) -> str:

@@ -44,6 +44,12 @@ def id_time_ms(run_id: str) -> int:
     return value
 
 
+def time_prefix(ms: int) -> str:
+    """The first 10 characters of the ids made at ``ms`` (epoch milliseconds): ids made
+    at or after ``ms`` sort at or after it."""
+    return _encode(max(0, min(ms, 2**48 - 1)), 10)
+
+
 def is_valid_id(run_id: object) -> bool:
     """Tell whether ``run_id`` looks like an id made by :func:`new_id`."""
     # A regular expression: claimers check the id of every queue marker on every pass.

@@ -2,6 +2,7 @@
 
 Each lease generation ``g`` appends to its own ``j.<g>`` (the writer is
 ``_framing.JournalWriter``); an ended run's journals are merged into ``journal.jsonl``.
+A resumed run starts with ``replay.jsonl``, the checkpoints it replays, as generation 0.
 A journal line is framed with a checksum: a reader takes the longest valid prefix, and
 ignores bytes past the *cut* a later claim or the end fixed for that journal, so nothing
 a stale owner appended after being fenced is ever read (invariants 1 and 3).
@@ -23,7 +24,7 @@ from . import _framing as framing
 from . import _records as records
 from ._entries import Entry
 from ._errors import StoreError
-from ._layout import COMPACTED, Layout, journal_name
+from ._layout import COMPACTED, REPLAYED, Layout, journal_name
 from ._records import RunState, warn_once
 
 log = logging.getLogger("durably")
@@ -80,6 +81,11 @@ class JournalReader:
         out: list[tuple[int, Entry]] = []
         mtime = 0.0
         short = []
+        if state.record.resumed_from is not None:
+            # A resumed run's checkpoints copied from the run it resumes: generation 0,
+            # written whole before run.json (so never torn once the run is visible).
+            found, _valid, mtime = self._scan(os.path.join(run_dir, REPLAYED), None)
+            out.extend((0, e) for e in found)
         for gen in range(1, state.generation + 1):
             path = os.path.join(run_dir, journal_name(gen))
             cut = cuts.get(str(gen))

@@ -22,6 +22,7 @@
       feed/<YYYYMMDDHH>.log             change feed: one run id per line
       tmp/                              temp files of publish-once and replace; deleted runs
       workers/<host hash>.<pid>.json    heartbeat of a live worker process (``_workers``)
+      workers/<host>.<pid>.<tag>.bell   doorbell FIFO of a worker loop (``_doorbell``)
 
 Names chosen by users (job names, keys) never become paths: they are hashed
 (:func:`name_hash`), and the original is kept inside the file (invariant 9).
@@ -40,6 +41,8 @@ from ._ids import is_valid_id
 
 RUN_RECORD: Final = "run.json"
 COMPACTED: Final = "journal.jsonl"
+REPLAYED: Final = "replay.jsonl"
+"""The checkpoints a resumed run replays, copied from the run it resumes (generation 0)."""
 RUN_LOCK: Final = "lock"
 FORMAT: Final = "format.json"
 QUARANTINE: Final = "quarantine"
@@ -60,7 +63,7 @@ NO_WAKE: Final = "~"
 IDEMPOTENCY_NAME: Final = re.compile(r"^[0-9a-f]{32}\.json$")
 CHAIN_NAME: Final = {"p": re.compile(r"^[0-9a-f]{32}$"), "x": re.compile(r"^[0-9a-f]{16}$")}
 HASH16: Final = re.compile(r"^[0-9a-f]{16}$")
-RUN_FILES: Final = frozenset({RUN_RECORD, RUN_LOCK, COMPACTED})
+RUN_FILES: Final = frozenset({RUN_RECORD, RUN_LOCK, COMPACTED, REPLAYED})
 """Names in a run directory besides its state files and journals."""
 
 

@@ -14,7 +14,10 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Sequence
+from typing import Any
 
+from . import _doorbell as doorbell
 from . import _entries as entries
 from . import _files as files
 from . import _framing as framing
@@ -24,7 +27,7 @@ from ._errors import ConflictError, DurablyError, NotFoundError, StoreError
 from ._feed import ChangeFeed
 from ._journals import JournalReader
 from ._keys import KeyBindings, KeyTaken
-from ._layout import COMPACTED, RUN_RECORD, Layout, journal_name, signal_name, state_name
+from ._layout import COMPACTED, REPLAYED, RUN_RECORD, Layout, journal_name, signal_name, state_name
 from ._queue import RunQueue
 from ._records import Clock, EndState, ReleaseState, RunRecord, RunState, SignalRecord, WaitState
 from ._runs import RunReader
@@ -83,7 +86,14 @@ class Lifecycle:
 
     # -- creating ----------------------------------------------------------------------
 
-    def create(self, record: RunRecord, *, coalesce: bool, queue: bool = False) -> tuple[RunState, str]:
+    def create(
+        self,
+        record: RunRecord,
+        *,
+        coalesce: bool,
+        queue: bool = False,
+        replayed: Sequence[dict[str, Any]] = (),
+    ) -> tuple[RunState, str]:
         """Create a pending run, honouring its idempotency and concurrency keys; with
         ``queue``, behind the concurrency key's latest run (``RunRecord.after``).
 
@@ -91,6 +101,8 @@ class Lifecycle:
         The run becomes visible when ``run.json`` is written, after its keys and queue
         marker, so a crash at any point leaves either no run or a complete one (a key
         naming a run that never appeared is stale and is replaced by the next trigger).
+        ``replayed``: the journal entries a resumed run starts from (``replay.jsonl``),
+        written before ``run.json``.
 
         Raises:
             ConflictError: a pending run holds the concurrency key (and neither
@@ -123,7 +135,7 @@ class Lifecycle:
                     continue
                 except OSError as exc:
                     raise files.wrap_os_error(exc, "create run", self.layout.run_dir(record.id)) from exc
-                return self._write(record), "created"
+                return self._write(record, replayed), "created"
             raise ConflictError(
                 f"the keys of job {record.job_name!r} keep changing under concurrent triggers"
             )
@@ -131,7 +143,7 @@ class Lifecycle:
             for path in reversed(taken):
                 locks.unlock(path)
 
-    def _write(self, record: RunRecord) -> RunState:
+    def _write(self, record: RunRecord, replayed: Sequence[dict[str, Any]]) -> RunState:
         run_id = record.id
         run_dir = self.layout.run_dir(run_id)
         try:
@@ -153,6 +165,9 @@ class Lifecycle:
                     if made:
                         files.own_only(run_fd, 0o700)  # whatever the umask
                     files.create_file(queue_fd, marker, b"", sync=False)
+                    if replayed:  # whole (and synced) before run.json makes the run visible
+                        body = b"".join(framing.frame(entry) for entry in replayed)
+                        files.create_file(run_fd, REPLAYED, body, sync=self.fsync)
                     files.create_file(run_fd, RUN_RECORD, record.to_bytes(), sync=self.fsync)
                     if self.fsync:
                         for fd in (queue_fd, run_fd, shard_fd):
@@ -225,6 +240,7 @@ class Lifecycle:
             parent = self.runs.load(child.record.parent_id or "")
             if parent is not None and parent.wait is not None and parent.wait.child == child.run_id:
                 self.waits.unpark(parent)
+                doorbell.ring(self.layout.root)
         except DurablyError as exc:
             log.warning(
                 "could not wake run %s after its child %s ended: %s",
@@ -246,7 +262,9 @@ class Lifecycle:
     def signal(self, run_id: str, name: str, data: object) -> RunState:
         """Deliver signal ``name`` to a run (published once), and wake the run if it waits
         for it. The signal is written before the run's state is read again, and a parked
-        run looks for its signal after parking: one of the two sees the other.
+        run looks for its signal after parking: one of the two sees the other. A signal
+        sent again is refused, and wakes the run too (if its first sender died between
+        the two).
 
         Raises:
             NotFoundError: no such run.
@@ -265,11 +283,19 @@ class Lifecycle:
         except OSError as exc:
             raise files.wrap_os_error(exc, "signal run", path) from exc
         if not won:
+            # Delivered already; its sender may have died before waking the waiter (the
+            # sweep of waits would, within a minute): sending it again wakes it now.
+            self._wake_signalled(run_id, name)
             raise ConflictError(f"Signal {name!r} was already sent to run {run_id}", run_id=run_id)
         self.feed.notify(run_id)
-        state = self.runs.load(run_id) or state
-        if state.wait is not None and state.wait.signal == name:
+        return self._wake_signalled(run_id, name) or state
+
+    def _wake_signalled(self, run_id: str, name: str) -> RunState | None:
+        """Wake a run if it waits for signal ``name`` (delivered); its state."""
+        state = self.runs.load(run_id)
+        if state is not None and state.wait is not None and state.wait.signal == name:
             self.waits.unpark(state)
+            doorbell.ring(self.layout.root)
         return state
 
     def read_signal(self, run_id: str, name: str) -> SignalRecord | None:
@@ -327,6 +353,8 @@ class Lifecycle:
                 files.replace_file(tmp_fd, run_fd, COMPACTED, b"".join(out), sync=self.fsync)
                 for gen in range(1, state.generation + 1):
                     files.remove_file(run_fd, journal_name(gen))
+                if state.record.resumed_from is not None:  # journal.jsonl holds its entries
+                    files.remove_file(run_fd, REPLAYED)
         except (OSError, StoreError) as exc:
             log.warning("could not compact run %s: %s", state.run_id, exc)
 

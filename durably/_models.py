@@ -77,6 +77,8 @@ class Run(Generic[O]):
     waiting_for: str | None = None
     parent_id: str | None = None
     error_traceback: str | None = None
+    resumed_from: str | None = None
+    """The ended run whose checkpoints this run replays (``Durably.resume``)."""
     interrupted: bool = False
     """A leased run whose owner is gone (died, or stopped renewing its lease): it waits
     for a worker to resume it from its checkpoints. Its status stays ``leased``."""

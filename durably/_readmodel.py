@@ -132,7 +132,8 @@ def to_run(store: Store, state: RunState, output: Codec | None = None) -> Run[An
             count = summary.completed
             progress = progress if progress is not None else summary.progress
     else:
-        summary = summarize(store.journal(state)) if state.generation else Summary(0, None, 0.0)
+        replays = state.generation or rec.resumed_from is not None
+        summary = summarize(store.journal(state)) if replays else Summary(0, None, 0.0)
         count, progress = summary.completed, summary.progress
         if summary.mtime:
             updated = max(updated, datetime.fromtimestamp(summary.mtime, UTC))
@@ -167,6 +168,7 @@ def to_run(store: Store, state: RunState, output: Codec | None = None) -> Run[An
         waiting_for=waiting_for(state),
         parent_id=rec.parent_id,
         error_traceback=error_traceback,
+        resumed_from=rec.resumed_from,
         interrupted=interrupted,
     )
 

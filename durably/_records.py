@@ -123,12 +123,10 @@ def _cuts(value: object) -> dict[str, int]:
 @dataclasses.dataclass(frozen=True, slots=True)
 class RunRecord:
     """``run.json``: what a trigger asked for. Written once; a run exists once it does.
-
-    ``batch`` names the ``batch_trigger`` the run belongs to: such a run is invisible
-    until the batch's commit mark exists. ``wake_at`` is the start time of a delayed
-    run (it waits until then), ``parent_id`` the run that invoked it (a child run),
-    ``after`` the run it is queued behind (``coalesce="queue"``; it starts after that one ended).
-    """
+    ``batch``: its ``batch_trigger`` (invisible until the batch's commit mark exists);
+    ``wake_at``: a delayed run's start; ``parent_id``: the run that invoked it; ``after``:
+    the run it is queued behind (``coalesce="queue"``); ``resumed_from``: the ended run
+    whose checkpoints it replays (``durably.resume``)."""
 
     id: str
     job_name: str
@@ -141,6 +139,7 @@ class RunRecord:
     wake_at: str | None = None
     parent_id: str | None = None
     after: str | None = None
+    resumed_from: str | None = None
 
     def to_bytes(self) -> bytes:
         """The bytes of ``run.json``."""
@@ -154,7 +153,7 @@ class RunRecord:
             "concurrency_key": self.concurrency_key,
             "created_at": self.created_at,
         }
-        for name in ("batch", "wake_at", "parent_id", "after"):
+        for name in ("batch", "wake_at", "parent_id", "after", "resumed_from"):
             value = getattr(self, name)
             if value is not None:
                 body[name] = value
@@ -180,6 +179,7 @@ def parse_run_record(data: dict[str, Any]) -> RunRecord | None:
         wake_at=str_or_none(data.get("wake_at")),
         parent_id=str_or_none(data.get("parent_id")),
         after=str_or_none(data.get("after")),
+        resumed_from=str_or_none(data.get("resumed_from")),
     )
 
 

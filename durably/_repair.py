@@ -99,6 +99,9 @@ class Repairs:
             state, _ = self.doctor.load(os.path.basename(path))
             if state is None or state.is_terminal:
                 return None
+            if state.status == "waiting":  # its marker belongs in wait/, by its wake time
+                self.doctor.store.waits.park(state)
+                return "wait marker recreated"
             self.doctor.store.queue.ensure(state)
             return "queue marker recreated"
         return None

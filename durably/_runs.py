@@ -157,13 +157,34 @@ class RunReader:
                 )
             path = os.path.dirname(path)
 
-    def run_ids(self, *, newest_first: bool = True) -> Iterator[str]:
-        """Run ids in creation order (newest first by default), lazily, shard by shard."""
+    def run_ids(
+        self, *, newest_first: bool = True, after: str | None = None, before: str | None = None
+    ) -> Iterator[str]:
+        """Run ids in creation order (newest first by default), lazily, shard by shard.
+
+        ``after`` (inclusive) and ``before`` (exclusive) bound the ids' 10-character time
+        prefix: shards are named by the prefix's first 6 and 8 characters, so only the
+        shards that can hold such ids are listed (a time window costs its own runs).
+        """
+        low, high = after or "", before or "~"  # "~" sorts after the whole id alphabet
+
+        def within(name: str) -> bool:
+            n = len(name)
+            return low[:n] <= name <= high[:n] and not (n >= len(high) and name[: len(high)] >= high)
+
         runs = self.layout.runs
         for top in sorted(files.list_dir(runs), reverse=newest_first):
+            if not within(top):
+                continue
             top_dir = os.path.join(runs, top)
             for mid in sorted(files.list_dir(top_dir), reverse=newest_first):
-                ids = [n for n in files.list_dir(os.path.join(top_dir, mid)) if is_valid_id(n)]
+                if not within(top + mid):
+                    continue
+                ids = [
+                    n
+                    for n in files.list_dir(os.path.join(top_dir, mid))
+                    if is_valid_id(n) and low <= n[:10] < high
+                ]
                 yield from sorted(ids, reverse=newest_first)
 
     # -- batches ---------------------------------------------------------------------------

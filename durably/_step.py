@@ -6,7 +6,6 @@ import asyncio
 import inspect
 import threading
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
@@ -15,7 +14,7 @@ import orjson
 from . import _entries as entries
 from . import _records as records
 from ._codec import codec_for, return_type
-from ._errors import ValidationError, describe
+from ._errors import ValidationError, describe, format_traceback
 from ._events import (
     LogWriteEvent,
     RunProgressEvent,
@@ -263,8 +262,13 @@ class Step(WaitingSteps):
         now = ex.now()
         until = records.iso_epoch(now.timestamp() + wait) if again else None
         message = describe(exc)
-        tb = "".join(traceback.format_exception(exc))
+        tb = format_traceback(exc)
         ex.failed_step = None if again else name
+        # A failed attempt retried after a short wait in the worker is not synced on its
+        # own: the next attempt's record (its commit, or its failure) syncs the journal
+        # up to it. A power loss meanwhile only forgets an attempt that did not succeed,
+        # as a crash in the middle of it would, and it runs again.
+        in_worker = again and wait <= SHORT_WAIT and ex.real_clock
         ex.append(
             entries.step_failed(
                 name,
@@ -277,7 +281,7 @@ class Step(WaitingSteps):
                 attempt=attempt,
                 until=until,
             ),
-            sync=ex.fsync,
+            sync=ex.fsync and not in_worker,
         )
         ex.emit(StepFailEvent, step_name=name, step_index=index, error=message)
         if not again:
@@ -341,14 +345,27 @@ class Step(WaitingSteps):
         self._ex.emit(RunProgressEvent, progress=progress)
 
     def _write_log(self, level: str, message: str, data: Any) -> None:
+        """Persist and emit a log line. Outside steps, the job function runs again from
+        the top at every execution (after a wait or a crash): a line an earlier execution
+        wrote at this position (the index of the next step; the n-th line there) is
+        neither written nor emitted again."""
+        ex = self._ex
+        position = None
+        if self._current is None:
+            position = ex.index
+            written = ex.logged.get(position, 0)
+            if written:
+                ex.logged[position] = written - 1
+                return
         try:
             encoded = orjson.Fragment(orjson.dumps(data))
         except (TypeError, orjson.JSONEncodeError):
             encoded = orjson.Fragment(orjson.dumps(repr(data)))
-        self._ex.append(
-            entries.log_written(self._current, level, str(message), encoded, self._ex.now_iso()), sync=False
+        ex.append(
+            entries.log_written(self._current, level, str(message), encoded, ex.now_iso(), position=position),
+            sync=False,
         )
-        self._ex.emit(LogWriteEvent, step_name=self._current, level=level, message=str(message), data=data)
+        ex.emit(LogWriteEvent, step_name=self._current, level=level, message=str(message), data=data)
 
     def is_aborted(self) -> bool:
         """True once the run was cancelled or the lease was lost."""

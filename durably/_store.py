@@ -10,8 +10,8 @@ each: names (``_layout``), records (``_records``), reading runs (``_runs``), jou
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 from . import _files as files
 from ._claims import Claim, Claims
@@ -85,8 +85,12 @@ class Store(Protocol):
     def load(self, run_id: str) -> RunState | None:
         """A run's record and state; None if it does not exist (or is still being written)."""
 
-    def run_ids(self, *, newest_first: bool = True) -> Iterator[str]:
-        """Every run id, in creation order, lazily (a page costs a page, not the root)."""
+    def run_ids(
+        self, *, newest_first: bool = True, after: str | None = None, before: str | None = None
+    ) -> Iterator[str]:
+        """Every run id, in creation order, lazily (a page costs a page, not the root).
+        ``after``/``before``: only ids whose time prefix (``_ids.time_prefix``) is at least
+        ``after`` and less than ``before``; shards outside are never listed."""
 
     def journal(self, state: RunState) -> JournalView:
         """The run's valid journal entries (every generation, cuts applied)."""
@@ -103,12 +107,21 @@ class Store(Protocol):
             StoreError: the run's lock file cannot be probed (a read-only root).
         """
 
-    def create_run(self, record: RunRecord, *, coalesce: bool, queue: bool = False) -> tuple[RunState, str]:
+    def create_run(
+        self,
+        record: RunRecord,
+        *,
+        coalesce: bool,
+        queue: bool = False,
+        replayed: Sequence[dict[str, Any]] = (),
+    ) -> tuple[RunState, str]:
         """Create a pending run, or return the run its keys bind (``idempotent``,
         ``coalesced``). All or nothing: a crash leaves no run or a complete one; one run
         per idempotency key and at most one pending run per concurrency key, across
         processes and hosts, except that with ``queue`` the run is created behind the
-        key's latest run (it is claimable only once that run ended).
+        key's latest run (it is claimable only once that run ended). ``replayed``: the
+        journal entries (completed checkpoints) a resumed run starts from, written (and
+        synced) before the run becomes visible.
 
         Raises:
             ConflictError: a pending run holds the concurrency key (and neither
@@ -230,8 +243,10 @@ class FileStore:
     def load(self, run_id: str) -> RunState | None:
         return self.runs.load(run_id)
 
-    def run_ids(self, *, newest_first: bool = True) -> Iterator[str]:
-        return self.runs.run_ids(newest_first=newest_first)
+    def run_ids(
+        self, *, newest_first: bool = True, after: str | None = None, before: str | None = None
+    ) -> Iterator[str]:
+        return self.runs.run_ids(newest_first=newest_first, after=after, before=before)
 
     def journal(self, state: RunState) -> JournalView:
         return self.journals.read(state)
@@ -242,8 +257,15 @@ class FileStore:
     def owner_alive(self, state: RunState) -> bool:
         return self.claims.owner_alive(state)
 
-    def create_run(self, record: RunRecord, *, coalesce: bool, queue: bool = False) -> tuple[RunState, str]:
-        return self.lifecycle.create(record, coalesce=coalesce, queue=queue)
+    def create_run(
+        self,
+        record: RunRecord,
+        *,
+        coalesce: bool,
+        queue: bool = False,
+        replayed: Sequence[dict[str, Any]] = (),
+    ) -> tuple[RunState, str]:
+        return self.lifecycle.create(record, coalesce=coalesce, queue=queue, replayed=replayed)
 
     def queue_ahead(self, state: RunState) -> RunState | None:
         return self.runs.queue_ahead(state)[0]

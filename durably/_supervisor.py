@@ -42,6 +42,7 @@ from typing import IO, Any
 
 import orjson
 
+from . import _doorbell as doorbell
 from . import _manage as manage
 from . import _workers as workers
 from ._app_loader import AppError, load_app, one_line
@@ -72,6 +73,7 @@ class _Child:
         self.started = False
         self.current: str | None = None
         self.heartbeat: workers.Heartbeat | None = None
+        self.bell: doorbell.Doorbell | None = None
         self._beat_lock = threading.Lock()
 
     def send(self, **message: Any) -> None:
@@ -89,6 +91,8 @@ class _Child:
         # while exiting.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.stopping.set()
+        if self.bell is not None:
+            self.bell.ring_self()
 
     def orphaned(self) -> bool:
         """Whether the supervisor that started this process is gone."""
@@ -132,6 +136,8 @@ class _Child:
         with contextlib.suppress(DurablyError, OSError):
             self.heartbeat.sweep()  # records of workers killed without a chance to clean up
         self._beat()
+        self.bell = doorbell.Doorbell(durably.root)
+        self.bell.open()
         self.send(t="ready", pid=os.getpid(), root=durably.root, jobs=sorted(durably.jobs))
         durably.on("run:leased", self._on_leased)
         durably.on("worker:error", self._on_error)
@@ -143,6 +149,7 @@ class _Child:
             self.stopping.set()
             beats.join(5)
             self.heartbeat.remove()
+            self.bell.close()
 
     def _beat(self) -> None:
         """Refresh this process's record in ``workers/`` (a failure is reported, not fatal)."""
@@ -180,6 +187,10 @@ class _Child:
             if not ran:
                 if not errors:
                     manage.idle_maintenance(rt)
+                    # Until the next poll, or a ring: a run woke up (a signal, a child's end).
+                    if self.bell is not None and self.bell.fd >= 0 and not self.stopping.is_set():
+                        self.bell.wait(interval)
+                        continue
                 self.stopping.wait(min(30.0, interval * 2**errors))
         return 0
 

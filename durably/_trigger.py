@@ -131,8 +131,13 @@ def trigger(
     *,
     batch: bool,
     parent_id: str | None = None,
+    resumed_from: str | None = None,
+    replayed: Sequence[dict[str, Any]] = (),
 ) -> list[TriggerResult[Any]]:
     """Create (or find, by their keys) one run per item; emit the events; wake workers.
+
+    ``resumed_from`` and ``replayed`` (one item only): the run resumes that ended run,
+    starting from these checkpoints (``Durably.resume``).
 
     Raises:
         ValidationError: an item is invalid (nothing was written).
@@ -161,9 +166,13 @@ def trigger(
                 batch=batch_id,
                 wake_at=template.wake_at,
                 parent_id=parent_id,
+                resumed_from=resumed_from,
             )
             state, disposition = store.create_run(
-                record, coalesce=item.coalesce == "skip", queue=item.coalesce == "queue"
+                record,
+                coalesce=item.coalesce == "skip",
+                queue=item.coalesce == "queue",
+                replayed=replayed,
             )
             if disposition == "created":
                 created.append(state)

@@ -174,8 +174,11 @@ class WaitIndex:
         return False
 
     def signal_exists(self, run_id: str, name: str) -> bool:
-        """Whether signal ``name`` was delivered to a run (one ``stat``)."""
-        return os.path.exists(self.layout.run_file(run_id, signal_name(name)))
+        """Whether signal ``name`` was delivered to a run: its file reads as that signal
+        (a damaged one, which the waiting step cannot read either, wakes nobody: else the
+        run would be claimed, wait again and be woken again, forever)."""
+        path = self.layout.run_file(run_id, signal_name(name))
+        return records.parse_signal(records.read_json(path)) is not None
 
     def sweep(self) -> int:
         """Re-check the waits with no time: wake those whose signal or child came without

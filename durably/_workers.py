@@ -19,6 +19,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from . import _doorbell as doorbell
 from . import _files as files
 from . import _locks as locks
 from . import _records as records
@@ -58,20 +59,21 @@ class WorkerInfo:
         }
 
 
-def record_name(host: str, pid: int) -> str:
-    """The file name of a worker's record (host names are hashed, never paths)."""
-    return f"{key_hash(host)}.{pid}.json"
+def record_name(host: str, pid: int, tag: str = "") -> str:
+    """The file name of a worker's record (host names are hashed, never paths; ``tag``
+    tells apart the in-process workers of one process)."""
+    return f"{key_hash(host)}.{pid}{'.' + tag if tag else ''}.json"
 
 
 class Heartbeat:
     """The record of this process in ``workers/``: written, refreshed, removed."""
 
-    def __init__(self, root: str, jobs: list[str]) -> None:
+    def __init__(self, root: str, jobs: list[str], tag: str = "") -> None:
         self.layout = Layout(root)
         self.jobs = sorted(jobs)
         self.pid = os.getpid()
         self.started_at = records.now_iso()
-        self.path = os.path.join(self.layout.workers, record_name(locks.HOST, self.pid))
+        self.path = os.path.join(self.layout.workers, record_name(locks.HOST, self.pid, tag))
 
     def beat(self, running: list[str]) -> None:
         """Write the record with the runs in flight (atomically: temp file + rename).
@@ -101,9 +103,12 @@ class Heartbeat:
 
     def sweep(self) -> int:
         """Remove the records of workers that are gone (see :func:`is_live`) and of
-        anything in ``workers/`` that is not a worker record; return how many."""
+        anything in ``workers/`` that is not a worker record or a doorbell (which
+        ``_doorbell`` owns, and which must never be read: a FIFO); return how many."""
         removed = 0
         for name in files.list_dir(self.layout.workers):
+            if name.endswith(doorbell.SUFFIX):
+                continue
             path = os.path.join(self.layout.workers, name)
             try:
                 info = parse(name, records.read_json(path))

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, tzinfo
 from typing import ClassVar
 
 from textual import work
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import Screen
@@ -21,15 +21,17 @@ from textual.timer import Timer
 
 from durably import RunStatus
 
+from ._actions import RunActions
 from ._backend import Diff, Source
-from ._commands import Action, run_commands
+from ._commands import run_commands
 from ._detail import RunDetailScreen
-from ._dialogs import ConfirmScreen, HelpScreen
+from ._dialogs import HelpScreen
 from ._index import RunIndex
 from ._model import RunRow
 from ._runlist import RunList
 from ._runs_screen import RunsScreen
 from ._state import MonitorState
+from ._workers_screen import WorkersScreen
 
 ACTIVE_REFRESH = 5.0
 """Seconds between rereads of running runs, whatever the feed says (it is only a hint)."""
@@ -42,10 +44,9 @@ RETRY_LOAD = 5.0
 ROOT_CHECK = 0.5
 """Seconds between looks for a root that does not exist yet (`--wait-for-root`)."""
 
-RETRIGGER_NEEDS_APP = (
-    "Retrigger re-validates the run's input against its job, so the monitor needs your "
-    "Durably app: start it with  durably monitor --app module:attr"
-)
+
+_RUN_ACTIONS = frozenset({"act", "signal", "signal_refused", "parent", "copy_id"})
+"""App actions that apply to a run (none does in the workers view)."""
 
 
 def utc_now() -> datetime:
@@ -53,7 +54,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class MonitorApp(App[None]):
+class MonitorApp(RunActions):
     """`durably monitor`: a live terminal UI over one root directory.
 
     Args:
@@ -70,6 +71,10 @@ class MonitorApp(App[None]):
         Binding("c", "act('cancel')", "Cancel"),
         Binding("r", "act('retrigger')", "Retrigger"),
         Binding("d", "act('delete')", "Delete"),
+        Binding("n", "signal", "Signal"),
+        Binding("n", "signal_refused", "Signal", show=False),
+        Binding("p", "parent", "Parent", show=False),
+        Binding("w", "workers", "Workers"),
         Binding("y", "copy_id", "Copy id"),
         Binding("space", "pause", "Pause"),
         Binding("question_mark", "help", "Help"),
@@ -184,11 +189,6 @@ class MonitorApp(App[None]):
         """Live updates are paused."""
         return self.state.paused
 
-    @property
-    def actions_allowed(self) -> bool:
-        """False with --read-only or when the root cannot be written."""
-        return self.state.actions_allowed
-
     # -- reading (thread workers) ----------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False)
@@ -274,8 +274,15 @@ class MonitorApp(App[None]):
         if changed or diff.reload:
             self._refresh_views()
             for screen in self.screen_stack:
-                if isinstance(screen, RunDetailScreen) and screen.run_id in changed:
+                if isinstance(screen, RunDetailScreen) and self._concerns(screen.run_id, changed):
                     screen.reload()
+
+    def _concerns(self, run_id: str, changed: set[str]) -> bool:
+        """Whether a change touches run `run_id`'s detail: the run, or one of its children."""
+        if run_id in changed:
+            return True
+        rows = self.index.rows
+        return any((row := rows.get(i)) is not None and row.parent_id == run_id for i in changed)
 
     def on_monitor_app_failed(self, message: Failed) -> None:
         if message.text != self._last_error:
@@ -285,7 +292,7 @@ class MonitorApp(App[None]):
     def on_monitor_app_read_only(self, message: ReadOnly) -> None:
         self.state.root_read_only = message.read_only
         if message.read_only:
-            self.notify("This root is read-only: cancel, retrigger and delete are hidden.")
+            self.notify("This root is read-only: cancel, retrigger, delete and signal are hidden.")
         self.refresh_bindings()
         self._refresh_views()
 
@@ -309,8 +316,11 @@ class MonitorApp(App[None]):
     # -- actions ---------------------------------------------------------------------------
 
     def target_run(self) -> RunRow | None:
-        """The run an action applies to: the open run, else the selected row."""
+        """The run an action applies to: the open run, else the selected row (none from the
+        workers view)."""
         for screen in reversed(self.screen_stack):
+            if isinstance(screen, WorkersScreen):
+                return None
             if isinstance(screen, RunDetailScreen):
                 return self.index.rows.get(screen.run_id) or screen.row
             if isinstance(screen, RunsScreen):
@@ -320,8 +330,11 @@ class MonitorApp(App[None]):
         return None if selected is None else self.index.rows.get(selected)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Hide the actions that write when the monitor is read-only."""
-        return action != "act" or self.actions_allowed
+        """No run actions in the workers view (it has no selected run); elsewhere, the
+        actions that write are hidden when the monitor is read-only."""
+        if isinstance(self.screen, WorkersScreen) and action in _RUN_ACTIONS:
+            return False
+        return super().check_action(action, parameters)
 
     def action_help(self) -> None:
         """Show every key."""
@@ -342,8 +355,35 @@ class MonitorApp(App[None]):
             self.notify(f"Copied {row.id}", timeout=2)
 
     def open_run(self, run_id: str) -> None:
-        """Show the detail screen of `run_id`."""
+        """Show the detail screen of `run_id`; if it is the detail just below (a child
+        opened from its parent, then the parent from the child), go back to it instead."""
+        stack = self.screen_stack
+        below = stack[-2] if len(stack) >= 2 else None
+        if isinstance(below, RunDetailScreen) and below.run_id == run_id:
+            self.pop_screen()
+            return
         self.push_screen(self._detail_screen(run_id))
+
+    def action_parent(self) -> None:
+        """Open the parent of the target run (a child run of `step.invoke`)."""
+        row = self.target_run()
+        if row is None:
+            return
+        if row.parent_id is None:
+            self.notify(f"{row.id} is not a child run: it has no parent.", timeout=3)
+            return
+        self.open_run(row.parent_id)
+
+    def action_workers(self) -> None:
+        """Show the live worker processes."""
+        if not isinstance(self.screen, WorkersScreen):
+            self.push_screen(WorkersScreen(self.source, self.state))
+
+    def on_run_detail_screen_open_run(self, message: RunDetailScreen.OpenRun) -> None:
+        self.open_run(message.run_id)
+
+    def on_workers_screen_open_run(self, message: WorkersScreen.OpenRun) -> None:
+        self.open_run(message.run_id)
 
     def _detail_screen(self, run_id: str) -> RunDetailScreen:
         return RunDetailScreen(run_id, self.index.rows.get(run_id), source=self.source, state=self.state)
@@ -354,52 +394,14 @@ class MonitorApp(App[None]):
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """The command palette: actions on the run, the screen's own commands, Textual's."""
         yield from run_commands(self)
-        if isinstance(screen, RunsScreen):
+        if isinstance(screen, RunsScreen | RunDetailScreen):
             yield from screen.commands()
         yield from super().get_system_commands(screen)
 
-    def action_act(self, action: Action) -> None:
-        """Ask, then cancel, retrigger or delete the target run."""
-        row = self.target_run()
-        if row is None or not self.actions_allowed:
-            return
-        if action == "retrigger" and not self.source.can_retrigger:
-            self.notify(RETRIGGER_NEEDS_APP, severity="warning", timeout=8)
-            return
-        problem = _why_not(action, row)
-        if problem:
-            self.notify(problem, severity="warning")
-            return
-        question = {
-            "cancel": f"Cancel run {row.id} ({row.job})?",
-            "retrigger": f"Start a new run of {row.job} with the input of {row.id}?",
-            "delete": f"Delete run {row.id} ({row.job}) and all its files?\nThis cannot be undone.",
-        }[action]
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._run_action(action, row.id)
-
-        yes = {"cancel": "Yes, cancel it", "retrigger": "Yes, run again", "delete": "Yes, delete it"}
-        self.push_screen(ConfirmScreen(question, yes=yes[action]), answered)
-
-    @work(thread=True, group="action", exit_on_error=False)
-    def _run_action(self, action: Action, run_id: str) -> None:
-        perform = {
-            "cancel": self.source.cancel,
-            "retrigger": self.source.retrigger,
-            "delete": self.source.delete,
-        }[action]
-        ids = [run_id]
+    def after_action(self, action: str, run_id: str, new_ids: list[str]) -> None:
+        """In the action's thread: reread the run (and a retriggered run's new one)."""
         try:
-            text, new_ids = perform(run_id)
-        except Exception as error:  # noqa: BLE001 (the user sees why it did not work)
-            self.call_from_thread(self.notify, f"{action} failed: {error}", severity="error")
-        else:
-            ids += new_ids
-            self.call_from_thread(self.notify, text)
-        try:
-            diff = self.source.read(ids)
+            diff = self.source.read([run_id, *new_ids])
         except Exception:  # noqa: BLE001 (the next poll will catch up)
             return
         self.post_message(self.RunsChanged(diff, None, from_poll=False))
@@ -420,13 +422,3 @@ class MonitorApp(App[None]):
         top = self.screen
         if isinstance(top, RunDetailScreen) and top.run_id == message.run_id:
             self.switch_screen(self._detail_screen(message.new_id))
-
-
-def _why_not(action: Action, row: RunRow) -> str:
-    if row.status is None:
-        return f"{row.id} is still syncing; try again in a moment."
-    if action == "cancel" and row.is_terminal:
-        return f"{row.id} already finished ({row.status.value}); nothing to cancel."
-    if action in ("retrigger", "delete") and not row.is_terminal:
-        return f"{row.id} is {row.status.value}: only finished runs can be {action}d (cancel it first)."
-    return ""

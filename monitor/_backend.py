@@ -1,8 +1,8 @@
-"""The monitor's only door to durably: the public read API, plus the three actions.
+"""The monitor's only door to durably: the public read API, plus the four actions.
 
 Every method here blocks (durably reads files) and is called from a thread worker, never from
 the event loop. Nothing here parses run files, takes locks, or writes, except the actions the
-user confirmed (`cancel`, `delete`, `retrigger`).
+user confirmed (`cancel`, `delete`, `retrigger`, `signal`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from durably import Durably, DurablyError, LogEntry, NotFoundError, Run, StepRecord
+from durably import Durably, DurablyError, LogEntry, NotFoundError, Run, StepRecord, WorkerInfo
 from durably._app_loader import AppError
 from durably._app_loader import load_app as _load_app
 
-from ._model import RunDetail, RunRow, detail_from, row_from_run
+from ._model import RunDetail, RunRow, WorkerRow, detail_from, row_from_run, worker_from
 
 FULL_RELOAD_THRESHOLD = 2000
 """More changed ids than this in one poll: reread everything instead of run by run."""
@@ -34,8 +34,8 @@ class Diff:
 class DurablyReader(Protocol):
     """Exactly what the monitor calls on a `durably.Durably` (which satisfies this protocol).
 
-    The reads never write and take no lock a worker waits on; `cancel`, `delete_run` and
-    `retrigger` run only after the user confirmed them.
+    The reads never write and take no lock a worker waits on; `cancel`, `delete_run`,
+    `retrigger` and `signal` run only after the user confirmed them.
     """
 
     def get_runs(self, *, limit: int | None = None, offset: int | None = None) -> Sequence[Run[Any]]:
@@ -62,6 +62,10 @@ class DurablyReader(Protocol):
         """Whether this process cannot write the root."""
         ...
 
+    def get_workers(self) -> Sequence[WorkerInfo]:
+        """The live `durably worker` processes of the root (their heartbeat records)."""
+        ...
+
     def cancel(self, run_id: str) -> None:
         """Cancel a pending or running run."""
         ...
@@ -72,6 +76,10 @@ class DurablyReader(Protocol):
 
     def retrigger(self, run_id: str) -> Run[Any]:
         """Start a new run with a finished run's input, labels and concurrency key."""
+        ...
+
+    def signal(self, run_id: str, name: str, data: Any = None) -> None:
+        """Send signal `name` with JSON `data` to a run."""
         ...
 
 
@@ -167,6 +175,10 @@ class Source:
             return None
         return detail_from(run, steps, logs)
 
+    def workers(self) -> list[WorkerRow]:
+        """The live worker processes, oldest first."""
+        return [worker_from(w) for w in self.durably.get_workers()]
+
     # -- actions (only after the user confirmed) -----------------------------------------
 
     def cancel(self, run_id: str) -> tuple[str, list[str]]:
@@ -183,6 +195,11 @@ class Source:
         """Start a new run with the same input, labels and concurrency key."""
         run = self.durably.retrigger(run_id)
         return f"Retriggered {run_id} as {run.id}", [run.id]
+
+    def signal(self, run_id: str, name: str, data: Any) -> str:
+        """Send signal `name` with `data` to a run; returns the message to show."""
+        self.durably.signal(run_id, name, data)
+        return f"Sent signal {name!r} to {run_id}"
 
 
 def load_app(spec: str, root: str | None) -> Durably:

@@ -42,6 +42,18 @@ class CommandHost(Protocol):
         """Ask, then cancel, retrigger or delete the target run."""
         ...
 
+    def action_signal(self) -> None:
+        """Ask for a signal and send it to the target run."""
+        ...
+
+    def action_parent(self) -> None:
+        """Open the target run's parent."""
+        ...
+
+    def action_workers(self) -> None:
+        """Show the live worker processes."""
+        ...
+
     def action_pause(self) -> None:
         """Pause or resume live updates."""
         ...
@@ -52,7 +64,8 @@ class CommandHost(Protocol):
 
 
 def run_commands(host: CommandHost) -> Iterator[SystemCommand]:
-    """The actions on the target run (those that write only when allowed), pause and help."""
+    """The actions on the target run (those that write only when allowed), its parent, the
+    workers view, pause and help."""
     row = host.target_run()
     if row is not None:
         yield SystemCommand("Copy run id", f"y: copy {row.id}", host.action_copy_id)
@@ -60,6 +73,13 @@ def run_commands(host: CommandHost) -> Iterator[SystemCommand]:
             yield SystemCommand("Cancel run", f"c: cancel {row.id}", partial(host.action_act, "cancel"))
             yield SystemCommand("Retrigger run", f"r: rerun {row.id}", partial(host.action_act, "retrigger"))
             yield SystemCommand("Delete run", f"d: delete {row.id}", partial(host.action_act, "delete"))
+            if not row.is_terminal:
+                yield SystemCommand(
+                    "Send signal", f"n: send a signal with JSON data to {row.id}", host.action_signal
+                )
         yield SystemCommand("Open run", f"enter: details of {row.id}", partial(host.open_run, row.id))
+        if row.parent_id:
+            yield SystemCommand("Open parent run", f"p: {row.parent_id}", host.action_parent)
+    yield SystemCommand("Workers", "w: the live worker processes", host.action_workers)
     yield SystemCommand("Pause / resume live updates", "space", host.action_pause)
     yield SystemCommand("Help: keys", "?", host.action_help)

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import datetime, tzinfo
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from datetime import tzinfo
+from functools import partial
+from typing import ClassVar
 
 from rich.console import Group, RenderableType
-from rich.json import JSON
-from rich.pretty import Pretty
-from rich.syntax import Syntax
 from rich.text import Text
-from textual import work
-from textual.app import ComposeResult
+from textual import events, work
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
 
+from durably import RunStatus
+
 from . import _format as fmt
+from . import _panes as panes
+from . import _summary as summary
+from . import _timeline as timeline
+from . import _waiting as waiting
 from ._backend import Source
 from ._model import LogRow, RunDetail, RunRow, StepRow
 from ._state import MonitorState
-from ._widgets import LogView, MonitorFooter, StepTable
+from ._widgets import LogView, MonitorFooter, RunTable, StepTable
 
 LEVELS = ["info", "warn", "error"]
 _LEVEL_RANK = {"debug": -1, "info": 0, "warn": 1, "warning": 1, "error": 2}
@@ -41,63 +45,33 @@ def log_line(entry: LogRow, tz: tzinfo | None) -> str:
     return f"{at:8} {entry.level.upper():5} {step}{entry.message}{data}".replace("\n", " ⏎ ")
 
 
-def _value(title: str, value: Any) -> RenderableType:
-    body: RenderableType
-    if value is None:
-        body = Text("—", style="dim")
-    else:
-        try:
-            body = JSON.from_data(value, indent=2, default=str, sort_keys=False)
-        except (TypeError, ValueError):
-            body = Pretty(value)
-    return Group(Text(title, style="bold underline"), body, Text(""))
+_STEP_TITLES = (" ", "#", "STEP", "TRY", "TOOK", "TIMELINE", "STATUS")
 
 
-TIMELINE_WIDTH = 12
+def _columns(with_try: bool, narrow: bool) -> list[int]:
+    """Which of `_STEP_TITLES` the step table shows."""
+    return [i for i in range(len(_STEP_TITLES)) if (with_try or i != 3) and (not narrow or i != 5)]
 
 
-def _span(detail: RunDetail, now: datetime) -> tuple[datetime, float] | None:
-    """Start of the run's first step and the seconds it spans (to its end, or `now`)."""
-    starts = [s.started_at for s in detail.steps if s.started_at is not None]
-    if not starts:
-        return None
-    start = min(starts)
-    ends = [s.completed_at for s in detail.steps if s.completed_at is not None]
-    end = detail.row.completed_at or (now if not detail.row.is_terminal else max(ends, default=start))
-    return start, max((end - start).total_seconds(), 1e-6)
+def _fits(rows: list[timeline.TimelineRow], columns: list[int], width: int) -> bool:
+    """Whether the step table's `columns` fit in `width` cells (each padded by 2)."""
+    texts = [[str(c) for c in _cells(r, columns)] for r in rows]
+    need = sum(max([len(_STEP_TITLES[i]), *(len(t[n]) for t in texts)]) + 2 for n, i in enumerate(columns))
+    return need <= width
 
 
-def _timeline(step: StepRow, span: tuple[datetime, float] | None, width: int) -> str:
-    """Where the step sits in the run, as a bar: `   ▕███▏     `."""
-    if span is None or step.started_at is None:
-        return ""
-    start, total = span
-    first = (step.started_at - start).total_seconds() / total * width
-    last = first + (step.duration or 0.0) / total * width
-    lo, hi = max(0, min(width - 1, round(first))), max(0, min(width, round(last)))
-    return " " * lo + "█" * max(1, hi - lo) + " " * max(0, width - max(hi, lo + 1))
-
-
-def _append_keys(text: Text, detail: RunDetail) -> None:
-    keys = [("idempotency", detail.idempotency_key), ("concurrency", detail.concurrency_key)]
-    if any(v for _, v in keys):
-        text.append("\n")
-        for name, value in keys:
-            if value:
-                text.append(f"{name} key ", style="dim")
-                text.append(f"{value}   ")
-
-
-def _append_progress(text: Text, row: RunRow, color: str) -> None:
-    if row.progress_current is None and not row.progress_message:
-        return
-    text.append("\n")
-    if row.progress_total:
-        text.append(fmt.bar(row.progress_current, row.progress_total, 30), style=color)
-        text.append(" ")
-    text.append(fmt.progress_text(row.progress_current, row.progress_total))
-    if row.progress_message:
-        text.append(f"  {row.progress_message}", style="dim")
+def _cells(row: timeline.TimelineRow, columns: list[int]) -> tuple[object, ...]:
+    """The step table's cells for one timeline row, in `columns`."""
+    cells: list[object] = [
+        Text(row.glyph, style=row.color),
+        row.index,
+        fmt.clip(row.name, 40),
+        row.attempt,
+        row.took,
+        Text(row.bar, style=row.color),
+        Text(row.status, style=row.color),
+    ]
+    return tuple(cells[i] for i in columns)
 
 
 class RunDetailScreen(Screen[None]):
@@ -129,6 +103,7 @@ class RunDetailScreen(Screen[None]):
         Binding("i", "tab('io')", "Input/Output", show=False),
         Binding("e", "tab('error')", "Error", show=False),
         Binding("l", "tab('logs')", "Logs"),
+        Binding("C", "children", "Children", show=False),
         Binding("F", "follow", "Follow"),
         Binding("v", "level", "Level"),
         Binding("slash", "search", "Search logs"),
@@ -139,6 +114,13 @@ class RunDetailScreen(Screen[None]):
 
         def __init__(self, detail: RunDetail | None) -> None:
             self.detail = detail
+            super().__init__()
+
+    class OpenRun(Message):
+        """The user asked to open `run_id` (a child run, or the parent)."""
+
+        def __init__(self, run_id: str) -> None:
+            self.run_id = run_id
             super().__init__()
 
     def __init__(self, run_id: str, row: RunRow | None, *, source: Source, state: MonitorState) -> None:
@@ -153,7 +135,12 @@ class RunDetailScreen(Screen[None]):
         self.min_level: str | None = None
         self.search = ""
         self.selected_step: int | None = None
-        self._steps_shown: tuple[StepRow, ...] | None = None
+        self.timeline: list[timeline.TimelineRow] = []
+        """The rows of the step table (attempts, waits), in table order."""
+        self.child_runs: list[RunRow] = []
+        """The run's child runs (`step.invoke`), oldest first."""
+        self._steps_shown: tuple[object, ...] | None = None
+        self._children_shown: tuple[int, int, tuple[RunRow, ...]] | None = None
         self._logs_shown = 0
         self._fetching = False
         self._first = True
@@ -173,12 +160,14 @@ class RunDetailScreen(Screen[None]):
                     yield Static("", id="logbar")
                     yield Input(placeholder="search logs", id="logsearch")
                     yield LogView(id="log", indent=LOG_INDENT, highlight=True)
+                with TabPane("Children", id="children"):
+                    yield RunTable(id="children-table", cursor_type="row", zebra_stripes=False)
         yield MonitorFooter()
 
     def on_mount(self) -> None:
-        table = self.query_one("#steps", DataTable)
-        table.add_columns(" ", "#", "STEP", "TOOK", "TIMELINE", "STATUS")
-        table.focus()
+        self.query_one("#steps", DataTable).focus()
+        self.query_one("#children-table", DataTable).add_columns(" ", "JOB", "ID", "STEP", "STATUS")
+        self.query_one("#tabs", TabbedContent).hide_tab("children")
         self._update_logbar()
         self.reload()
         self.set_interval(0.5, self.tick)
@@ -195,7 +184,9 @@ class RunDetailScreen(Screen[None]):
         if self.detail is None or not self.detail.row.is_terminal:
             self.reload()
         else:
+            self.child_runs = self.state.index.children_of(self.run_id)
             self._render_summary(self.detail)
+            self._render_children()
 
     def reload(self) -> None:
         """Fetch the run, its steps and its logs again (in a thread); not once it is gone."""
@@ -224,137 +215,137 @@ class RunDetailScreen(Screen[None]):
             return
         self.detail = detail
         self.row = detail.row
+        self.child_runs = self.state.index.children_of(self.run_id)
         self._render_summary(detail)
         self._render_steps(detail)
+        self._render_children()
         self._render_logs(detail)
         self._render_panes()
 
     # -- rendering -------------------------------------------------------------------------
 
     def _render_summary(self, detail: RunDetail) -> None:
-        row, tz = detail.row, self.state.tz
-        now = self.state.clock()
-        look = fmt.row_look(row.status, row.interrupted)
-        text = Text()
-        text.append(f"{look.glyph} {look.word}", style=f"bold {look.color}")
-        text.append(f"   {row.job}", style="bold")
-        text.append(f"   {row.id}", style="dim")
-        if row.labels:
-            text.append(f"   {row.label_text}", style="#8ab4f8")
-        text.append("\n")
-        parts = [
-            ("created", row.created_at),
-            ("started", row.started_at),
-            ("finished", row.completed_at),
-        ]
-        for name, when in parts:
-            if when is not None:
-                text.append(f"{name} ", style="dim")
-                text.append(f"{fmt.absolute(when, tz)} ({fmt.relative(when, now)})   ")
-        text.append("took ", style="dim")
-        text.append(fmt.duration(row.duration(now)))
-        text.append(f"   steps {row.completed_steps}", style="dim")
-        if detail.lease_generation:
-            text.append(f"   lease #{detail.lease_generation}", style="dim")
-        if detail.lease_owner and not row.is_terminal:
-            text.append(f" by {detail.lease_owner}", style="dim")
-        if row.waiting_for:
-            text.append("\n")
-            text.append(f"waits for {row.waiting_for}", style=f"bold {look.color}")
-            if row.wake_at is not None:
-                text.append(f" until {fmt.absolute(row.wake_at, tz)} ({fmt.relative(row.wake_at, now)})")
-        if row.parent_id:
-            text.append(f"\nchild of {row.parent_id}", style="dim")
-        if row.interrupted:
-            text.append("\n")
-            stopped = fmt.absolute(row.updated_at, tz)
-            text.append(
-                f"interrupted: its worker stopped at {stopped}; a worker of {row.job!r} resumes it",
-                style=f"bold {fmt.INTERRUPTED_LOOK.color}",
-            )
-        _append_keys(text, detail)
-        _append_progress(text, row, look.color)
-        if row.error:
-            text.append("\n")
-            text.append(fmt.clip(row.error, 300), style="bold #ef5350")
+        text = summary.summary(detail, self.child_runs, self.state, self.state.clock())
         self.query_one("#summary", Static).update(text)
 
     def _render_steps(self, detail: RunDetail) -> None:
-        if detail.steps == self._steps_shown:
+        # a pane too narrow for every column leaves TIMELINE out (80 columns: 39 cells)
+        now, width = self.state.clock(), self.query_one("#steps", DataTable).size.width - 1
+        width = width if width > 0 else 999  # not laid out yet: a resize comes later
+        rows = timeline.rows(detail, self.child_runs, now)
+        columns = _columns(any(r.attempt for r in rows), narrow=False)
+        if not _fits(rows, columns, width):
+            rows = timeline.rows(detail, self.child_runs, now, compact=True)
+            columns = _columns(any(r.attempt for r in rows), narrow=True)
+        cells = [_cells(r, columns) for r in rows]
+        shown = (tuple(columns), *cells)
+        if shown == self._steps_shown:
             return
         table = self.query_one("#steps", DataTable)
         keep = table.cursor_row
-        table.clear()
-        span = _span(detail, self.state.clock())
-        for step in detail.steps:
-            look = fmt.step_look(step.status)
-            table.add_row(
-                Text(look.glyph, style=look.color),
-                str(step.index),
-                fmt.clip(step.name, 40),
-                fmt.duration(step.duration),
-                Text(_timeline(step, span, TIMELINE_WIDTH), style=look.color),
-                Text(step.status, style=look.color),
-            )
-        self.query_one("#steps-title", Static).update(f"STEPS  {len(detail.steps)}")
-        self._steps_shown = detail.steps
-        failed = next(
-            (
-                i
-                for i, s in reversed(list(enumerate(detail.steps)))
-                if s.status == "failed" or (detail.failed_step and s.name == detail.failed_step)
-            ),
-            None,
-        )
+        if self._steps_shown is None or self._steps_shown[0] != shown[0]:
+            table.clear(columns=True)
+            table.add_columns(*(_STEP_TITLES[i] for i in columns))
+        else:
+            table.clear()
+        for row in cells:
+            table.add_row(*row)
+        self.timeline = rows
+        attempts = sum(1 for r in rows if r.step is not None)
+        self.query_one("#steps-title", Static).update(f"STEPS  {attempts}")
+        self._steps_shown = shown
+        failed = self._failed_row(detail, rows)
         if self._first and failed is not None:
             keep = failed
             self.query_one("#tabs", TabbedContent).active = "error"
         self._first = False
-        if detail.steps:
-            table.move_cursor(row=min(max(keep, 0), len(detail.steps) - 1), animate=False)
+        if rows:
+            table.move_cursor(row=min(max(keep, 0), len(rows) - 1), animate=False)
             self.selected_step = table.cursor_row
+
+    @staticmethod
+    def _failed_row(detail: RunDetail, rows: list[timeline.TimelineRow]) -> int | None:
+        """The row to open on, with the Error tab: the failing step of a failed run, or the
+        failed attempt a retry waits after."""
+        wait = waiting.parse(detail.row.waiting_for)
+        retrying = detail.row.status is RunStatus.WAITING and wait is not None and wait.kind == "retry"
+        if detail.row.status is not RunStatus.FAILED and not retrying:
+            return None
+        for i in range(len(rows) - 1, -1, -1):
+            step = rows[i].step
+            if step is not None and (step.status == "failed" or step.name == detail.failed_step):
+                return i
+        return None
+
+    def _render_children(self) -> None:
+        """The Children tab (hidden while the run has none)."""
+        children = tuple(self.child_runs)
+        # what the tab's width leaves for STATUS (glyph and ID are 1 and 13 cells, and each
+        # of the 5 columns is padded by 2)
+        jobs = max((len(c.job[:20]) for c in children), default=0)
+        steps = max((len(c.parent_step or "") for c in children), default=0)
+        room = max(12, self.query_one("#tabs").size.width - 14 - jobs - steps - 10 - 2)
+        now = self.state.clock()
+        ticking = int(now.timestamp()) if any(c.status is RunStatus.WAITING for c in children) else 0
+        if (room, ticking, children) == self._children_shown:
+            return
+        tabs = self.query_one("#tabs", TabbedContent)
+        if not children:
+            tabs.hide_tab("children")
+        elif not self._children_shown or not self._children_shown[2]:
+            tabs.show_tab("children")
+        tabs.get_tab("children").label = f"Children {len(children)}"
+        table = self.query_one("#children-table", DataTable)
+        keep = table.cursor_row
+        table.clear()
+        for child in children:
+            look = fmt.row_look(child.status, child.interrupted)
+            state = look.word
+            if child.status is RunStatus.WAITING:
+                state = waiting.list_text(child.waiting_for, child.wake_at, now, self.state.tz, room) or state
+            table.add_row(
+                Text(look.glyph, style=look.color),
+                fmt.clip(child.job, 20),
+                Text(waiting.short_id(child.id, 12), style="dim"),
+                child.parent_step or "",
+                Text(state, style=look.color),
+                key=child.id,
+            )
+        if children:
+            table.move_cursor(row=min(max(keep, 0), len(children) - 1), animate=False)
+        self._children_shown = (room, ticking, children)
 
     def _render_panes(self) -> None:
         detail = self.detail
         if detail is None:
             return
         step = self._step()
-        io: list[RenderableType] = [_value("Input", detail.input), _value("Output", detail.output)]
+        io: list[RenderableType] = [
+            panes.value_view("Input", detail.input),
+            panes.value_view("Output", detail.output),
+        ]
         if step is not None:
             at = fmt.absolute(step.started_at, self.state.tz, date=False)
-            title = (
-                f"Step {step.index} {step.name!r} output (started {at}, took {fmt.duration(step.duration)})"
-            )
-            io.append(_value(title, step.output))
+            attempt = f" attempt {step.attempt}" if step.attempt > 1 else ""
+            took = fmt.duration(step.duration)
+            title = f"Step {step.index} {step.name!r}{attempt} output (started {at}, took {took})"
+            io.append(panes.value_view(title, step.output))
+        chosen = self._row()
+        if chosen is not None and chosen.child is not None:
+            child = chosen.child
+            word = fmt.row_look(child.status, child.interrupted).word
+            io.append(Text(f"Child run {child.id} ({child.job}, {word}): enter opens it", style="bold"))
         self.query_one("#io-body", Static).update(Group(*io))
-        self.query_one("#error-body", Static).update(self._error(detail, step))
+        self.query_one("#error-body", Static).update(panes.error_view(detail, step))
+
+    def _row(self) -> timeline.TimelineRow | None:
+        """The selected row of the step table."""
+        at = self.selected_step
+        return self.timeline[at] if at is not None and 0 <= at < len(self.timeline) else None
 
     def _step(self) -> StepRow | None:
-        if self.detail is None or self.selected_step is None:
-            return None
-        steps = self.detail.steps
-        return steps[self.selected_step] if 0 <= self.selected_step < len(steps) else None
-
-    def _error(self, detail: RunDetail, step: StepRow | None) -> RenderableType:
-        if step is None or not step.error:
-            step = next((s for s in detail.steps if s.error), step)
-        parts: list[RenderableType] = []
-        if detail.row.error:
-            parts += [Text("Run error", style="bold underline"), Text(detail.row.error, "#ef5350")]
-            if detail.error_traceback:
-                parts.append(_traceback(detail.error_traceback))
-            parts.append(Text(""))
-            if detail.error_traceback and step is not None and step.name == detail.failed_step:
-                step = dataclasses.replace(step, traceback=None)  # the run's holds it already
-        if step is not None and (step.error or step.traceback):
-            parts.append(Text(f"Step {step.index} {step.name!r} ({step.status})", "bold underline"))
-            if step.error:
-                parts.append(Text(step.error, style="#ef5350"))
-            if step.traceback:
-                parts.append(_traceback(step.traceback))
-        if not parts:
-            parts.append(Text("No error.", style="dim"))
-        return Group(*parts)
+        row = self._row()
+        return None if row is None else row.step
 
     def _render_logs(self, detail: RunDetail, *, rebuild: bool = False) -> None:
         log = self.query_one("#log", LogView)
@@ -383,9 +374,43 @@ class RunDetailScreen(Screen[None]):
 
     # -- events and actions ------------------------------------------------------------------
 
+    def on_resize(self, event: events.Resize) -> None:
+        if self.detail is not None:  # the TIMELINE column comes or goes with the width
+            self._render_steps(self.detail)
+            self._render_children()
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.selected_step = event.cursor_row
-        self._render_panes()
+        if event.data_table.id == "steps":
+            self.selected_step = event.cursor_row
+            self._render_panes()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """`enter` on a step that invoked a child run, or on a child run: open it."""
+        if event.data_table.id == "children-table" and 0 <= event.cursor_row < len(self.child_runs):
+            self.post_message(self.OpenRun(self.child_runs[event.cursor_row].id))
+        elif event.data_table.id == "steps":
+            row = self._row()
+            if row is not None and row.child is not None:
+                self.post_message(self.OpenRun(row.child.id))
+
+    def commands(self) -> Iterator[SystemCommand]:
+        """This screen's entries in the command palette: the child runs, each one to open."""
+        if self.child_runs:
+            yield SystemCommand("Show child runs", "C: the Children tab", self.action_children)
+        for child in self.child_runs:
+            about = f"{child.job}, step {child.parent_step}" if child.parent_step else child.job
+            yield SystemCommand(f"Open child run {child.id}", about, partial(self._open, child.id))
+
+    def _open(self, run_id: str) -> None:
+        self.post_message(self.OpenRun(run_id))
+
+    def action_children(self) -> None:
+        """Show the run's child runs (the Children tab) and put the cursor in them."""
+        if not self.child_runs:
+            self.notify("This run has no child runs.", timeout=3)
+            return
+        self.action_tab("children")
+        self.query_one("#children-table", DataTable).focus()
 
     def action_back(self) -> None:
         """Close the search box, else go back to the list."""
@@ -438,8 +463,3 @@ class RunDetailScreen(Screen[None]):
             self._render_logs(self.detail, rebuild=True)
         else:
             self._update_logbar()
-
-
-def _traceback(text: str) -> Text:
-    """A traceback, highlighted as Text (not a Syntax renderable) so long lines wrap."""
-    return Syntax("", "pytb", theme="ansi_dark", word_wrap=True).highlight(text.rstrip())

@@ -1,8 +1,9 @@
-"""Modal screens: the confirmation asked before every action, and the `?` key sheet."""
+"""Modal screens: the confirmation asked before every action, the signal form, the `?` sheet."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import json
+from typing import Any, ClassVar
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -11,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Input, Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -56,6 +57,105 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(answer)
 
 
+class SignalScreen(ModalScreen[tuple[str, Any] | None]):
+    """Ask for a signal's name and its data (JSON, checked before it is accepted).
+
+    Dismisses with `(name, data)` (`data` None when left empty), or None on escape.
+
+    Args:
+        run_id: the run the signal goes to.
+        job: its job (shown in the title).
+        name: the signal the run waits for, if any (filled in).
+        waits: the run waits for `name` now (else a sent signal is kept until it does).
+    """
+
+    DEFAULT_CSS = """
+    SignalScreen { align: center middle; }
+    SignalScreen > Vertical {
+        width: 76; max-width: 96%; height: auto;
+        border: thick $primary; background: $surface; padding: 1 2;
+    }
+    SignalScreen Static { width: 100%; }
+    SignalScreen .label { margin-top: 1; color: $text-muted; }
+    SignalScreen Input { width: 100%; }
+    SignalScreen #signal-problem { color: $error; height: auto; min-height: 1; }
+    SignalScreen Horizontal { height: auto; width: 100%; align-horizontal: right; margin-top: 1; }
+    SignalScreen Button { margin-left: 2; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, run_id: str, job: str, name: str = "", *, waits: bool = False) -> None:
+        super().__init__()
+        self.run_id, self.job, self.signal_name, self.waits = run_id, job, name, waits
+
+    def compose(self) -> ComposeResult:
+        about = (
+            f"It waits for signal {self.signal_name!r}."
+            if self.waits
+            else "It waits for no signal now: a signal sent is kept until it does."
+        )
+        with Vertical():
+            yield Static(f"Send a signal to run {self.run_id} ({self.job})", markup=False, classes="title")
+            yield Static(about, markup=False)
+            yield Static("Signal name", classes="label")
+            yield Input(self.signal_name, placeholder="approval", id="signal-name")
+            yield Static("Data, as JSON (left empty: null)", classes="label", markup=False)
+            yield Input(placeholder='e.g. {"by": "ana"}', id="signal-data")
+            yield Static("", id="signal-problem", markup=False)
+            with Horizontal():
+                yield Button("Send… (enter)", id="send", variant="primary")
+                yield Button("Cancel (esc)", id="cancel", variant="default")
+
+    def on_mount(self) -> None:
+        self.query_one("#signal-data" if self.signal_name else "#signal-name", Input).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        """A problem shown goes away (or changes) as the form is edited."""
+        shown = self.query_one("#signal-problem", Static)
+        if str(shown.content):
+            shown.update(self.problem() or "")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "signal-name" and not self.query_one("#signal-data", Input).value:
+            self.query_one("#signal-data", Input).focus()
+        else:
+            self.submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "send":
+            self.submit()
+        else:
+            self.dismiss(None)
+
+    def problem(self) -> str | None:
+        """Why the form cannot be sent as it is (None when it can)."""
+        if not self.query_one("#signal-name", Input).value.strip():
+            return "A signal needs a name."
+        text = self.query_one("#signal-data", Input).value.strip()
+        if text:
+            try:
+                json.loads(text)
+            except ValueError as error:
+                return f"The data is not JSON: {error}"
+        return None
+
+    def submit(self) -> None:
+        """Accept the form if it is valid; else say what is wrong and stay."""
+        problem = self.problem()
+        if problem:
+            self.query_one("#signal-problem", Static).update(problem)
+            self.notify(problem, severity="error", timeout=4)
+            return
+        name = self.query_one("#signal-name", Input).value.strip()
+        text = self.query_one("#signal-data", Input).value.strip()
+        self.dismiss((name, json.loads(text) if text else None))
+
+    def action_cancel(self) -> None:
+        """Close without sending."""
+        self.dismiss(None)
+
+
 HELP: list[tuple[str, list[tuple[str, str]]]] = [
     (
         "Run list",
@@ -66,7 +166,7 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("enter / double click", "open the run"),
             ("/", "search: free text, or status:failed job:NAME label:k=v"),
             ("f", "failed runs only (again: all)"),
-            ("1 2 3 4 5", "toggle pending / running / completed / failed / cancelled"),
+            ("1 2 3 4 5 6", "toggle pending / running / completed / failed / cancelled / waiting"),
             ("J", "next job filter (in name order), then all jobs"),
             ("l", "filter by label (type label:key=value)"),
             ("0 / escape", "clear every filter"),
@@ -82,6 +182,8 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("i e l", "input+output, error, logs tab"),
             ("j k  ↑ ↓ in steps", "select a step (its output and error are shown)"),
             ("j k g G in the log", "scroll a line, to the top, to the end"),
+            ("enter in the steps", "on a step that invoked a child run: open the child"),
+            ("C", "the run's child runs (Children tab; enter opens one)"),
             ("F", "follow the log tail on or off"),
             ("v", "log level filter: all, warn and up, errors only"),
             ("/", "search the logs (escape clears)"),
@@ -93,10 +195,20 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("c", "cancel a pending or running run"),
             ("r", "retrigger a finished run (needs --app module:attr)"),
             ("d", "delete a finished run"),
+            ("n", "send a signal with JSON data to a waiting run (read-only: says why not)"),
             ("y", "copy the run id to the clipboard"),
         ],
     ),
-    ("Anywhere", [("ctrl+p", "command palette"), ("?", "this help"), ("q", "quit")]),
+    (
+        "Anywhere",
+        [
+            ("p", "open the parent of a child run (escape comes back)"),
+            ("w", "workers: the live durably worker processes"),
+            ("ctrl+p", "command palette"),
+            ("?", "this help"),
+            ("q", "quit"),
+        ],
+    ),
 ]
 
 

@@ -127,6 +127,7 @@ class RunIndex:
         self._keys: list[tuple[Any, ...]] = []  # ascending sort keys of visible runs
         self._sort_now: datetime | None = None
         self.jobs: Counter[str] = Counter()
+        self._children: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -152,6 +153,14 @@ class RunIndex:
             return None
         return len(self._keys) - 1 - i if self.descending else i
 
+    def children_of(self, run_id: str) -> list[RunRow]:
+        """The known child runs of `run_id` (`step.invoke`), oldest first.
+
+        Children are created after their parent and the scan reads the newest runs first,
+        so a parent in the index has its children in it too.
+        """
+        return [self.rows[i] for i in sorted(self._children.get(run_id, ())) if i in self.rows]
+
     # -- changes ---------------------------------------------------------------------------
 
     def replace_all(self, rows: Iterable[RunRow], now: datetime) -> None:
@@ -160,6 +169,7 @@ class RunIndex:
         self.counts.clear()
         self._finished.clear()
         self.jobs.clear()
+        self._children = {}
         for row in rows:
             self._account(row, 1)
             self.rows[row.id] = row
@@ -261,6 +271,14 @@ class RunIndex:
                     break
 
     def _account(self, row: RunRow, sign: int) -> None:
+        if row.parent_id is not None:
+            siblings = self._children.setdefault(row.parent_id, set())
+            if sign > 0:
+                siblings.add(row.id)
+            else:
+                siblings.discard(row.id)
+                if not siblings:
+                    del self._children[row.parent_id]
         self.counts[row.status] += sign
         self.jobs[row.job] += sign
         if self.jobs[row.job] <= 0:

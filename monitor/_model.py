@@ -36,6 +36,8 @@ class RunRow:
     waiting_for: str | None = None
     wake_at: datetime | None = None
     parent_id: str | None = None
+    parent_step: str | None = None
+    """For a child run (`step.invoke`): the parent's step that invoked it."""
     interrupted: bool = False
     """Leased, but its owner is gone (`Run.interrupted`): it waits for a worker."""
 
@@ -90,6 +92,8 @@ class StepRow:
     traceback: str | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    attempt: int = 1
+    """1, 2, … for the attempts of a retried step (each attempt is its own row)."""
 
     @property
     def duration(self) -> float | None:
@@ -149,9 +153,44 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """One live `durably worker` process (`durably.WorkerInfo`)."""
+
+    host: str
+    pid: int
+    jobs: tuple[str, ...] = ()
+    running: tuple[str, ...] = ()
+    """Ids of the runs it has in flight."""
+    started_at: datetime | None = None
+    seen_at: datetime | None = None
+    """Its last heartbeat."""
+
+
+def worker_from(info: Any) -> WorkerRow:
+    """Copy a `durably.WorkerInfo` into a `WorkerRow`."""
+    return WorkerRow(
+        host=str(getattr(info, "host", "?")),
+        pid=int(getattr(info, "pid", 0) or 0),
+        jobs=tuple(str(j) for j in getattr(info, "jobs", ()) or ()),
+        running=tuple(str(r) for r in getattr(info, "running", ()) or ()),
+        started_at=_when(getattr(info, "started_at", None)),
+        seen_at=_when(getattr(info, "seen_at", None)),
+    )
+
+
+def _parent_step(parent_id: str | None, idempotency_key: str | None) -> str | None:
+    """A child run's idempotency key is `<parent id>/<step name>` (SPEC §9)."""
+    if parent_id is None or idempotency_key is None:
+        return None
+    prefix = f"{parent_id}/"
+    return idempotency_key[len(prefix) :] if idempotency_key.startswith(prefix) else None
+
+
 def row_from_run(run: Any) -> RunRow:
     """Copy a `durably.Run` (or anything with its fields) into a `RunRow`."""
     progress = getattr(run, "progress", None)
+    parent_id = _text(getattr(run, "parent_id", None))
     return RunRow(
         id=str(run.id),
         job=str(getattr(run, "job_name", "?")),
@@ -168,7 +207,8 @@ def row_from_run(run: Any) -> RunRow:
         completed_steps=int(getattr(run, "completed_step_count", 0) or 0),
         waiting_for=_text(getattr(run, "waiting_for", None)),
         wake_at=_when(getattr(run, "wake_at", None)),
-        parent_id=_text(getattr(run, "parent_id", None)),
+        parent_id=parent_id,
+        parent_step=_parent_step(parent_id, _text(getattr(run, "idempotency_key", None))),
         interrupted=bool(getattr(run, "interrupted", False)),
     )
 
@@ -202,6 +242,7 @@ def step_from(step: Any, position: int = 0) -> StepRow:
         traceback=_text(getattr(step, "traceback", None)),
         started_at=_when(getattr(step, "started_at", None)),
         completed_at=_when(getattr(step, "completed_at", None)),
+        attempt=int(getattr(step, "attempt", 1) or 1),
     )
 
 

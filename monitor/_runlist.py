@@ -22,7 +22,10 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from durably import RunStatus
+
 from . import _format as fmt
+from . import _waiting as waiting
 from ._index import RunIndex, SortKey
 from ._model import RunRow
 
@@ -337,6 +340,9 @@ class RunList(ScrollView, can_focus=True):
     def _progress(self, row: RunRow, w: int, color: Style, dim: Style) -> list[tuple[str, Style | None]]:
         if row.error and row.status is not None and row.is_terminal:
             return [(fmt.clip(row.error, w).ljust(w), color)]
+        if row.waiting_for and row.status is RunStatus.WAITING:
+            text = waiting.list_text(row.waiting_for, row.wake_at, self._now, self.tz, w)
+            return [(fmt.clip(text, w).ljust(w), color)]
         cells: list[tuple[str, Style | None]] = []
         used = 0
         if row.progress_total and w >= 16:

@@ -24,6 +24,10 @@ class StepTable(DataTable[object]):
     ]
 
 
+class RunTable(StepTable):
+    """A small table with a row cursor and the same keys: a run's children, the workers."""
+
+
 class LogView(Log):
     """A `Log` whose entries wrap at its width (Textual's `Log` cuts long lines).
 
@@ -120,8 +124,10 @@ FOOTER_PRIORITY = [
     "act('delete')",
     "quit",
     "tab('logs')",
+    "signal",
     "follow",
     "level",
+    "workers",
     "cycle_job",
     "sort",
     "copy_id",

@@ -322,6 +322,8 @@ class TestRunIds:
                 d.cancel,
                 d.delete_run,
                 d.retrigger,
+                d.resume,
+                lambda r: d.resume(r, from_step="s"),
                 lambda r: d.wait_for_run(r, timeout=0),
             ):
                 with pytest.raises(durably.NotFoundError):

@@ -34,6 +34,7 @@ SUBCOMMANDS = [
     "logs",
     "cancel",
     "retrigger",
+    "resume",
     "delete",
     "purge",
     "workers",

@@ -114,6 +114,19 @@ SCENARIOS = {
     "cancel-pending": (["trigger"], "cancel"),
     "cancel-orphaned": (["trigger", "kill-in-step"], "cancel"),
     "delete": (["trigger", "run"], "delete"),
+    "resume": (["trigger", "kill-in-step", "cancel"], "resume"),
+    # a run that waits (apps.crash_jobs.WAITS): a sleep, a retry's pause, a signal, a child
+    "wait-published": (["init", "waits-trigger"], "waits@0"),
+    "woken-then-retry-waits": (["init", "waits-trigger", "waits@0"], "waits@2"),
+    "signal-delivered": (["init", "waits-trigger", "waits@0", "waits@2", "waits@4"], "waits-signal"),
+    "woken-then-child-invoked": (
+        ["init", "waits-trigger", "waits@0", "waits@2", "waits@4", "waits-signal"],
+        "waits@5",
+    ),
+    "child-ends-and-wakes-parent": (
+        ["init", "waits-trigger", "waits@0", "waits@2", "waits@4", "waits-signal", "waits@5"],
+        "waits@6",
+    ),
 }
 
 
@@ -167,9 +180,12 @@ def _sweep(zygote: Zygote, tmp_path: Path, scenario: str) -> tuple[int, list[str
             code = zygote.wait(pid)
             where = f"{scenario}: killed at call {n}/{total} ({trace[n - 1]}) of {op!r}"
             assert code in (-9, 0), f"{where}: exit {code}\n{zygote.stderr()}"
+        check = (
+            "apps.crash_jobs:sweep_check_waits" if op.startswith("waits") else "apps.crash_jobs:sweep_check"
+        )
         pids = {
             n: zygote.spawn(
-                "apps.crash_jobs:sweep_check",
+                check,
                 root=str(case / "root"),
                 workdir=str(case / "work"),
                 result=str(case / "check.json"),
@@ -192,11 +208,18 @@ class TestKillAtEveryFileSystemCall:
         """Killed at each link/rename/write/fsync/mkdir/unlink of the operation, the root
         reads correctly in a fresh process (the run is absent or whole, get_runs works),
         a worker finishes the run without re-running acknowledged steps, and exactly one
-        run holds the idempotency key."""
+        run holds the idempotency key. For the run that waits (killed while it publishes
+        a wait and moves its marker to wait/, is woken and claimed again, is sent its
+        signal, triggers its child, and while the child's end wakes it): a worker a day
+        later ends it, every completed step completed once and not run again, one child,
+        nothing left waiting."""
         total, outcomes = _sweep(zygote, tmp_path, scenario)
         assert len(outcomes) == total
         if scenario.startswith("cancel"):
             assert outcomes[-1] == "cancelled"
+        elif scenario == "resume":  # no new run, or a whole one that completes
+            assert set(outcomes) == {"cancelled", "resumed"}
+            assert outcomes[-1] == "resumed"
         else:
             assert set(outcomes) == {"completed"}
 

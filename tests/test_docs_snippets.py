@@ -71,6 +71,13 @@ class TestSnippets:
         assert "completed greetings=['Hello, Ada!', 'Hello, Grace!']" in out
         assert "['Hello, Linus!']" in out
 
+    def test_recovering_runs(self, in_tmp_root: Path) -> None:
+        """The recovering page's run fails, resumes without fetching again, forks from a
+        step, and its window query finds the failed run."""
+        ns = run_blocks(python_blocks("docs/recovering.md"), {"__name__": "__main__"})
+        assert ns["fetched"] == [2]
+        assert [r.id for r in ns["recent_failures"]] == [ns["failed"].id]
+
     @pytest.mark.parametrize("page", ["docs/api/define-job.md", "docs/ja/api/define-job.md"])
     def test_define_job_example_runs(self, in_tmp_root: Path, page: str) -> None:
         """The sync-users example of the define_job page records the failed user in errors."""

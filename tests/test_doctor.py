@@ -499,3 +499,94 @@ def test_summary_counts_each_run_and_file_once(root: Path, d: durably.Durably) -
     out = io.StringIO()
     run(str(root), fix=False, as_json=False, out=out)
     assert f"{files_on_disk - 1} file(s)" in out.getvalue().splitlines()[-1]
+
+
+def _waiting_root(root: Path) -> tuple[durably.Durably, Any, dict[str, str]]:
+    """Runs that wait: for a time, for a signal (its marker in ``wait/``), and one that
+    was sent its signal before it waits (the signal file is there, the run pending)."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from durably.testing import ManualClock  # noqa: PLC0415
+
+    @define_job(name="doc-waits", input=In)
+    def waits(step: Step, p: In) -> None:
+        if p.n == 0:
+            step.sleep("nap", 3600)
+        step.wait_for_signal("go")
+
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    d = durably.Durably(root, jobs=[JOB, waits], fsync=False, clock=clock)
+    h = d.register(waits)
+    ids = {"sleeps": h.trigger(In(n=0)).id, "signal": h.trigger(In(n=1)).id, "early": h.trigger(In(n=1)).id}
+    d.signal(ids["early"], "go", {"by": "ana"})
+    d.process_one()
+    d.process_one()
+    assert [status_of(d, ids[k]) for k in ("sleeps", "signal")] == ["waiting", "waiting"]
+    return d, clock, ids
+
+
+def test_waiting_runs_and_their_signals_are_healthy(root: Path) -> None:
+    """A waiting run's marker lives in ``wait/`` and a delivered signal is a ``g.<hash>``
+    file of its run: neither is a problem (they were reported as an unqueued run and
+    as an unexpected file, and ``--fix`` requeued the run and quarantined the signal)."""
+    d, clock, ids = _waiting_root(root)
+    code, report = _report(root)
+    assert (code, report["problems"]) == (0, [])
+    assert report["checked"]["markers"] == 3
+    assert _report(root, fix=True)[1]["fixed"] == []
+    d.signal(ids["signal"], "go", None)
+    clock.advance(3600)
+    d.process_until_idle()
+    d.process_until_idle()
+    assert {k: status_of(d, i) for k, i in ids.items()} == {
+        "sleeps": "waiting",
+        "signal": "completed",
+        "early": "completed",
+    }
+    d.signal(ids["sleeps"], "go", None)
+    d.process_until_idle()
+    assert status_of(d, ids["sleeps"]) == "completed"
+    assert _report(root) == (0, _report(root)[1])
+
+
+def test_wait_markers_stale_missing_and_malformed(root: Path) -> None:
+    """A wait marker of an ended run is stale (removed), a name that is not a wait marker
+    is bad (quarantined), a waiting run without any marker is unqueued (requeued: the
+    next claimer parks it again), and a damaged signal file is corrupt (quarantined, so
+    the signal can be sent again)."""
+    d, clock, ids = _waiting_root(root)
+    wait = root / "wait"
+    sleeps = next(n for n in os.listdir(wait) if ids["sleeps"] in n)
+    other = next(n for n in os.listdir(wait) if ids["signal"] in n)
+    d.cancel(ids["early"])
+    stale = wait / f"~.{ids['early']}.{other.split('.')[2]}.-"
+    stale.touch(0o600)
+    bad = wait / "1767229200000.not-a-marker"
+    bad.touch(0o600)
+    os.unlink(wait / sleeps)
+    d.signal(ids["signal"], "go", {"by": "ana"})
+    signal_file = next(p for p in _run_dir(root, ids["signal"]).iterdir() if p.name.startswith("g."))
+    signal_file.write_bytes(b'{"v":1,"na')
+    code, report = _report(root)
+    assert code == 1
+    assert _kinds(report) == {
+        ("stale-marker", _rel(root, stale)),
+        ("bad-marker", _rel(root, bad)),
+        ("unqueued-run", _rel(root, _run_dir(root, ids["sleeps"]))),
+        ("corrupt", _rel(root, signal_file)),
+    }
+    code, report = _report(root, fix=True)
+    assert code == 0, report
+    assert not stale.exists()
+    assert not bad.exists()
+    assert not signal_file.exists()
+    markers = [*os.listdir(root / "queue"), *os.listdir(wait)]
+    assert [ids["sleeps"] in n for n in markers].count(True) == 1, markers
+    d.signal(ids["signal"], "go", {"by": "bob"})
+    clock.advance(3600)
+    d.process_until_idle()
+    d.signal(ids["sleeps"], "go", None)
+    d.process_until_idle()
+    assert status_of(d, ids["sleeps"]) == "completed"
+    assert status_of(d, ids["signal"]) == "completed"
+    assert _report(root)[0] == 0

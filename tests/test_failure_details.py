@@ -75,6 +75,35 @@ class TestFailedRuns:
         (step,) = d.get_steps(run.id)
         assert step.error == "RuntimeError: pricing service 503"
 
+    def test_a_traceback_keeps_the_chained_exceptions(self, d: Durably) -> None:
+        """`raise ... from ...` and an error while handling another: every exception of the
+        chain is in the stored traceback, in Python's order, each with its frames."""
+
+        def lookup() -> None:
+            raise KeyError("sku-1")
+
+        def job(step: Step, payload: In) -> None:
+            try:
+                lookup()
+            except KeyError as exc:
+                try:
+                    raise RuntimeError("price unknown") from exc
+                except RuntimeError:
+                    raise ValueError("no invoice")  # noqa: B904 - the implicit chain is the point
+
+        run = _failed(d, define_job(name="chained", input=In, run=job))
+        tb = run.error_traceback
+        assert tb is not None
+        assert run.error == "ValueError: no invoice"
+        order = [
+            tb.index(t)
+            for t in ("KeyError: 'sku-1'", "RuntimeError: price unknown", "ValueError: no invoice")
+        ]
+        assert order == sorted(order)
+        assert "The above exception was the direct cause of the following exception" in tb
+        assert "During handling of the above exception, another exception occurred" in tb
+        assert "in lookup" in tb
+
     def test_an_exception_without_a_message_is_its_type(self, d: Durably) -> None:
         """An exception with an empty message is named by its type alone."""
 

@@ -67,8 +67,18 @@ EVENT_NAMES = {
     "WorkerErrorEvent",
 }
 
+# What `Durably.get_workers` returns: one live `durably worker` process (docs/api.md: Workers).
+WORKER_NAMES = {"WorkerInfo"}
+
 EXPECTED = (
-    API_NAMES | ERROR_NAMES | EXTRA_ERROR_NAMES | SIGNATURE_NAMES | EVENT_NAMES | TYPING_NAMES | WAIT_NAMES
+    API_NAMES
+    | ERROR_NAMES
+    | EXTRA_ERROR_NAMES
+    | SIGNATURE_NAMES
+    | EVENT_NAMES
+    | TYPING_NAMES
+    | WAIT_NAMES
+    | WORKER_NAMES
 )
 
 

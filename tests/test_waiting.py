@@ -324,6 +324,82 @@ class TestSleep:
         assert [(e.waiting_for, e.wake_at) for e in seen] == [("sleep nap", START + timedelta(days=30))]
 
 
+# -- logs outside steps -----------------------------------------------------------------
+
+chatty_calls: list[str] = []
+
+
+def _flaky_once() -> int:
+    chatty_calls.append("flaky")
+    if chatty_calls.count("flaky") == 1:
+        raise RuntimeError("first attempt fails")
+    return 2
+
+
+@define_job(name="chatty", input=In, output=int)
+def chatty(step: Any, p: In) -> int:
+    step.log.info("starting", data={"n": p.n})
+    a = int(step.run("a", lambda: p.n + 1))
+    step.log.info("between")
+    step.sleep("nap", 60)
+    step.log.warn("after the nap")
+    b = int(step.run("flaky", _flaky_once, retry=Retry(2, delay=5, jitter=False)))
+    step.log.info("got", data=step.wait_for_signal("go"))
+    if p.n == 1:
+        step.log.info("before the crash")
+        raise KeyboardInterrupt  # the worker process dies here (the run stays leased)
+    step.log.error("done")
+    return a + b
+
+
+class TestLogsOutsideSteps:
+    def setup_method(self) -> None:
+        chatty_calls.clear()
+
+    def test_each_log_line_outside_steps_is_written_once_across_waits(
+        self, tmp_path: Path, clock: ManualClock
+    ) -> None:
+        """Every wake replays the job function from the top; the log lines it writes
+        between steps before the point where the last execution stopped were written by
+        that execution already, and are neither written nor emitted again."""
+        d = make(tmp_path, clock, chatty)
+        seen: list[str] = []
+        d.on("log:write", lambda e: seen.append(e.message))
+        run = d.register(chatty).trigger({"n": 0})
+        d.process_until_idle()  # to the sleep
+        clock.advance(60)
+        d.process_until_idle()  # to the retry's wait
+        clock.advance(5)
+        d.process_until_idle()  # to the signal
+        d.signal(run.id, "go", {"by": "ana"})
+        d.process_until_idle()
+        assert status(d, run.id) == "completed"
+        expected = ["starting", "between", "after the nap", "got", "done"]
+        assert [entry.message for entry in d.get_logs(run.id)] == expected
+        assert seen == expected
+        assert [(e.level, e.data) for e in d.get_logs(run.id)][::4] == [("info", {"n": 0}), ("error", None)]
+
+    def test_a_log_line_written_before_a_crash_is_not_written_again(
+        self, tmp_path: Path, clock: ManualClock
+    ) -> None:
+        """A worker that dies between a log line and the next step: the next execution
+        replays up to there and does not write the line again (nor the earlier ones)."""
+        d = make(tmp_path, clock, chatty)
+        run = d.register(chatty).trigger({"n": 1})
+        d.signal(run.id, "go", "early")
+        d.process_until_idle()
+        clock.advance(60)
+        d.process_until_idle()
+        clock.advance(5)
+        with pytest.raises(KeyboardInterrupt):
+            d.process_until_idle()  # dies after "before the crash"
+        assert status(d, run.id) == "leased"
+        with pytest.raises(KeyboardInterrupt):
+            d.process_until_idle()  # a new execution (its owner is gone) dies there again
+        messages = [entry.message for entry in d.get_logs(run.id)]
+        assert messages == ["starting", "between", "after the nap", "got", "before the crash"]
+
+
 # -- signals -----------------------------------------------------------------------------
 
 
@@ -386,6 +462,49 @@ class TestSignals:
             d.signal(run.id, "other")
         with pytest.raises(NotFoundError):
             d.signal("01J00000000000000000000000", "approval")
+
+    def test_sending_a_signal_again_wakes_a_waiter_its_first_sender_left_asleep(
+        self, tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The sender died between publishing the signal and waking the waiter (its
+        marker stays in wait/, found by the sweep of waits within a minute): sending it
+        again is refused, as a signal is delivered once, and wakes the waiter at once."""
+        from durably._waits import WaitIndex  # noqa: PLC0415
+
+        d = make(tmp_path, clock, approve)
+        run = d.register(approve).trigger({})
+        d.process_until_idle()  # waits; this idle instance swept its waits already
+        real_unpark = WaitIndex.unpark
+        with monkeypatch.context() as m:
+            m.setattr(WaitIndex, "unpark", lambda self, state: False)  # the sender dies here
+            d.signal(run.id, "approval", {"by": "ana"})
+        assert WaitIndex.unpark is real_unpark
+        d.process_until_idle()
+        assert status(d, run.id) == "waiting"  # until a sweep
+        with pytest.raises(ConflictError, match="already sent"):
+            d.signal(run.id, "approval", {"by": "bob"})
+        d.process_until_idle()
+        done = d.get_run(run.id)
+        assert done is not None
+        assert done.output == "ana"
+
+    def test_a_damaged_signal_file_is_not_a_delivered_signal(
+        self, tmp_path: Path, clock: ManualClock
+    ) -> None:
+        """A signal file that does not read (torn, or damaged) wakes nobody: workers used
+        to claim the run, find no signal, wait again and be woken again, forever."""
+        from helpers import run_dir_of  # noqa: PLC0415
+
+        from durably._layout import signal_name  # noqa: PLC0415
+
+        d = make(tmp_path, clock, approve)
+        run = d.register(approve).trigger({})
+        d.process_until_idle()
+        Path(run_dir_of(d, run.id), signal_name("approval")).write_bytes(b'{"v": 1, "na')
+        with pytest.raises(ConflictError):  # its file is there (doctor reports it corrupt)
+            d.signal(run.id, "approval", {"by": "ana"})
+        assert d.process_until_idle(max_runs=5) <= 1
+        assert status(d, run.id) == "waiting"
 
     @pytest.mark.parametrize(
         ("name", "data", "words"),
@@ -467,6 +586,10 @@ class TestChildRuns:
         assert kids[0].parent_id == run.id
         assert kids[0].output == 10
         assert [r.id for r in d.get_runs(job_name="child")] == [kids[0].id]  # exactly one child
+        handle = d.register(child)
+        assert [r.id for r in handle.get_runs(parent_id=run.id)] == [kids[0].id]
+        assert handle.get_runs(parent_id=kids[0].id) == []
+        assert handle.get_runs(parent_id=run.id)[0].output == 10  # typed by the handle
 
     def test_a_waiting_parent_says_which_child(self, tmp_path: Path, clock: ManualClock) -> None:
         d = make(tmp_path, clock, parent, child)
@@ -584,3 +707,54 @@ class TestKeysTimeoutsClocks:
         assert {"RunWaitEvent", "RunSignalEvent", "Retry"} <= set(durably.__all__)
         assert RunStatus.WAITING.value == "waiting"
         assert not RunStatus.WAITING.is_terminal
+
+
+class TestCommandLine:
+    """The CLI on runs that wait: `trigger --delay/--run-at`, `show`, `runs --status
+    waiting` and `signal`, each a real `durably` process."""
+
+    APP = "apps.waiting_jobs:sleepy"
+
+    def test_a_delayed_run_reads_as_waiting_to_start(self, tmp_path: Path) -> None:
+        from cli_harness import durably_cli  # noqa: PLC0415
+
+        root = tmp_path / "root"
+        made = durably_cli("trigger", self.APP, "approve", "--delay", "2h", "--root", root)
+        assert made.returncode == 0, made.stderr
+        run_id = made.stdout.strip()
+        shown = durably_cli("show", run_id, "--root", root)
+        assert shown.returncode == 0, shown.stderr
+        assert f"{run_id}  approve  waiting" in shown.stdout
+        assert "waits for   start until" in shown.stdout
+        listed = durably_cli("runs", "--status", "waiting", "--root", root)
+        assert run_id in listed.stdout
+        assert listed.stdout.splitlines()[1].split()[2] == "waiting"
+        assert run_id not in durably_cli("runs", "--status", "pending", "--root", root).stdout
+        naive = durably_cli("trigger", self.APP, "approve", "--run-at", "2030-01-01T10:00", "--root", root)
+        assert naive.returncode != 0
+        assert "time zone" in naive.stderr
+
+    def test_show_and_signal_a_run_that_waits_for_a_signal(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from apps.waiting_jobs import approve  # noqa: PLC0415
+        from cli_harness import durably_cli  # noqa: PLC0415
+
+        monkeypatch.setenv("WAIT_EVENTS", str(tmp_path / "events"))
+        root = tmp_path / "root"
+        d = Durably(root, jobs=[approve])
+        run = d.register(approve).trigger({})
+        assert d.process_one()
+        shown = durably_cli("show", run.id, "--root", root)
+        assert shown.returncode == 0, shown.stderr
+        assert "waits for   signal go" in shown.stdout
+        sent = durably_cli("signal", run.id, "go", "--data", '{"by": "cli"}', "--root", root)
+        assert sent.returncode == 0, sent.stderr
+        again = durably_cli("signal", run.id, "go", "--data", "1", "--root", root)
+        assert again.returncode != 0
+        assert "already sent" in again.stderr
+        assert d.process_one()
+        done = d.get_run(run.id)
+        assert done is not None
+        assert done.output == {"data": {"by": "cli"}}
+        assert f"{run.id}  approve  completed" in durably_cli("show", run.id, "--root", root).stdout

@@ -4,14 +4,19 @@ jobs, lease generations."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from helpers import Payload, Started, blocking_job, status_of, wait_until
 from pydantic import BaseModel
 
-from durably import Durably, Step, define_job
+from durably import Durably, Step, WorkerInfo, define_job
+from durably._records import iso_epoch, now_iso
+from durably._workers import STALE_AFTER, record_name
 
 Factory = Callable[..., Durably]
 
@@ -317,3 +322,34 @@ class TestConcurrency:
         assert status_of(helper, holder.id) == "leased"
         gate.set()
         worker.wait_for_run(blocked.id, timeout=10)
+
+
+class TestGetWorkers:
+    """`Durably.get_workers()` lists the live `durably worker` processes from their heartbeat
+    records (the real processes are exercised in test_worker_heartbeats.py)."""
+
+    @staticmethod
+    def _plant(root: Path, pid: int, at: str, running: list[str]) -> None:
+        folder = root / "workers"
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        body = {"v": 1, "host": "elsewhere", "pid": pid, "jobs": ["add", "record"], "running": running}
+        (folder / record_name("elsewhere", pid)).write_text(json.dumps({**body, "started_at": at, "at": at}))
+
+    def test_fresh_records_are_listed_with_their_fields(self, root: Path) -> None:
+        """A fresh record is a `WorkerInfo` (host, pid, jobs, runs in flight, times); a record
+        not refreshed for longer than STALE_AFTER is left out."""
+        self._plant(root, 7, now_iso(), ["01RUN"])
+        self._plant(root, 8, iso_epoch(time.time() - STALE_AFTER - 5), [])
+        (info,) = Durably(root).get_workers()
+        assert isinstance(info, WorkerInfo)
+        assert (info.host, info.pid) == ("elsewhere", 7)
+        assert (info.jobs, info.running) == (("add", "record"), ("01RUN",))
+        assert info.started_at.tzinfo is not None
+        assert info.seen_at == info.started_at
+
+    def test_a_root_without_workers_lists_none_and_writes_nothing(self, tmp_path: Path) -> None:
+        """Without a `workers/` folder (or a root at all) the list is empty, and nothing is
+        created: the call only reads, so it is safe on a read-only root."""
+        where = tmp_path / "never-written"
+        assert Durably(where).get_workers() == []
+        assert not where.exists()

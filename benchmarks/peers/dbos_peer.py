@@ -2,7 +2,7 @@
 
 Usage: python dbos_peer.py FIGURE --db PATH [--mode default|wal-normal] [sizes...]
 
-FIGURE is one of: step, trigger, e2e, replay-setup, replay. Prints one JSON object
+FIGURE is one of: step, trigger, e2e, replay-setup, replay, retry, sleep. Prints one JSON object
 on stdout. The system database is SQLite; ``default`` is DBOS's own setting (rollback
 journal, synchronous=FULL: power-loss safe), ``wal-normal`` sets journal_mode=WAL and
 synchronous=NORMAL on every connection (process-crash safe).
@@ -86,6 +86,91 @@ def replay_wf(n: int) -> int:
     return n
 
 
+ATTEMPTS: dict[int, int] = {}
+
+
+@DBOS.step()
+def ok_step(i: int) -> int:
+    return i
+
+
+@DBOS.step(retries_allowed=True, max_attempts=3, interval_seconds=0.01, backoff_rate=2.0)
+def flaky_step(i: int) -> int:
+    ATTEMPTS[i] = ATTEMPTS.get(i, 0) + 1
+    if ATTEMPTS[i] < 3:
+        raise ConnectionError("try again")
+    return i
+
+
+@DBOS.workflow()
+def retry_wf(n: int) -> dict:
+    ok, flaky = [], []
+    for i in range(n):
+        t = time.perf_counter()
+        ok_step(i)
+        ok.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        flaky_step(i)
+        flaky.append(time.perf_counter() - t - 0.03)
+    return {"ok": ok, "flaky": flaky}
+
+
+@DBOS.workflow()
+def sleep_wf(seconds: float) -> float:
+    t0 = time.time()
+    DBOS.sleep(seconds)
+    return stamp_step() - t0 - seconds
+
+
+@DBOS.step()
+def stamp_step() -> float:
+    return time.time()
+
+
+def _wait_lateness(path: str, delay: float, n: int) -> float:
+    """The same floor as durably's ``bench_waiting._wait_lateness``."""
+    import statistics  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    ev = threading.Event()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def once(wait: float) -> float:
+        t = time.perf_counter()
+        if wait:
+            ev.wait(wait)
+        os.write(fd, b"x" * 200)
+        os.fdatasync(fd)
+        return time.perf_counter() - t - wait
+
+    try:
+        # Paired and interleaved: the disk's load drifts; each pair sees the same.
+        pairs = [(once(delay) + once(2 * delay)) - (once(0) + once(0)) for _ in range(2 * n)]
+        return max(0.0, statistics.median(pairs))
+    finally:
+        os.close(fd)
+
+
+def fig_retry(a: argparse.Namespace) -> dict:
+    import statistics  # noqa: PLC0415
+
+    launch(a.url, a.mode)
+    got = retry_wf(a.runs)
+    DBOS.destroy()
+    ok, flaky = statistics.median(got["ok"]), statistics.median(got["flaky"])
+    late = _wait_lateness(a.db + ".floor", 0.01, a.runs)
+    return {"ok_s": ok, "flaky_s": flaky, "ratio": flaky / ok, "ratio_actual_waits": (flaky - late) / ok}
+
+
+def fig_sleep(a: argparse.Namespace) -> dict:
+    import statistics  # noqa: PLC0415
+
+    launch(a.url, a.mode)
+    late = [sleep_wf(1.0) for _ in range(5)]
+    DBOS.destroy()
+    return {"sleep_s": statistics.median(late)}
+
+
 def launch(url: str, mode: str) -> None:
     DBOS(config=config(url, mode))
     DBOS.launch()
@@ -153,6 +238,8 @@ FIGURES = {
     "e2e": fig_e2e,
     "replay-setup": fig_replay_setup,
     "replay": fig_replay,
+    "retry": fig_retry,
+    "sleep": fig_sleep,
 }
 
 

@@ -12,12 +12,14 @@ are set by the child function before the worker starts; they are per process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -26,8 +28,9 @@ from helpers import run_dir_of
 from pydantic import BaseModel
 
 import durably
-from durably import Step, define_job
+from durably import Retry, Step, define_job
 from durably._durably import runtime_of
+from durably.testing import ManualClock
 
 from . import killhook
 from .common import append_line, pose_as_other_host, wait_for_file
@@ -109,6 +112,127 @@ def crash_worker(root: str, workdir: str, who: str, kill: dict[str, Any] | None)
     killhook.disarm()
 
 
+# -- a run that waits, for the syscall sweep ----------------------------------------------
+
+WAITS_T0 = datetime(2026, 1, 1, tzinfo=UTC)
+"""The time of the ``waits@<hours>`` operations: ``WAITS_T0`` plus that many hours."""
+WAITS_STEPS = ("w0", "nap", "flaky", "go", "child", "w1")
+WAITS_OUTPUT = {"flaky": 7, "got": {"by": "sweep"}, "child": expected_output(1)}
+
+
+def waits_log() -> str:
+    return os.path.join(WORKDIR, "waits.log")
+
+
+def _waits_body(name: str) -> str:
+    if WORKDIR:
+        append_line(waits_log(), f"{WHO} {name}")
+    return name
+
+
+def _waits_flaky() -> int:
+    """Fails the first time it runs in this root (the first attempt), then returns 7."""
+    first = not os.path.exists(waits_log()) or " flaky" not in Path(waits_log()).read_text()
+    _waits_body("flaky")
+    if first:
+        raise RuntimeError("the first attempt fails")
+    return 7
+
+
+def _waits_job(step: Step, payload: Tag) -> dict[str, Any]:
+    """A step, a sleep, a step retried after a wait, a signal, a child run, a step."""
+    step.run("w0", partial(_waits_body, "w0"))
+    step.sleep("nap", 3600)
+    flaky = step.run("flaky", _waits_flaky, retry=Retry(2, delay=60, jitter=False))
+    got = step.wait_for_signal("go")
+    child = step.invoke("child", STEPS, Tag(tag="kid", steps=1))
+    step.run("w1", partial(_waits_body, "w1"))
+    return {"flaky": flaky, "got": got, "child": child}
+
+
+WAITS = define_job(name="waits", input=Tag, run=_waits_job)
+
+
+def _waits_op(root: str, op: str) -> None:
+    """``waits-trigger``, ``waits-signal``, or ``waits@<hours>``: one ``process_one`` at
+    ``WAITS_T0`` plus that many hours (a ManualClock: every wait releases the worker)."""
+    hours = float(op.split("@")[1]) if "@" in op else 0.0
+    d = make(root, preserve_steps=True, clock=ManualClock(WAITS_T0 + timedelta(hours=hours)))
+    handle = d.get_job("waits")
+    assert handle is not None
+    if op == "waits-trigger":
+        handle.trigger(Tag(tag="w"))
+    elif op == "waits-signal":
+        run = d.get_runs(job_name="waits")[0]
+        d.signal(run.id, "go", WAITS_OUTPUT["got"])
+    else:
+        d.process_one()
+
+
+def sweep_check_waits(root: str, workdir: str, result: str) -> None:
+    """After a crash of an operation of the run that waits: the root reads; a worker a
+    day later (the signal sent, if it was not) and then two days later ends it, with
+    every completed step completed once and not run again, and one child."""
+    global WORKDIR, WHO
+    WORKDIR, WHO = workdir, "check"
+    clock = ManualClock(WAITS_T0 + timedelta(days=1))
+    d = make(root, preserve_steps=True, fsync=False, clock=clock)
+    for run in d.get_runs():
+        again = d.get_run(run.id)
+        assert again is not None
+        assert again.status == run.status
+        d.get_steps(run.id)
+        d.get_logs(run.id)
+    (parent,) = d.get_runs(job_name="waits")
+    done_before = {(r.id, s.name) for r in d.get_runs() for s in d.get_steps(r.id) if s.status == "completed"}
+    started = {s.name for s in d.get_steps(parent.id)}  # a wait that started has its end fixed
+    failed = any((s.name, s.status) == ("flaky", "failed") for s in d.get_steps(parent.id))
+    lines_before = len(_lines(waits_log())), len(_exec_lines())
+    with contextlib.suppress(durably.ConflictError):  # delivered before the crash, or ended
+        d.signal(parent.id, "go", WAITS_OUTPUT["got"])
+    for _ in range(4):  # each wait the crash made start again is over two days later
+        for _ in range(2):  # the first idle sweeps the waits with no time
+            d.process_until_idle()
+        if all(r.is_terminal for r in d.get_runs()):
+            break
+        again = d.get_run(parent.id)
+        assert again is not None
+        waits_for = (again.waiting_for or " ").split(" ")[1]
+        assert not (waits_for in started and again.wake_at and again.wake_at > clock.now()), (
+            f"the wait of {waits_for} started before the crash, and started again: {again.wake_at}"
+        )
+        started = set()
+        clock.advance(timedelta(days=2))
+    runs = d.get_runs()
+    assert all(r.is_terminal for r in runs), [(r.id, r.status, r.waiting_for) for r in runs]
+    ended = d.get_run(parent.id)
+    assert ended is not None
+    assert (ended.status, ended.output) == ("completed", WAITS_OUTPUT), (
+        ended.status,
+        ended.output,
+        ended.error,
+    )
+    steps = [s.name for s in d.get_steps(parent.id) if s.status == "completed"]
+    assert sorted(steps) == sorted(WAITS_STEPS), steps
+    attempts = [(s.status, s.attempt) for s in d.get_steps(parent.id) if s.name == "flaky"]
+    assert not failed or attempts[-1] == ("completed", 2), f"the failed attempt was forgotten: {attempts}"
+    children = d.get_runs(parent_id=parent.id)
+    assert [c.status for c in children] == ["completed"], children
+    rerun = {(parent.id, line.split()[1]) for line in _lines(waits_log())[lines_before[0] :]}
+    rerun |= {
+        (children[0].id, f"step-{int(line.split()[1]):02d}") for line in _exec_lines()[lines_before[1] :]
+    }
+    assert not rerun & done_before, f"completed steps ran again: {sorted(rerun & done_before)}"
+    Path(result).write_text(json.dumps({"status": str(ended.status.value)}))
+
+
+def _lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
 # -- syscall sweep: one operation killed at its N-th file-system call ------------------
 
 
@@ -116,6 +240,12 @@ def sweep_op(root: str, workdir: str, op: str, kill_at: int, result: str) -> Non
     """Do ``op`` with the kill hook armed at ``kill_at`` (0: count calls only)."""
     global WORKDIR, WHO
     WORKDIR, WHO = workdir, f"op-{op}-{kill_at}"
+    if op.startswith("waits"):
+        calls: list[str] = []
+        killhook.arm(kill_at, trace=calls)
+        _waits_op(root, op)
+        Path(result).write_text(json.dumps({"count": killhook.disarm(), "trace": calls}))
+        return
     d = make(root, preserve_steps=True)
     handle = d.get_job("steps")
     assert handle is not None
@@ -131,6 +261,8 @@ def sweep_op(root: str, workdir: str, op: str, kill_at: int, result: str) -> Non
         d.cancel(run_id)
     elif op == "delete":
         d.delete_run(run_id)
+    elif op == "resume":
+        d.resume(run_id)
     elif op == "batch":
         handle.batch_trigger([Tag(tag=f"b{i}", steps=1) for i in range(3)])
     elif op == "init":
@@ -169,6 +301,7 @@ def sweep_check(root: str, workdir: str, result: str) -> None:
     if before is not None:
         done_before = {s.name for s in d.get_steps(before.id) if s.status == "completed"}
     lines_before = _exec_lines()
+    steps_before = d.get_steps(before.id) if before is not None else []
     res = handle.trigger(
         Tag(tag="t", steps=3), idempotency_key="idem", concurrency_key="conc", coalesce="skip"
     )
@@ -189,10 +322,18 @@ def sweep_check(root: str, workdir: str, result: str) -> None:
         assert sorted(done) == ["step-00", "step-01", "step-02"], done
     rerun = {f"step-{int(line.split()[1]):02d}" for line in _exec_lines()[len(lines_before) :]}
     assert not rerun & done_before, f"completed steps ran again: {sorted(rerun & done_before)}"
+    outcome = str(run.status.value)
+    resumed = [r for r in runs if r.resumed_from is not None]
+    assert len(resumed) <= 1, f"{len(resumed)} resumed runs"
+    if resumed:  # a resume killed part-way left a whole new run: it replays and completes
+        assert resumed[0].resumed_from == run.id
+        assert (resumed[0].status, resumed[0].output) == ("completed", expected_output(3)), resumed[0]
+        assert d.get_steps(run.id) == steps_before, "the resumed run's original changed"
+        outcome = "resumed"
     Path(result).write_text(
         json.dumps(
             {
-                "status": str(run.status.value),
+                "status": outcome,
                 "queue": sorted(os.listdir(os.path.join(root, "queue"))),
                 "disposition": res.disposition,
             }
@@ -382,7 +523,7 @@ def fence_worker(root: str, workdir: str, who: str, host: str | None, run_id: st
     Path(workdir, f"errors-{who}.json").write_text(json.dumps(errors))
 
 
-ALL_JOBS: list[durably.JobDefinition[Any, Any]] = [STEPS, *KEYED, FENCE]
+ALL_JOBS: list[durably.JobDefinition[Any, Any]] = [STEPS, *KEYED, FENCE, WAITS]
 
 
 def exercise_root(root: str, umask: int) -> None:

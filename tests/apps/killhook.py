@@ -1,4 +1,5 @@
-"""SIGKILL this process at the N-th mutating file-system call, or just count them.
+"""SIGKILL this process at the N-th mutating file-system call, or just count them; or
+at the first call that matches a predicate (``kill_when``).
 
 The durable primitives call ``os.link``, ``os.rename``, ``os.write``, ``os.fsync``, ...
 through the ``os`` module at call time, so wrapping those attributes sees every call
@@ -17,13 +18,19 @@ from typing import Any
 HOOKED = ("link", "rename", "replace", "write", "fsync", "fdatasync", "mkdir", "unlink", "rmdir", "utime")
 
 REAL: dict[str, Callable[..., Any]] = {name: getattr(os, name) for name in HOOKED}
-_state: dict[str, Any] = {"armed": False, "count": 0, "kill_at": 0, "trace": None}
+_state: dict[str, Any] = {"armed": False, "count": 0, "kill_at": 0, "trace": None, "when": None}
+Predicate = Callable[[str, tuple[Any, ...], dict[str, Any]], bool]
+"""(call name, its arguments, its keyword arguments) -> kill on entering it?"""
 
 
 def _wrap(name: str) -> Callable[..., Any]:
     real = REAL[name]
 
     def hooked(*args: Any, **kwargs: Any) -> Any:
+        when = _state["when"]
+        if when is not None and when(name, args, kwargs):
+            _state["when"] = None
+            os.kill(os.getpid(), signal.SIGKILL)
         if _state["armed"]:
             _state["count"] += 1
             if _state["trace"] is not None:
@@ -44,6 +51,33 @@ def full_path(path: Any, dir_fd: int | None = None) -> str:
     if dir_fd is None or os.path.isabs(name):
         return os.path.abspath(name)
     return os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), name)
+
+
+def fd_path(fd: int) -> str:
+    """The path of an open descriptor ("" if it has none)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+
+
+def paths_of(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+    """The absolute paths a hooked call names: source first (a written or synced
+    descriptor's file, a linked or renamed source), then the destination."""
+    if name in ("write", "fsync", "fdatasync"):
+        return [fd_path(args[0])]
+    if name in ("link", "rename", "replace"):
+        return [
+            full_path(args[0], kwargs.get("src_dir_fd")),
+            full_path(args[1], kwargs.get("dst_dir_fd")),
+        ]
+    return [full_path(args[0], kwargs.get("dir_fd"))] if args else []
+
+
+def kill_when(predicate: Predicate | None) -> None:
+    """SIGKILL this process on entering the first hooked call for which ``predicate``
+    is true (None: never); independent of the counting of ``arm``."""
+    _state["when"] = predicate
 
 
 def install() -> None:

@@ -44,3 +44,14 @@ def waiter(step: Any, p: In) -> dict[str, Any]:
 
 
 durably = Durably(jobs=[waiter, kid], polling_interval=0.05, fsync=True)
+
+
+@define_job(name="approve", input=In, output=dict)
+def approve(step: Any, p: In) -> dict[str, Any]:
+    data = step.wait_for_signal("go")
+    step.run("after", lambda: event("after"))
+    return {"data": data}
+
+
+sleepy = Durably(jobs=[approve], polling_interval=600, fsync=False)
+"""Polls every ten minutes: only a doorbell wakes it in time (tests/test_doorbell.py)."""

@@ -50,6 +50,9 @@ class FakeRun:
     error_traceback: str | None = None
     failed_step_name: str | None = None
     lease_owner: str | None = None
+    waiting_for: str | None = None
+    wake_at: datetime | None = None
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,17 @@ class FakeStep:
     traceback: str | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class FakeWorker:
+    host: str
+    pid: int
+    jobs: tuple[str, ...] = ()
+    running: tuple[str, ...] = ()
+    started_at: datetime = NOW
+    seen_at: datetime = NOW
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,8 @@ class FakeDurably:
         self.lock = threading.Lock()
         self.feed_broken = False
         self._next = 0
+        self.workers: list[FakeWorker] = []
+        self.signals: dict[tuple[str, str], Any] = {}
 
     # helpers for tests
     def put(self, run: FakeRun) -> None:
@@ -116,6 +132,10 @@ class FakeDurably:
     def get_logs(self, run_id: str) -> list[FakeLog]:
         return list(self.logs.get(run_id, []))
 
+    def get_workers(self) -> list[FakeWorker]:
+        with self.lock:
+            return list(self.workers)
+
     def changes(self, cursor: str | None = None) -> tuple[list[str] | None, str]:
         with self.lock:
             end = len(self.feed)
@@ -135,6 +155,20 @@ class FakeDurably:
         if run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
             raise ConflictError(f"run {run_id} is {run.status.value}")
         self.update(run_id, status=RunStatus.CANCELLED, completed_at=NOW)
+
+    def signal(self, run_id: str, name: str, data: Any = None) -> None:
+        """Like `Durably.signal`: once per name; a run waiting for it wakes (here: completes)."""
+        self.calls.append(("signal", run_id))
+        run = self.runs.get(run_id)
+        if run is None:
+            raise NotFoundError(f"Run not found: {run_id}", run_id=run_id)
+        if run.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
+            raise ConflictError(f"run {run_id} is {run.status.value}", run_id=run_id)
+        if (run_id, name) in self.signals:
+            raise ConflictError(f"signal {name!r} was already sent to run {run_id}", run_id=run_id)
+        self.signals[(run_id, name)] = data
+        if run.waiting_for == f"signal {name}":
+            self.update(run_id, status=RunStatus.PENDING, waiting_for=None, wake_at=None)
 
     def delete_run(self, run_id: str) -> None:
         self.calls.append(("delete", run_id))
@@ -294,5 +328,142 @@ def sample() -> FakeDurably:
         FakeLog("info", "synced user 1", "sync-1", created_at=ago(minutes=11, seconds=50)),
         FakeLog("warn", "user 2 has no email", "sync-2", {"user": 2}, created_at=ago(minutes=11, seconds=45)),
         FakeLog("error", "upsert failed for user 3", "sync-3", created_at=ago(minutes=11, seconds=30)),
+    ]
+    return fake
+
+
+SIGNAL = "01JDQ0000000000000000000W1"
+SLEEP = "01JDQ0000000000000000000W2"
+RETRY = "01JDQ0000000000000000000W3"
+DELAYED = "01JDQ0000000000000000000W4"
+PARENT = "01JDQ0000000000000000000W5"
+CHILD_DONE = "01JDQ0000000000000000000W6"
+CHILD = "01JDQ0000000000000000000W7"
+RETRIED_OK = "01JDQ0000000000000000000W8"
+EXPORTING = "01JDQ0000000000000000000W9"
+
+
+def ahead(**kw: float) -> datetime:
+    return NOW + timedelta(**kw)
+
+
+def waiting_sample() -> FakeDurably:
+    """Runs that wait (SPEC §9): for a signal, in a sleep, between two attempts, to start,
+    for a child run; a parent with two children; a retried run that completed; two workers."""
+    started = ago(minutes=5)
+
+    def waits(run_id: str, job: str, waiting_for: str, wake_at: datetime | None, **kw: Any) -> FakeRun:
+        fields: dict[str, Any] = {
+            "input": {"order_id": "o-17"},
+            "lease_generation": 1,
+            "created_at": started,
+            "started_at": started,
+            "updated_at": ago(minutes=1),
+            **kw,
+        }
+        return FakeRun(run_id, job, RunStatus.WAITING, waiting_for=waiting_for, wake_at=wake_at, **fields)
+
+    runs = [
+        waits(SIGNAL, "approve-order", "signal approval", ahead(days=7), completed_step_count=1),
+        waits(SLEEP, "nightly-report", "sleep cool-off", ahead(hours=2), completed_step_count=1),
+        waits(RETRY, "fetch-prices", "retry download (attempt 2 of 5)", ahead(seconds=30)),
+        waits(DELAYED, "approve-order", "start", ahead(hours=2), started_at=None, lease_generation=0),
+        waits(PARENT, "resize-batch", f"child {CHILD}", None, completed_step_count=1),
+        FakeRun(
+            CHILD_DONE,
+            "resize-image",
+            RunStatus.COMPLETED,
+            parent_id=PARENT,
+            idempotency_key=f"{PARENT}/image-0",
+            output="a.jpg@2x",
+            completed_step_count=1,
+            created_at=ago(minutes=4),
+            started_at=ago(minutes=4),
+            completed_at=ago(minutes=3),
+            updated_at=ago(minutes=3),
+        ),
+        waits(
+            CHILD,
+            "resize-image",
+            "sleep wait-for-gpu",
+            ahead(minutes=45),
+            parent_id=PARENT,
+            idempotency_key=f"{PARENT}/image-1",
+            created_at=ago(minutes=3),
+            started_at=ago(minutes=3),
+        ),
+        FakeRun(
+            RETRIED_OK,
+            "fetch-prices",
+            RunStatus.COMPLETED,
+            output="ok",
+            completed_step_count=1,
+            lease_generation=2,
+            created_at=ago(minutes=2),
+            started_at=ago(minutes=2),
+            completed_at=ago(minutes=1),
+            updated_at=ago(minutes=1),
+        ),
+        FakeRun(
+            EXPORTING,
+            "slow-export",
+            RunStatus.LEASED,
+            lease_generation=1,
+            lease_owner="vm-1:4242",
+            created_at=ago(minutes=1),
+            started_at=ago(minutes=1),
+            updated_at=NOW,
+        ),
+    ]
+    fake = FakeDurably(runs)
+    fake.steps[SIGNAL] = [
+        FakeStep("quote", 0, "completed", 119.4, started_at=started, completed_at=started),
+        FakeStep("approval", 1, "running", started_at=started),
+    ]
+    fake.steps[SLEEP] = [
+        FakeStep("collect", 0, "completed", 3, started_at=started, completed_at=ago(minutes=4)),
+        FakeStep("cool-off", 1, "running", started_at=ago(minutes=4)),
+    ]
+    error = "ConnectionError: https://prices.example/eu: 503 Service Unavailable"
+    fake.steps[RETRY] = [
+        FakeStep(
+            "download",
+            0,
+            "failed",
+            error=error,
+            traceback=TRACEBACK,
+            started_at=started,
+            completed_at=started,
+        ),
+    ]
+    fake.steps[PARENT] = [
+        FakeStep("image-0", 0, "completed", "a.jpg@2x", started_at=started, completed_at=ago(minutes=3)),
+        FakeStep("image-1", 1, "running", started_at=ago(minutes=3)),
+    ]
+    fake.steps[CHILD] = [FakeStep("wait-for-gpu", 0, "running", started_at=ago(minutes=3))]
+    fake.steps[RETRIED_OK] = [
+        FakeStep(
+            "download",
+            0,
+            "failed",
+            error="TimeoutError: read timed out",
+            started_at=ago(minutes=2),
+            completed_at=ago(minutes=2),
+        ),
+        FakeStep(
+            "download",
+            0,
+            "completed",
+            "ok",
+            started_at=ago(minutes=1),
+            completed_at=ago(minutes=1),
+            attempt=2,
+        ),
+    ]
+    fake.workers = [
+        FakeWorker(
+            "vm-1", 4242, ("approve-order", "slow-export"), (EXPORTING,), ago(hours=1), ago(seconds=3)
+        ),
+        FakeWorker("vm-2", 977, ("resize-batch", "resize-image"), (), ago(minutes=20), ago(seconds=1)),
     ]
     return fake

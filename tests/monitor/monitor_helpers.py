@@ -21,12 +21,8 @@ from durably_monitor import MonitorApp, Source
 def make_app(fake: FakeDurably, *, can_retrigger: bool = True, **options: Any) -> MonitorApp:
     """A monitor over `fake`, frozen in time, polling only when a test calls `app.poll()`."""
     options.setdefault("poll_interval", 3600)
-    app = MonitorApp(
-        Source(fake, "/srv/jobs/.durably", can_retrigger=can_retrigger),
-        clock=frozen_clock,
-        tz=UTC,
-        **options,
-    )
+    options.setdefault("clock", frozen_clock)
+    app = MonitorApp(Source(fake, "/srv/jobs/.durably", can_retrigger=can_retrigger), tz=UTC, **options)
     app.animation_level = "none"
     return app
 

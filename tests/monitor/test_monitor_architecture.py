@@ -7,10 +7,11 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from monitor_fakes import FakeDurably, sample
+from monitor_fakes import FakeDurably, FakeRun, sample
 from monitor_helpers import make_app, settle
 from textual.pilot import Pilot
 
+from durably import RunStatus
 from durably_monitor._backend import DurablyReader
 from durably_monitor._dialogs import ConfirmScreen
 from durably_monitor._runlist import RunList
@@ -19,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "monitor"
 FAILED = "01JDQ0000000000000000000A2"
 RUNNING = "01JDQ0000000000000000000A4"
 DONE = "01JDQ0000000000000000000A6"
+WAITS = "01JDQ0000000000000000000A9"
 
 
 def local_imports(tree: ast.Module) -> set[str]:
@@ -128,6 +130,19 @@ async def press_through_everything(pilot: Pilot[Any], fake: FakeDurably) -> None
     assert isinstance(app.screen, ConfirmScreen)
     await pilot.press("y")
     await settle(pilot)
+    fake.put(FakeRun(WAITS, "approve", RunStatus.WAITING, waiting_for="signal approval"))
+    app.poll()  # type: ignore[attr-defined]
+    await settle(pilot)
+    assert app.screen.query_one(RunList).select(WAITS)
+    await pilot.press("n")  # send a signal: the form (name filled in), enter, then confirm
+    await settle(pilot)
+    await pilot.press("enter")
+    await settle(pilot)
+    await pilot.press("y")
+    await settle(pilot)
+    await pilot.press("w")  # the workers view
+    await settle(pilot)
+    await pilot.press("escape")
     fake.feed_broken = True  # the feed cannot say: a full reload
     app.poll()  # type: ignore[attr-defined]
     await settle(pilot)
@@ -135,25 +150,28 @@ async def press_through_everything(pilot: Pilot[Any], fake: FakeDurably) -> None
 
 class TestDurablyReader:
     def test_the_protocol_lists_what_the_monitor_calls(self) -> None:
-        """`DurablyReader` names the nine methods of SPEC's Durably the monitor uses."""
+        """`DurablyReader` names the eleven methods of SPEC's Durably the monitor uses."""
         assert protocol_methods() == {
             "get_runs",
             "get_run",
             "get_steps",
             "get_logs",
+            "get_workers",
             "changes",
             "is_read_only",
             "cancel",
             "delete_run",
             "retrigger",
+            "signal",
         }
 
     async def test_the_monitor_uses_nothing_else(self) -> None:
-        """Listing, a detail, a poll, a reload and the three actions touch only the protocol."""
+        """Listing, a detail, a poll, a reload, the four actions and the workers view touch
+        only the protocol."""
         fake = sample()
         recorder = Recorder(fake)
         app = make_app(recorder)  # type: ignore[arg-type]
         async with app.run_test(size=(120, 40)) as pilot:
             await press_through_everything(pilot, fake)
-        assert [name for name, _ in fake.calls] == ["retrigger", "cancel", "delete"]
+        assert [name for name, _ in fake.calls] == ["retrigger", "cancel", "delete", "signal"]
         assert recorder.used == protocol_methods()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from monitor_fakes import FakeDurably, sample
+from monitor_fakes import PARENT, RETRY, SIGNAL, FakeDurably, sample, waiting_sample
 from monitor_helpers import make_app, settle
 from textual.pilot import Pilot
 
@@ -74,3 +74,34 @@ def test_read_only_root(snap_compare: Snap) -> None:
     fake: FakeDurably = sample()
     fake.read_only = True
     assert snap_compare(make_app(fake), terminal_size=(120, 24), run_before=ready)
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_waiting_runs(snap_compare: Snap, size: tuple[int, int]) -> None:
+    """Runs that wait: what each waits for in the progress column (compact at 80 columns)."""
+    assert snap_compare(make_app(waiting_sample()), terminal_size=size, run_before=ready)
+
+
+def test_detail_retry(snap_compare: Snap) -> None:
+    """A run between two attempts: the failed attempt, the next one's countdown, the Error
+    tab with every attempt."""
+    app = make_app(waiting_sample())
+    assert snap_compare(app, terminal_size=(120, 30), run_before=choose(RETRY, "enter"))
+
+
+def test_detail_children(snap_compare: Snap) -> None:
+    """A parent waiting for its child: the step it waits in, its children in their tab."""
+    app = make_app(waiting_sample())
+    assert snap_compare(app, terminal_size=(120, 30), run_before=choose(PARENT, "enter", "C"))
+
+
+def test_signal_form(snap_compare: Snap) -> None:
+    """The signal form, the waited-for name filled in and JSON typed."""
+    app = make_app(waiting_sample())
+    keys = ["n", *'{"by": "ana"}']
+    assert snap_compare(app, terminal_size=(100, 30), run_before=choose(SIGNAL, *keys))
+
+
+def test_workers(snap_compare: Snap) -> None:
+    """The workers view."""
+    assert snap_compare(make_app(waiting_sample()), terminal_size=(120, 24), press=["w"], run_before=ready)

@@ -17,9 +17,11 @@ from textual.pilot import Pilot
 
 from durably._driver import claim_next
 from durably._durably import runtime_of
+from durably._workers import Heartbeat
 from durably_monitor import MonitorApp
 from durably_monitor._backend import open_source
 from durably_monitor._detail import RunDetailScreen
+from durably_monitor._workers_screen import WorkersScreen
 
 os.environ.setdefault("TEXTUAL_ANIMATIONS", "none")
 
@@ -35,7 +37,8 @@ async def _settle(pilot: Pilot[Any]) -> None:
 async def test_the_monitor_never_writes_into_the_root(tmp_path: Path) -> None:
     """W7: the monitor over a root holding a completed run, one leased by a dead owner
     (with a log line), a cancelled and a pending one: it lists them all, the detail
-    screens are opened (input/output, error and logs tabs), the feed is polled; after
+    screens are opened (input/output, error and logs tabs), the feed is polled, the
+    workers view reads a worker's heartbeat record; after
     that, no file or directory of the root was created, changed or removed."""
     root = tmp_path / "root"
     d = logged_steps.make(str(root), fsync=False)
@@ -55,6 +58,7 @@ async def test_the_monitor_never_writes_into_the_root(tmp_path: Path) -> None:
     d.cancel(cancelled)
     ids.add(cancelled)
     handle.trigger(logged_steps.StepsIn(), concurrency_key="c")  # pending: listed, not opened
+    Heartbeat(str(root), ["logged-steps"]).beat([])  # a worker's record, for the workers view
     before = tree(root)
     app = MonitorApp(open_source(str(root), None), poll_interval=3600)  # polled below
     async with app.run_test(size=(120, 30)) as pilot:
@@ -67,4 +71,10 @@ async def test_the_monitor_never_writes_into_the_root(tmp_path: Path) -> None:
             await pilot.press("i", "e", "l", "escape", "down")
         app.poll()
         await _settle(pilot)
+        await pilot.press("w")  # the workers view reads the heartbeat records
+        await _settle(pilot)
+        assert isinstance(app.screen, WorkersScreen)
+        assert app.screen.worker_rows is not None
+        assert len(app.screen.worker_rows) == 1
+        await pilot.press("escape")
     assert tree(root) == before

@@ -13,9 +13,14 @@ loses what the kernel accepted, so power loss is modelled above the file system:
    and offset of every write; at the end the model must equal the real root.
    Acknowledgements are logged in between: a trigger returned, a ``step.run`` returned
    (the job logs it right after), a run completed (``run:complete``), a cancel or a
-   delete returned. Scenarios: trigger, claim, steps, completion and compaction; keyed
-   triggers (created, idempotent, coalesced, a freed concurrency key); cancel of a
-   pending and of a running run; ``delete_run`` then the same key again; a batch.
+   delete returned; for runs that wait, a waiting step's ``step.run`` returned, a
+   signal sent, and a wait's start synced (the ``step:start`` of a sleep, a signal or a
+   child, the ``step:fail`` of an attempt retried later: its end is fixed). Scenarios:
+   trigger, claim, steps, completion and compaction; keyed triggers (created,
+   idempotent, coalesced, a freed concurrency key); cancel of a pending and of a
+   running run; ``delete_run`` then the same key again; a batch; a release; a run that
+   waits four times (a sleep, a retry's pause, a signal, a child run), recorded with a
+   ManualClock and checked a day later (``_recover_waits``).
 2. **Crash states.** At every boundary between two logged calls, the states a
    conservative kernel may leave are generated. Kept for sure: a file's writes up to its
    last ``fsync``/``fdatasync`` (data and size), and a directory's entry changes up to
@@ -27,8 +32,10 @@ loses what the kernel accepted, so power loss is modelled above the file system:
      the writes of one file are chosen independently, so a later record can survive
      behind a lost earlier one;
    - pending directory-entry changes survive as a prefix. ``ordered`` (the model of
-     record: a journalling file system such as ext4 or xfs commits metadata in order)
-     takes one prefix of all of them in call order; ``per-dir`` takes an independent
+     record: a journalling file system such as ext4 or xfs commits metadata in order,
+     and a rename as one transaction) takes one prefix of all of them in call order,
+     each call whole (a rename across directories lands whole or not at all; forced
+     by an fsync of one side, it can still leave both names); ``per-dir`` takes an independent
      prefix in each directory (no order across directories; a rename is an unlink in
      one directory and a link in the other, so it can land half-way). ``per-dir``
      holds every ``ordered`` state and more.
@@ -69,14 +76,19 @@ loses what the kernel accepted, so power loss is modelled above the file system:
 4. **Meta-test.** Each fsync/fdatasync call site of durably is removed in turn (the
    recorder turns the calls made there into no-ops and does not count them as
    barriers; the library runs normally otherwise): the same checker must then find a
-   violating state. The three sites whose removal the model cannot catch are pinned in
-   ``UNNEEDED_SITES``.
+   violating state. The sites whose removal the model cannot catch are pinned in
+   ``UNNEEDED_SITES``. For the scenario that waits (a long log), a removed site is
+   explored only at the crash points where it changes the states, and only the states
+   the intact log cannot leave there are checked (``_narrowed``).
 
 Known limit, in ``per-dir`` only (``test_power_loss_states_without_metadata_order``): a
 trigger that was not acknowledged can leave its run visible and pending without its
 queue marker, so no worker claims it (``doctor`` reports ``unqueued-run``; ``--fix``
 requeues it). The marker's and ``run.json``'s names are made durable by one batch of
 directory fsyncs, one journal commit on ext4; ordering them would cost a second one.
+And a waiting run's marker, moved between ``queue/`` and ``wait/`` by one rename, can be
+left in neither when the rename lands half-way: ``doctor`` reports it, ``--fix`` gives it
+back (``_repair_torn_marker_moves`` checks both).
 
 Limits of the model: a model of the kernel, not the kernel; a write tears once, in the
 middle, not at every sector; sizes and bytes are the only file metadata (modes, mtimes
@@ -99,7 +111,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -109,13 +122,15 @@ import pytest
 from pydantic import BaseModel
 
 import durably
-from durably import BatchItem, Step, define_job
+from durably import BatchItem, Retry, Step, define_job
 from durably import _entries as entries
 from durably._doctor import Doctor
 from durably._durably import runtime_of
 from durably._layout import job_hash, key_hash
 from durably._queue import QueueEntry
 from durably._records import now_iso
+from durably._repair import repair
+from durably.testing import ManualClock
 
 EXHAUSTIVE = 96
 SAMPLES = 24
@@ -153,7 +168,7 @@ class Work(BaseModel):
 
 
 EXEC: Counter[tuple[str, str]] = Counter()  # (run id, step) -> executions of its body
-LIVE: dict[str, Any] = {"rec": None, "d": None}  # the recorder and instance, while recording
+LIVE: dict[str, Any] = {"rec": None, "d": None, "clock": None}  # while recording
 
 
 def value_of(tag: str, k: int) -> dict[str, Any]:
@@ -161,6 +176,9 @@ def value_of(tag: str, k: int) -> dict[str, Any]:
 
 
 def output_of(work: dict[str, Any]) -> dict[str, Any]:
+    if work.get("waits"):
+        child = {"tag": f"{work['tag']}-child", "total": 0}
+        return {"tag": work["tag"], "flaky": 7, "got": SIGNAL, "child": child}
     return {"tag": work["tag"], "total": sum(k * k for k in range(work.get("steps", 3)))}
 
 
@@ -193,7 +211,50 @@ WORK = define_job(name="pl-work", input=Work, run=_work)
 OTHER = define_job(name="pl-other", input=Work, run=_work)  # a job another app registers
 
 
-def make(root: Path, jobs: tuple[Any, ...] = (WORK, OTHER), **options: Any) -> durably.Durably:
+class Waits(BaseModel):
+    tag: str
+    waits: bool = True  # tells ``output_of`` which job it is
+
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+"""The clock of the scenarios that wait (a ManualClock: every wait releases the worker);
+states are checked a day later, when every wait that was started then is over."""
+SIGNAL = {"by": "pl"}
+WAIT_STEPS = ("nap", "flaky", "go", "child")
+
+
+def _flaky(run_id: str) -> int:
+    EXEC[(run_id, "flaky")] += 1
+    if LIVE["rec"] is not None and EXEC[(run_id, "flaky")] == 1:
+        raise RuntimeError("the first attempt fails")  # while recording only
+    return 7
+
+
+def _waits(step: Step, w: Waits) -> dict[str, Any]:
+    """A step, a sleep, a step retried after a wait, a signal, a child run, a step: each
+    step that returned (the waiting ones included) is acknowledged."""
+    rec = LIVE["rec"]
+
+    def ack(name: str, value: Any) -> Any:
+        if rec is not None and not step.is_aborted():
+            rec.ack("step", run=step.run_id, step=name, value=value)
+        return value
+
+    ack("s0", step.run("s0", partial(_body, step.run_id, Work(tag=w.tag), 0)))
+    ack("nap", step.sleep("nap", 3600))
+    flaky = ack(
+        "flaky", step.run("flaky", partial(_flaky, step.run_id), retry=Retry(2, delay=60, jitter=False))
+    )
+    got = ack("go", step.wait_for_signal("go"))
+    child = ack("child", step.invoke("child", WORK, Work(tag=f"{w.tag}-child", steps=1)))
+    ack("s1", step.run("s1", partial(_body, step.run_id, Work(tag=w.tag), 1)))
+    return {"tag": w.tag, "flaky": flaky, "got": got, "child": child}
+
+
+WAITS = define_job(name="pl-waits", input=Waits, run=_waits)
+
+
+def make(root: Path, jobs: tuple[Any, ...] = (WORK, OTHER, WAITS), **options: Any) -> durably.Durably:
     options.setdefault("preserve_steps", True)
     return durably.Durably(root, jobs=jobs, lease_duration=3600.0, lease_renew_interval=3000.0, **options)
 
@@ -243,6 +304,7 @@ class Recorder:
         self.depth = 0
         self.skip_sync = skip_sync
         self.skipped: list[tuple[int, str]] = []  # (log position, call) of removed syncs
+        self.skipped_inodes: list[int] = []  # and the inode each would have synced
         self.errors: list[str] = []
         self._next = 1
         self._snapshot()
@@ -369,6 +431,7 @@ class Recorder:
                 path = self.path_of(ino)
                 if self.skip_sync is not None and self.skip_sync(name, _durably_frames(), path):
                     self.skipped.append((len(self.log), f"{name}({path})"))
+                    self.skipped_inodes.append(ino)
                     return  # the call site made a no-op: no barrier
                 _REAL[name](fd)
                 self._call(f"{name}({path})", Prim("sync", ino))
@@ -532,35 +595,48 @@ def _durably_frames() -> list[str]:
 
 @dataclasses.dataclass
 class CrashPoint:
-    """What is durable and what is pending after the first ``k`` calls of a log."""
+    """What is durable and what is pending after the first ``k`` calls of a log (each
+    directory change with its place: the call, and its rank in the call)."""
 
     k: int
     acks: list[tuple[str, dict[str, Any]]]
-    forced_meta: list[tuple[int, Prim]]
-    pending_meta: dict[int, list[tuple[int, Prim]]]
+    forced_meta: list[tuple[tuple[int, int], Prim]]
+    pending_meta: dict[int, list[tuple[tuple[int, int], Prim]]]
     forced_data: dict[int, list[Prim]]
     pending_data: dict[int, list[Prim]]
 
 
-def crash_point(log: list[Call], k: int, kind: dict[int, str]) -> CrashPoint:
-    dir_ops: dict[int, list[tuple[int, Prim]]] = {}
+def crash_point(
+    log: list[Call], k: int, kind: dict[int, str], barriers: Sequence[tuple[int, int]] = ()
+) -> CrashPoint:
+    """``barriers``: (log position, inode) of syncs to count as made there (those a
+    meta-test removed: the crash point of the intact log)."""
+    dir_ops: dict[int, list[tuple[tuple[int, int], Prim]]] = {}
     dir_synced: dict[int, int] = {}
     file_ops: dict[int, list[Prim]] = {}
     file_synced: dict[int, int] = {}
     acks = []
-    order = 0
-    for call in log[:k]:
-        for p in call.prims:
-            order += 1
+
+    def synced(ino: int) -> None:
+        if kind[ino] == "dir":
+            dir_synced[ino] = len(dir_ops.get(ino, []))
+        else:
+            file_synced[ino] = len(file_ops.get(ino, []))
+
+    for c, call in enumerate([*log[:k], None]):
+        for pos, ino in barriers:
+            if pos == c:
+                synced(ino)
+        if call is None:
+            break
+        for j, p in enumerate(call.prims):
+            order = (c, j)  # the call, and the effect within it (a rename has two)
             if p.kind in ("add", "del"):
                 dir_ops.setdefault(p.ino, []).append((order, p))
             elif p.kind in ("write", "trunc"):
                 file_ops.setdefault(p.ino, []).append(p)
             elif p.kind == "sync":
-                if kind[p.ino] == "dir":
-                    dir_synced[p.ino] = len(dir_ops.get(p.ino, []))
-                else:
-                    file_synced[p.ino] = len(file_ops.get(p.ino, []))
+                synced(p.ino)
             elif p.info is not None:
                 acks.append(p.info)
     forced_meta = [op for d, ops in dir_ops.items() for op in ops[: dir_synced.get(d, 0)]]
@@ -610,9 +686,16 @@ class Enumerator:
         dims: list[tuple[Any, list[Any]]] = []
         major = {d: ops for d, ops in point.pending_meta.items() if d not in self.minor_dirs}
         if self.metadata == "ordered":
+            # A prefix of the calls: one call's changes (a rename's unlink and link, in
+            # two directories) are one transaction of the file system's journal.
             merged = sorted(op for ops in major.values() for op in ops)
+            cuts = [
+                n
+                for n in range(len(merged) + 1)
+                if n in (0, len(merged)) or merged[n - 1][0][0] != merged[n][0][0]
+            ]
             if merged:
-                dims.append((("meta", tuple(merged)), list(range(len(merged) + 1))))
+                dims.append((("meta", tuple(merged)), cuts))
         else:
             for d, ops in sorted(major.items()):
                 dims.append((("dir", d), list(range(len(ops) + 1))))
@@ -856,6 +939,38 @@ def scenario_release(d: durably.Durably, rec: Recorder) -> None:
     assert released.status == "pending"
 
 
+def scenario_waits(d: durably.Durably, rec: Recorder) -> None:
+    """A run that waits four times, each wait published and its marker moved to
+    ``wait/``, then woken and claimed again: a sleep, the pause before a failed step's
+    second attempt, a signal (sent from outside: its file), and a child run (triggered
+    by the parent, executed, its end waking the parent)."""
+    clock = LIVE["clock"]
+    h = d.get_job("pl-waits")
+    assert h is not None
+    res = h.trigger(Waits(tag="w"))
+    _ack_trigger(rec, res)
+    assert d.process_one()  # s0; sleeps
+    clock.advance(timedelta(hours=2))
+    assert d.process_one()  # the nap is over; the first attempt fails; waits
+    clock.advance(timedelta(hours=2))
+    assert d.process_one()  # the second attempt; waits for the signal
+    d.signal(res.id, "go", SIGNAL)
+    rec.ack("signal", run=res.id)
+    assert d.process_one()  # the signal; the child is triggered; waits
+    assert d.process_one()  # the child runs; its end wakes the parent
+    assert d.process_one()  # the child's output; s1; completes
+    run = d.get_run(res.id)
+    assert run is not None
+    assert run.status == "completed", run
+
+
+def _ack_wait_start(rec: Recorder, event: Any) -> None:
+    """A wait's start is journaled and synced when its ``step:start`` (a sleep, a signal,
+    a child) or ``step:fail`` (a retried step) is emitted: its end is fixed."""
+    if event.step_name in WAIT_STEPS and (event.type == "step:fail") == (event.step_name == "flaky"):
+        rec.ack("wait-start", run=event.run_id, step=event.step_name)
+
+
 def _ack_end(rec: Recorder, event: Any) -> None:
     rec.ack("end", run=event.run_id, status="completed", output=event.output)
 
@@ -868,24 +983,30 @@ SCENARIOS: dict[str, tuple[Callable[[durably.Durably, Recorder], None], bool]] =
     "delete": (scenario_delete, True),
     "batch": (scenario_batch, True),
     "release": (scenario_release, True),
+    "waits": (scenario_waits, True),
 }
+WAIT_SCENARIOS = {"waits"}
+"""Scenarios recorded with a ManualClock at ``START`` (and checked a day later)."""
 
 
 def record(root: Path, scenario: str, skip_sync: SyncMatcher | None = None) -> Recorder:
     fn, initialised = SCENARIOS[scenario]
     root.mkdir(mode=0o700)
-    d = make(root, fsync=True)
+    clock = ManualClock(START) if scenario in WAIT_SCENARIOS else None
+    d = make(root, fsync=True, clock=clock)
     if initialised:
         runtime_of(d).store.ensure_ready()
     rec = Recorder(root, skip_sync)
     d.on("run:complete", lambda e: rec.ack("end", run=e.run_id, status="completed", output=e.output))
-    LIVE.update(rec=rec, d=d)
+    d.on("step:start", partial(_ack_wait_start, rec))
+    d.on("step:fail", partial(_ack_wait_start, rec))
+    LIVE.update(rec=rec, d=d, clock=clock)
     rec.install()
     try:
         fn(d, rec)
     finally:
         Recorder.uninstall()
-        LIVE.update(rec=None, d=None)
+        LIVE.update(rec=None, d=None, clock=None)
     assert rec.errors == []
     # The model must match the real root, or the states built from it mean nothing.
     last = crash_point(rec.log, len(rec.log), rec.kind)
@@ -918,6 +1039,8 @@ class Expect:
     conc: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     may_cancel: set[str] = dataclasses.field(default_factory=set)
     may_delete: set[str] = dataclasses.field(default_factory=set)
+    wait_started: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    signalled: set[str] = dataclasses.field(default_factory=set)
 
     @classmethod
     def of(cls, acks: list[tuple[str, dict[str, Any]]]) -> Expect:
@@ -943,6 +1066,10 @@ class Expect:
                 e.may_cancel.add(run)
             elif kind == "may-delete":
                 e.may_delete.add(run)
+            elif kind == "wait-start":
+                e.wait_started.add((run, info["step"]))
+            elif kind == "signal":
+                e.signalled.add(run)
         return e
 
 
@@ -954,12 +1081,17 @@ ALLOWED_DOCTOR = {
 }
 
 
-def check_state(base: Path, exp: Expect, *, unordered: bool = False) -> list[str]:
+def check_state(
+    base: Path, exp: Expect, *, unordered: bool = False, clock: ManualClock | None = None
+) -> list[str]:
     """Everything wrong with the root at ``base`` (a crash state), recovery included.
 
     ``unordered``: the state comes from the ``per-dir`` model, under which a trigger
     that was not acknowledged may leave its run visible without its queue marker (the
     known limit in the module docstring); such a run is not held against recovery.
+    ``clock``: runs that wait are recovered with this clock (a day after they started
+    waiting), their signal sent, and then two days later (a wait that recovery had to
+    start again, because its start was never acknowledged, is over too).
     """
     out: list[str] = []
     queue = base / "queue"
@@ -969,7 +1101,7 @@ def check_state(base: Path, exp: Expect, *, unordered: bool = False) -> list[str
         return unordered and run_id not in exp.runs and run_id not in markers
 
     EXEC.clear()
-    d = make(base, fsync=False)
+    d = make(base, fsync=False, clock=clock)
     h = d.get_job("pl-work")
     assert h is not None
 
@@ -1021,7 +1153,12 @@ def check_state(base: Path, exp: Expect, *, unordered: bool = False) -> list[str
                 out.append(
                     f"concurrency key {key!r} of pending run {rid} gave {res.disposition} run {res.id}"
                 )
-    if guard("process_until_idle()", d.process_until_idle) is None:
+    if unordered:
+        out.extend(_repair_torn_marker_moves(base, d))
+    if clock is not None:
+        if not _recover_waits(d, exp, clock, guard, out):
+            return out
+    elif guard("process_until_idle()", d.process_until_idle) is None:
         return out
     for (rid, step), n in sorted(EXEC.items()):
         if (rid, step) in exp.steps and n:
@@ -1055,6 +1192,71 @@ def check_state(base: Path, exp: Expect, *, unordered: bool = False) -> list[str
     return out
 
 
+def _repair_torn_marker_moves(base: Path, d: durably.Durably) -> list[str]:
+    """The known limit of ``per-dir`` for runs that wait: a marker's move between
+    ``queue/`` and ``wait/`` (one rename) may land half-way, its unlink kept and its
+    link lost, and the run has no marker. `durably doctor` must report each such run as
+    ``unqueued-run``, and ``--fix`` (applied here to those runs only) gives it its
+    marker back; recovery must then end it like any other."""
+    names = [n for sub in ("queue", "wait") if (base / sub).is_dir() for n in os.listdir(base / sub)]
+    lost = {r.id for r in d.get_runs(status="waiting") if not any(r.id in n for n in names)}
+    if not lost:
+        return []
+    doctor = Doctor(str(base))
+    doctor.problems = [
+        p for p in doctor.check() if p.kind == "unqueued-run" and os.path.basename(p.path) in lost
+    ]
+    found = {os.path.basename(p.path) for p in doctor.problems}
+    repair(doctor)
+    STATS["per-dir:torn-marker-moves-repaired"] = STATS.get("per-dir:torn-marker-moves-repaired", 0) + 1
+    return [f"doctor does not report waiting run {r}, which has no marker" for r in sorted(lost - found)]
+
+
+def _recover_waits(
+    d: durably.Durably, exp: Expect, clock: ManualClock, guard: Callable[..., Any], out: list[str]
+) -> bool:
+    """Recovery of a root whose runs wait (False: it raised). Every run that waits for
+    the signal gets it (refused if its sending was acknowledged: it must still be
+    there); a worker works until idle twice (the first idle sweeps the waits with no
+    time, which wakes what a lost wake left asleep). A run then waiting for a time must
+    not be in a wait whose start was acknowledged (its end was fixed, and is past);
+    two days later, everything ends."""
+    for run in d.get_runs():
+        if run.job_name != "pl-waits" or run.is_terminal:
+            continue
+        try:
+            d.signal(run.id, "go", SIGNAL)
+        except durably.ConflictError:
+            continue
+        except Exception as exc:  # noqa: BLE001 - a finding
+            out.append(f"signal({run.id}) raised {type(exc).__name__}: {exc}")
+            return False
+        if run.id in exp.signalled:
+            out.append(f"the signal sent to run {run.id} (acknowledged) was lost: sent again")
+    if not _work_until_idle(d, guard):
+        return False
+    for run in d.get_runs(status="waiting"):
+        step = (run.waiting_for or "").split(" ")[1] if run.waiting_for else ""
+        if (run.id, step) in exp.wait_started and run.wake_at is not None and run.wake_at > clock.now():
+            out.append(
+                f"run {run.id} waits again for {run.waiting_for!r} until {run.wake_at}: its start "
+                "was acknowledged, and its end was past"
+            )
+    clock.advance(timedelta(days=2))
+    return _work_until_idle(d, guard)
+
+
+def _work_until_idle(d: durably.Durably, guard: Callable[..., Any]) -> bool:
+    """What a worker does until it has nothing to do (False: it raised): a second round
+    once its first idle swept the waits with no time, if runs are left."""
+    for _ in range(2):
+        if guard("process_until_idle()", d.process_until_idle) is None:
+            return False
+        if all(r.is_terminal for r in d.get_runs()):
+            break
+    return True
+
+
 def _unborn_run_json(base: Path, path: str, exp: Expect) -> bool:
     """A damaged ``run.json`` of a run never claimed whose trigger was not acknowledged:
     the trigger died between creating the file and its fsync (the run never appeared)."""
@@ -1086,7 +1288,15 @@ def _acknowledged(d: durably.Durably, exp: Expect, when: str) -> list[str]:
                 f"{when}: run {rid} ({tag}) ended {exp.ended[rid]} (acknowledged) but reads "
                 f"{run.status} {run.output!r}"
             )
-        done = {s.name: s.output for s in d.get_steps(rid) if s.status == "completed"}
+        steps = d.get_steps(rid)
+        if (rid, "flaky") in exp.wait_started and not any(
+            (s.name, s.status, s.attempt) == ("flaky", "failed", 1) for s in steps
+        ):
+            out.append(f"{when}: the failed first attempt of step flaky of run {rid} (acknowledged) is gone")
+        children = d.get_runs(parent_id=rid)
+        if len(children) > 1:
+            out.append(f"{when}: run {rid} has {len(children)} child runs: {[c.id for c in children]}")
+        done = {s.name: s.output for s in steps if s.status == "completed"}
         for (r, step), value in sorted(exp.steps.items()):
             if r == rid and done.get(step, "missing") != value:
                 out.append(
@@ -1107,9 +1317,17 @@ def explore(
     stop_at_first: bool = False,
     metadata: str = "ordered",
     start: int = 0,
+    across_dirs_only: bool = False,
+    points: set[int] | None = None,
+    removed: list[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """Check every crash state of ``rec``'s log from crash point ``start`` on; returns
-    figures and violations."""
+    figures and violations. ``across_dirs_only``: only the crash points where changes of
+    two directories or more are pending (elsewhere ``per-dir`` and ``ordered`` make the
+    same states, but for a call making two changes in one directory). ``points``: only
+    these crash points. ``removed``: (log position, inode) of the syncs a meta-test
+    removed; a state the intact log can leave at the same point (checked by
+    ``test_power_loss_states``) is not checked again."""
     en = Enumerator(rec, metadata)
     seen: set[tuple[int, int]] = set()
     figures: dict[str, Any] = {
@@ -1122,21 +1340,27 @@ def explore(
     }
     n = 0
     for k in range(start, len(rec.log) + 1):
+        if points is not None and k not in points:
+            continue
         point = crash_point(rec.log, k, rec.kind)
+        if across_dirs_only and len(set(point.pending_meta) - en.minor_dirs) < 2:
+            continue
         exp = Expect.of(point.acks)
         acks = len(point.acks)
         exhaustive, trees = en.states(point, f"{scenario}:{k}")
         figures["sampled_points"] += not exhaustive
+        intact = _intact_states(rec, en, k, removed or [], f"{scenario}:{k}")
         for tree in trees:
             figures["states"] += 1
             key = (acks, hash(tuple(sorted(tree.items()))))
-            if key in seen:
+            if key in seen or key[1] in intact:
                 continue
             seen.add(key)
             n += 1
             base = work / f"s{n}"
             write_tree(base, tree)
-            found = check_state(base, exp, unordered=metadata != "ordered")
+            clock = ManualClock(START + timedelta(days=1)) if scenario in WAIT_SCENARIOS else None
+            found = check_state(base, exp, unordered=metadata != "ordered", clock=clock)
             figures["checked"] += 1
             shutil.rmtree(base)
             if found:
@@ -1145,6 +1369,24 @@ def explore(
                 if stop_at_first:
                     return figures
     return figures
+
+
+def _intact_states(
+    rec: Recorder, en: Enumerator, k: int, removed: list[tuple[int, int]], seed: str
+) -> set[int]:
+    """Hashes of the states the intact log leaves at crash point ``k`` of a log whose
+    syncs ``removed`` were skipped: with the syncs made before the point, and, when one
+    was skipped right there, also with that one made."""
+    if not removed:
+        return set()
+    out: set[int] = set()
+    cuts = [[r for r in removed if r[0] < k]]
+    if any(pos == k for pos, _ in removed):
+        cuts.append([r for r in removed if r[0] <= k])
+    for barriers in cuts:
+        _, trees = en.states(crash_point(rec.log, k, rec.kind, barriers), seed)
+        out.update(hash(tuple(sorted(t.items()))) for t in trees)
+    return out
 
 
 def _describe(figures: dict[str, Any], limit: int = 5) -> str:
@@ -1189,9 +1431,14 @@ def test_power_loss_states_without_metadata_order(tmp_path: Path, work: Path, sc
     Same checks, with one known limit: a trigger that was not acknowledged can leave
     its run visible and pending without its queue marker (the marker's name is made
     durable by the same batch of directory fsyncs as ``run.json``'s, to keep the
-    trigger at one journal commit on ext4); ``durably doctor --fix`` requeues it."""
+    trigger at one journal commit on ext4); ``durably doctor --fix`` requeues it. And
+    one for runs that wait: a marker's move between ``queue/`` and ``wait/`` can land
+    half-way and leave the run without a marker; ``durably doctor`` reports it and
+    ``--fix`` gives it back (``_repair_torn_marker_moves``). For the scenarios that
+    wait, only the crash points where two directories have changes pending are
+    explored (the others make the states ``test_power_loss_states`` checks)."""
     rec = record(tmp_path / "root", scenario)
-    figures = explore(rec, work, scenario, metadata="per-dir")
+    figures = explore(rec, work, scenario, metadata="per-dir", across_dirs_only=scenario in WAIT_SCENARIOS)
     STATS[f"per-dir:{scenario}"] = {k: v for k, v in figures.items() if k != "violations"}
     assert figures["violations"] == [], _describe(figures)
 
@@ -1259,6 +1506,16 @@ SYNC_SITES: dict[str, tuple[str, SyncMatcher]] = {
     "cut-fdatasync": ("cancel", _site("fdatasync", "sync_file", "valid_length")),
     "delete-dir-fsync": ("delete", _site("fsync", "sync_dir", "delete")),
     "batch-commit-dir-fsync": ("batch", _site("fsync", "sync_dir", "commit_batch")),
+    # runs that wait
+    "wait-state-file-fsync": (
+        "waits",
+        _site("fsync", "create_file", "publish_once", "publish_path", "_publish_next", "wait"),
+    ),
+    "wait-start-fdatasync": ("waits", _site("fdatasync", "append", "append", "append", "_start_wait")),
+    "retry-failure-fdatasync": ("waits", _site("fdatasync", "append", "append", "append", "_fail")),
+    "wait-outcome-fdatasync": ("waits", _site("fdatasync", "append", "append", "append", "_done")),
+    "signal-file-fsync": ("waits", _site("fsync", "create_file", "publish_once", "publish_path", "signal")),
+    "signal-dir-fsync": ("waits", _site("fsync", "publish_once", "publish_path", "signal")),
 }
 UNNEEDED_SITES: dict[str, tuple[str, SyncMatcher]] = {
     # A release only fences an owner that may still run; a power loss stops every owner,
@@ -1271,7 +1528,50 @@ UNNEEDED_SITES: dict[str, tuple[str, SyncMatcher]] = {
     # lines of docs/reliability.md); pinned so that a change in that is noticed.
     "compaction-dir-fsync": ("steps", _site("fsync", "replace_file", "compact")),
     "batch-commit-file-fsync": ("batch", _site("fsync", "create_file", "commit_batch")),
+    # runs that wait (docs/reliability.md says why each is still there)
+    "wait-dir-fsync": ("waits", _site("fsync", "publish_once", "publish_path", "_publish_next", "wait")),
+    "wait-cut-fdatasync": ("waits", _site("fdatasync", "sync_file", "valid_length", "_publish_next", "wait")),
+    "park-fsyncs": ("waits", _site("fsync", "sync_dir", "_move", "park")),
+    "wake-fsyncs": (
+        "waits",
+        lambda call, frames, target: (
+            call == "fsync"
+            and frames[:2] == ["sync_dir", "_move"]
+            and frames[2:3] in (["unpark"], ["release_due"])
+        ),
+    ),
+    "child-invoked-fdatasync": (
+        "waits",
+        _site("fdatasync", "append", "append", "append", "_start_wait", "_child_value"),
+    ),
 }
+
+
+def _windows(rec: Recorder) -> set[int]:
+    """The crash points where removing the syncs ``rec`` skipped changes the states: from
+    each removed call to the next sync of the same inode, which makes durable all that
+    the removed one would have (the states after it are those of the intact log,
+    checked by ``test_power_loss_states``). Used for the scenarios that wait, whose logs
+    are long; the others explore every point from the first removed call."""
+    out: set[int] = set()
+    for (pos, _), ino in zip(rec.skipped, rec.skipped_inodes, strict=True):
+        synced = (
+            i
+            for i in range(pos, len(rec.log))
+            if any(p.kind == "sync" and p.ino == ino for p in rec.log[i].prims)
+        )
+        out.update(range(pos, next(synced, len(rec.log)) + 1))
+    return out
+
+
+def _narrowed(rec: Recorder, scenario: str) -> tuple[set[int] | None, list[tuple[int, int]] | None]:
+    """For the scenarios that wait, whose logs are long: the crash points where the
+    removed syncs change the states, and the syncs themselves (so that only the states
+    the intact log cannot leave are checked). The other scenarios explore every state
+    from the first removed call on, as before."""
+    if scenario not in WAIT_SCENARIOS:
+        return None, None
+    return _windows(rec), [(pos, ino) for (pos, _), ino in zip(rec.skipped, rec.skipped_inodes, strict=True)]
 
 
 @pytest.mark.parametrize("site", list(SYNC_SITES))
@@ -1283,7 +1583,10 @@ def test_power_loss_checker_catches_a_removed_fsync(tmp_path: Path, work: Path, 
     scenario, match = SYNC_SITES[site]
     rec = record(tmp_path / "root", scenario, skip_sync=match)
     assert rec.skipped, f"the call site {site} was never reached"
-    figures = explore(rec, work, scenario, stop_at_first=True, start=rec.skipped[0][0])
+    points, removed = _narrowed(rec, scenario)
+    figures = explore(
+        rec, work, scenario, stop_at_first=True, start=rec.skipped[0][0], points=points, removed=removed
+    )
     STATS.setdefault("meta", {})[site] = {
         "removed": len(rec.skipped),
         "checked": figures["checked"],
@@ -1299,7 +1602,8 @@ def test_power_loss_fsyncs_the_model_cannot_miss(tmp_path: Path, work: Path, sit
     scenario, match = UNNEEDED_SITES[site]
     rec = record(tmp_path / "root", scenario, skip_sync=match)
     assert rec.skipped, f"the call site {site} was never reached"
-    figures = explore(rec, work, scenario, start=rec.skipped[0][0])
+    points, removed = _narrowed(rec, scenario)
+    figures = explore(rec, work, scenario, start=rec.skipped[0][0], points=points, removed=removed)
     STATS.setdefault("meta", {})[site] = {
         "removed": len(rec.skipped),
         "checked": figures["checked"],

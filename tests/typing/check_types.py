@@ -5,8 +5,8 @@ Checked by tests/test_typing.py. Never executed: everything runs inside function
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import assert_type
+from datetime import UTC, datetime, timedelta
+from typing import Any, assert_type
 
 from pydantic import BaseModel
 
@@ -98,6 +98,8 @@ def use_handle(durably: Durably) -> None:
         assert_type(run.is_terminal, bool)
 
     assert_type(handle.get_runs(), list[Run[SyncOut]])
+    since = datetime.now(UTC) - timedelta(hours=1)
+    assert_type(handle.get_runs(created_after=since, created_before=datetime.now(UTC)), list[Run[SyncOut]])
     batch = handle.batch_trigger([SyncIn(org_id="a"), BatchItem(SyncIn(org_id="b"), idempotency_key="k")])
     assert_type(batch, list[TriggerResult[SyncOut]])
 
@@ -113,6 +115,9 @@ def use_durably(durably: Durably) -> None:
     runs = durably.get_runs(status=["completed", "failed"], job_name="sync-users", limit=5)
     for any_run in runs:
         assert_type(any_run.id, str)
+    resumed = durably.resume("id", from_step="fetch-users")
+    assert_type(resumed.resumed_from, str | None)
+    assert_type(durably.get_runs(created_after=datetime.now(UTC) - timedelta(hours=2)), list[Run[Any]])
     unsubscribe = durably.on("run:complete", lambda event: None)
     unsubscribe()
 
