@@ -4,8 +4,9 @@
 
 - **500 queued runs end to end**: 50 keys x 10 runs queued on each (``coalesce="queue"``)
   against 500 runs with no key, one-step runs drained by ``process_until_idle()`` in
-  one process (best of three, the two roots alternating). Target: the queued rate is at
-  least 0.8x the unkeyed one.
+  one process (best of three, the roots alternating). Target: the queued rate is at
+  least 0.8x the unkeyed one. Beside them, 500 runs with a key each and no queue: what
+  the key itself costs a claim (its execution slot, ``keys/x``), queue or not.
 - **A claim behind a long queue**: 10,000 runs queued on one key whose first run is
   being executed by another process (so the key is busy), then unkeyed one-step runs
   triggered after them; the figure is the mean time of ``process_one()`` claiming and
@@ -72,10 +73,12 @@ def queued_e2e(workdir: str, keys: int = 50, per_key: int = 10) -> dict[str, Any
     work = Path(workdir)
     runs = keys * per_key
     best: dict[str, float] = {}
-    for kind in ("unkeyed", "queued") * 3:
+    for kind in ("unkeyed", "queued", "keyed") * 3:
         d = _fresh(work / kind)
         if kind == "queued":
             _trigger_queued(d, keys, per_key)
+        elif kind == "keyed":  # what a key costs without a queue: one run per key
+            d.register(one).batch_trigger([BatchItem(In(n=i), concurrency_key=f"k{i}") for i in range(runs)])
         else:
             d.register(one).batch_trigger([In(n=i) for i in range(runs)])
         t = time.perf_counter()
@@ -88,7 +91,9 @@ def queued_e2e(workdir: str, keys: int = 50, per_key: int = 10) -> dict[str, Any
         "runs": runs,
         "unkeyed_per_s": runs / best["unkeyed"],
         "queued_per_s": runs / best["queued"],
+        "keyed_per_s": runs / best["keyed"],
         "ratio": best["unkeyed"] / best["queued"],
+        "keyed_ratio": best["unkeyed"] / best["keyed"],
     }
 
 
@@ -170,6 +175,17 @@ def queue_figures(ctx: Context) -> list[Result]:
             SECTION, f"claim + execute {keys * per_key} unkeyed runs", "durably", r.get("unkeyed_per_s"), "/s"
         )
     )
+    note = "" if r.get("error") else f"{r['keyed_ratio']:.2f}x the rate of unkeyed runs: what a key costs"
+    out.append(
+        Result(
+            SECTION,
+            f"claim + execute {keys * per_key} runs, one key each (no queue)",
+            "durably",
+            r.get("keyed_per_s"),
+            "/s",
+            note=note,
+        )
+    )
     ctx.log(f"queue: a claim behind {queued:,} runs queued on a busy key")
     r = ctx.child(
         "benchmarks.bench_queue", "claim_behind_queue", workdir=str(ctx.scratch("q-claim")), queued=queued
@@ -205,7 +221,8 @@ def main() -> None:
     if "error" not in e2e:
         print(
             f"claim + execute 500 runs: unkeyed {e2e['unkeyed_per_s']:.0f} runs/s, "
-            f"50 keys x 10 queued {e2e['queued_per_s']:.0f} runs/s: ratio {e2e['ratio']:.2f}x"
+            f"50 keys x 10 queued {e2e['queued_per_s']:.0f} runs/s: ratio {e2e['ratio']:.2f}x; "
+            f"one key each {e2e['keyed_per_s']:.0f} runs/s: ratio {e2e['keyed_ratio']:.2f}x"
         )
     claim = claim_behind_queue(str(work / "claim"))
     print(json.dumps(claim))
