@@ -24,7 +24,7 @@
       workers/<host hash>.<pid>.json    heartbeat of a live worker process (``_workers``)
       workers/<host>.<pid>.<tag>.bell   doorbell FIFO of a worker loop (``_doorbell``)
       schedules/<hash>.json             a schedule's definition (``_schedules``)
-      schedules/<hash>.fired            the tick it fired last, and that tick's run
+      schedules/fired/<hash>.json       the tick it fired last, and that tick's run
 
 Names chosen by users (job names, keys) never become paths: they are hashed
 (:func:`name_hash`), and the original is kept inside the file (invariant 9).
@@ -205,8 +205,12 @@ class Layout:
     # -- schedules ---------------------------------------------------------------------
 
     def schedule_file(self, name: str, suffix: str) -> str:
-        """A file of a schedule in ``schedules/``: ``.json`` (its definition) or ``.fired``."""
+        """A file of a schedule in ``schedules/``: ``.json``, its definition."""
         return os.path.join(self.schedules, name_hash(name) + suffix)
+
+    def schedule_fired(self, name: str) -> str:
+        """The record of the tick a schedule fired last: ``schedules/fired/<hash>.json``."""
+        return os.path.join(self.schedules, "fired", name_hash(name) + ".json")
 
     def schedule_lock(self, name: str) -> str:
         """Serialises same-host changes of one schedule's records."""

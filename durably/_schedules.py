@@ -3,16 +3,18 @@
 ``schedules/<hash>.json`` holds a schedule's definition (name, job, cron, time zone, the
 trigger's options, paused, and ``since``: ticks count strictly after it). It is written
 only when a user changes the schedule, by temp file + rename, under a same-host lock.
-``schedules/<hash>.fired`` holds the tick a worker fired last and that tick's run. A
-worker writes it after the run exists, so a crash in between makes the next worker fire
-the tick again, and the tick's idempotency key gives it the same run: a tick is never lost
-and never fired twice. The ``.fired`` record only moves forward on one host; a slower
-host writing an older tick makes the next worker find runs that exist already, nothing
-more.
+``schedules/fired/<hash>.json`` holds the tick a worker fired last and that tick's run.
+A worker writes it after the run exists, so a crash in between makes the next worker
+fire the tick again, and the tick's idempotency key gives it the same run: a tick is
+never lost and never fired twice. For the same reason it is written without ``fsync``
+(a power cut that loses it makes the next worker find the runs by their keys). It only
+moves forward on one host; a slower host writing an older tick makes the next worker
+find runs that exist already, nothing more.
 
-Reading every schedule costs one ``stat`` of the directory while nothing changed:
-:meth:`ScheduleBook.all` keeps the parsed records and reads again only the files whose
-identity (inode, size, mtime) changed.
+Reading every definition costs one ``stat`` of ``schedules/`` while none changed
+(firing writes only in ``fired/``): :meth:`ScheduleBook.all` keeps the parsed records
+and reads again only the files whose identity (inode, size, mtime) changed. A fired
+record is read when its schedule's next tick comes.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from ._errors import StoreError
 from ._layout import Layout
 
 DEFINITION = ".json"
-FIRED = ".fired"
 SETTLE = 2.0
 """Seconds after a change of ``schedules/`` during which its mtime is not trusted to
 change again (a second change within one clock tick of the file system keeps it)."""
@@ -116,14 +117,14 @@ class ScheduleBook:
         self.fsync = fsync
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
-        self._files: dict[str, tuple[tuple[int, int, int], Any]] = {}
-        self._all: list[tuple[ScheduleRecord, FiredRecord | None]] = []
+        self._files: dict[str, tuple[tuple[int, int, int], ScheduleRecord]] = {}
+        self._all: list[ScheduleRecord] = []
 
     # -- reading -----------------------------------------------------------------------
 
-    def all(self) -> list[tuple[ScheduleRecord, FiredRecord | None]]:
-        """Every readable schedule with its fired record, by name. Damaged records are
-        left out (``durably doctor`` names them); unchanged files are not read again."""
+    def all(self) -> list[ScheduleRecord]:
+        """Every readable schedule definition, by name. Damaged records are left out
+        (with one warning); unchanged files are not read again."""
         try:
             st = os.stat(self.layout.schedules)
         except FileNotFoundError:
@@ -136,7 +137,7 @@ class ScheduleBook:
         if stamp == self._stamp and now - st.st_mtime > SETTLE and self._checked > st.st_mtime + SETTLE:
             return self._all
         self._stamp, self._checked = stamp, now
-        seen: dict[str, tuple[tuple[int, int, int], Any]] = {}
+        seen: dict[str, tuple[tuple[int, int, int], ScheduleRecord]] = {}
         for name, est in self._entries():
             ident = (est.st_ino, est.st_size, est.st_mtime_ns)
             cached = self._files.get(name)
@@ -145,43 +146,39 @@ class ScheduleBook:
                 continue
             path = os.path.join(self.layout.schedules, name)
             try:
-                data = records.read_json(path)
+                rec = parse_schedule(records.read_json(path))
             except StoreError as exc:
                 records.warn_once(f"schedule record {path} cannot be read: {exc}")
                 continue
-            parsed = parse_schedule(data) if name.endswith(DEFINITION) else parse_fired(data)
-            if parsed is None:
+            if rec is None:
                 records.warn_once(f"schedule record {path} is damaged; it is left out")
                 continue
-            seen[name] = (ident, parsed)
+            seen[name] = (ident, rec)
         self._files = seen
-        found = []
-        for name, (_, rec) in seen.items():
-            if isinstance(rec, ScheduleRecord):
-                fired = seen.get(name[: -len(DEFINITION)] + FIRED)
-                found.append((rec, fired[1] if fired else None))
-        self._all = sorted(found, key=lambda pair: pair[0].name)
+        self._all = sorted((rec for _, rec in seen.values()), key=lambda rec: rec.name)
         return self._all
 
-    def _entries(self) -> Iterator[tuple[str, os.stat_result]]:
+    def _entries(self) -> list[tuple[str, os.stat_result]]:
         try:
             with files.opened_dir(self.layout.root, self.layout.schedules) as dir_fd:
                 listed = files.entries(dir_fd)
         except FileNotFoundError:
-            return
+            return []
         except OSError as exc:
             raise files.wrap_os_error(exc, "list the schedules", self.layout.schedules) from exc
-        for name, st in listed:
-            if name.endswith((DEFINITION, FIRED)):
-                yield name, st
+        return [(name, st) for name, st in listed if name.endswith(DEFINITION)]
 
-    def get(self, name: str) -> tuple[ScheduleRecord, FiredRecord | None] | None:
-        """One schedule by name (read from its files, not the cache)."""
+    def get(self, name: str) -> ScheduleRecord | None:
+        """One schedule's definition by name (read from its file, not the cache)."""
         rec = parse_schedule(records.read_json(self.layout.schedule_file(name, DEFINITION)))
-        if rec is None or rec.name != name:
-            return None
-        fired = parse_fired(records.read_json(self.layout.schedule_file(name, FIRED)))
-        return rec, fired
+        return rec if rec is not None and rec.name == name else None
+
+    def fired(self, name: str) -> FiredRecord | None:
+        """The tick a schedule fired last (None: none yet, or its record is damaged)."""
+        return parse_fired(records.read_json(self._fired_path(name)))
+
+    def _fired_path(self, name: str) -> str:
+        return self.layout.schedule_fired(name)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -200,26 +197,29 @@ class ScheduleBook:
         self._replace(self.layout.schedule_file(rec.name, DEFINITION), rec.to_bytes(), "write the schedule")
 
     def put_fired(self, name: str, fired: FiredRecord) -> None:
-        """Record the tick a schedule fired last, unless a later one is recorded (same host)."""
+        """Record the tick a schedule fired last, unless a later one is recorded (same
+        host). Not synced: losing it only makes the next worker find the tick's run again."""
         with self.locked(name):
-            current = parse_fired(records.read_json(self.layout.schedule_file(name, FIRED)))
+            current = self.fired(name)
             if current is not None and current.tick >= fired.tick:
                 return
             body = records.dumps({"v": 1, "name": name, "tick": fired.tick, "run_id": fired.run_id})
-            self._replace(self.layout.schedule_file(name, FIRED), body, "record the fired tick")
+            self._replace(self._fired_path(name), body, "record the fired tick", sync=False)
 
     def remove(self, name: str) -> bool:
         """Remove a schedule's files; False if it did not exist."""
         removed = files.remove_path(self.layout.root, self.layout.schedule_file(name, DEFINITION))
-        files.remove_path(self.layout.root, self.layout.schedule_file(name, FIRED))
+        files.remove_path(self.layout.root, self._fired_path(name))
         return removed
 
-    def _replace(self, path: str, body: bytes, what: str) -> None:
+    def _replace(self, path: str, body: bytes, what: str, *, sync: bool | None = None) -> None:
         try:
-            with files.opened_dirs(self.layout.root, self.layout.tmp, self.layout.schedules, create=True) as (
+            with files.opened_dirs(self.layout.root, self.layout.tmp, os.path.dirname(path), create=True) as (
                 tmp_fd,
                 dir_fd,
             ):
-                files.replace_file(tmp_fd, dir_fd, os.path.basename(path), body, sync=self.fsync)
+                files.replace_file(
+                    tmp_fd, dir_fd, os.path.basename(path), body, sync=self.fsync if sync is None else sync
+                )
         except OSError as exc:
             raise files.wrap_os_error(exc, what, path) from exc

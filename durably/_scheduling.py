@@ -201,27 +201,27 @@ def schedule(
     book = rt.store.schedules
     with book.locked(name):
         found = book.get(name)
-        if found is not None and found[0].definition() == new.definition():
-            return to_schedule(*found, rt.clock())
+        if found is not None and found.definition() == new.definition():
+            return to_schedule(found, book.fired(name), rt.clock())
         book.put(new)
     rt.wake.set()
-    return to_schedule(new, found[1] if found else None, rt.clock())
+    return to_schedule(new, book.fired(name), rt.clock())
 
 
 def get_schedules(rt: Runtime) -> list[Schedule]:
     """Every schedule of the root, by name."""
-    now = rt.clock()
-    return [to_schedule(rec, fired, now) for rec, fired in rt.store.schedules.all()]
+    now, book = rt.clock(), rt.store.schedules
+    return [to_schedule(rec, book.fired(rec.name), now) for rec in book.all()]
 
 
 def get_schedule(rt: Runtime, name: str) -> Schedule | None:
     """One schedule by name, or None."""
     found = rt.store.schedules.get(name) if isinstance(name, str) else None
-    return None if found is None else to_schedule(*found, rt.clock())
+    return None if found is None else to_schedule(found, rt.store.schedules.fired(name), rt.clock())
 
 
-def require(rt: Runtime, name: str) -> tuple[ScheduleRecord, FiredRecord | None]:
-    """A schedule's records.
+def require(rt: Runtime, name: str) -> ScheduleRecord:
+    """A schedule's definition.
 
     Raises:
         NotFoundError: no schedule of this name.
@@ -243,7 +243,7 @@ def set_paused(rt: Runtime, name: str, paused: bool) -> None:
     rt.store.ensure_ready()
     book = rt.store.schedules
     with book.locked(name):
-        rec, _ = require(rt, name)
+        rec = require(rt, name)
         if rec.paused == paused:
             return
         since = rec.since if paused else records.iso(rt.clock())
@@ -271,26 +271,30 @@ def _fields(rec: ScheduleRecord) -> dict[str, Any]:
 def fire_due(rt: Runtime) -> int:
     """Fire every due tick of the schedules whose job this instance has registered;
     return how many runs were created. Cheap while nothing is due: one ``stat`` and a
-    comparison per schedule (each schedule's next tick is remembered)."""
+    comparison per schedule (each schedule's next tick is remembered; its fired record
+    is read only when that tick comes)."""
     if not rt.registry:
         return 0
     now = rt.clock()
     stamp = now.timestamp()
-    fired_count = 0
-    for rec, fired in rt.store.schedules.all():
+    book = rt.store.schedules
+    created = 0
+    for rec in book.all():
+        cached = rt.schedule_due.get(rec.name)
+        if cached is not None and cached[0] is rec and stamp < cached[1]:
+            continue
         job = rt.registry.get(rec.job_name)
         if job is None:
+            rt.schedule_due[rec.name] = (rec, float("inf"))  # until its record changes
             continue
-        cached = rt.schedule_due.get(rec.name)
-        if cached is not None and cached[0] is rec and cached[1] is fired and stamp < cached[2]:
-            continue
+        fired = book.fired(rec.name)
         due = due_ticks(rec, fired, now)
         if due:
-            fired_count += _fire(rt, job, rec, due)
-            continue  # its fired record changed: read again on the next call
+            created += _fire(rt, job, rec, due)
+            fired = book.fired(rec.name)
         upcoming = next_tick(rec, fired, now)
-        rt.schedule_due[rec.name] = (rec, fired, upcoming.timestamp() if upcoming else float("inf"))
-    return fired_count
+        rt.schedule_due[rec.name] = (rec, upcoming.timestamp() if upcoming else float("inf"))
+    return created
 
 
 def _fire(rt: Runtime, job: RegisteredJob, rec: ScheduleRecord, ticks: list[datetime]) -> int:

@@ -85,3 +85,17 @@ def test_a_bad_action_is_a_usage_error(tmp_path: Path) -> None:
     out = durably_cli("schedule", "explode", "nightly-sync", "--root", tmp_path)
     assert out.returncode == 2
     assert "invalid choice: 'explode'" in out.stderr
+
+
+def test_doctor_accepts_schedules_and_names_a_damaged_record(tmp_path: Path) -> None:
+    clock = ManualClock(START)
+    d = stored(tmp_path, clock)
+    clock.advance(86400)
+    d.process_until_idle()  # writes schedules/fired/
+    healthy = durably_cli("doctor", "--root", tmp_path)
+    assert healthy.returncode == 0, healthy.stdout
+    (record,) = (tmp_path / "schedules").glob("*.json")
+    record.write_bytes(b'{"v": 1, "name": "nightly-sy')
+    sick = durably_cli("doctor", "--root", tmp_path)
+    assert sick.returncode == 1
+    assert f"schedules/{record.name}: a damaged schedule record" in sick.stdout
