@@ -120,7 +120,7 @@ def test_racing_supervisors_fire_each_tick_once(tmp_path: Path, monkeypatch: pyt
             w.kill()
     check_exactly_once(r, TICKS)
     pids = {line[2] for line in r.event_lines()}
-    assert len(pids) > 1, "one process ran every tick: the workers did not race"
+    assert len(pids) > 1, "one process executed every run: the workers did not share the work"
 
 
 @pytest.mark.parametrize("point", list(sj.POINTS))
