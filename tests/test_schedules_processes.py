@@ -28,9 +28,9 @@ APP = "apps.schedule_jobs:durably"
 class Root:
     """A root, its shared clock file and events file, and a test-side instance."""
 
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root: Path | None = None) -> None:
         self.base = Path(os.path.realpath(tmp_path))
-        self.root = self.base / "root"
+        self.root = root or self.base / "root"
         self.clock = self.base / "clock"
         self.events = self.base / "events"
         self.once = self.base / "killed"
@@ -79,7 +79,7 @@ def expected_keys(n: int) -> list[str]:
     return [tick_key(sj.SCHEDULE, first + timedelta(minutes=i)) for i in range(n)]
 
 
-def check_exactly_once(r: Root, n: int, *, leftover: bool = False) -> None:
+def check_exactly_once(r: Root, n: int, *, leftover: bool = False, posed: str = "") -> None:
     runs = r.runs()
     assert len(runs) == n, f"{len(runs)} runs for {n} ticks"
     assert all(run.status is durably.RunStatus.COMPLETED for run in runs), [run.status for run in runs]
@@ -100,6 +100,10 @@ def check_exactly_once(r: Root, n: int, *, leftover: bool = False) -> None:
         fixed = durably_cli("doctor", "--fix", r.root)
         assert fixed.returncode == 0, fixed.stdout + fixed.stderr
         doctor = durably_cli("doctor", r.root)
+    if posed:  # the lock files of the posing host (``lock@hostB``) are the simulation's
+        problems = [line for line in doctor.stdout.splitlines() if line.startswith("problem")]
+        assert all(f"lock@{posed}:" in line for line in problems), doctor.stdout
+        return
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
 
 
@@ -121,6 +125,34 @@ def test_racing_supervisors_fire_each_tick_once(tmp_path: Path, monkeypatch: pyt
     check_exactly_once(r, TICKS)
     pids = {line[2] for line in r.event_lines()}
     assert len(pids) > 1, "one process executed every run: the workers did not share the work"
+
+
+def test_racing_hosts_fire_each_tick_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same race, one supervisor per "host": each through its own bindfs view of the
+    root, the second posing as another host (its locks are its own). Host B runs one
+    process: ``pose_as_other_host`` maps the lock functions but not every way a worker
+    proves it is alive, so two posing processes take each other's live leases (their
+    runs' steps ran twice), which says nothing of schedules."""
+    from reliability.relhelpers import bindfs_view  # noqa: PLC0415 - skips without bindfs
+
+    shared = Path(os.path.realpath(tmp_path)) / "shared"
+    shared.mkdir()
+    r = Root(tmp_path, monkeypatch, shared / "root")
+    with bindfs_view(shared, tmp_path / "A") as a, bindfs_view(shared, tmp_path / "B") as b:
+        workers = [
+            Worker(a / "root", app=APP, processes=2, extra_env=r.env()),
+            Worker(b / "root", app=APP, processes=1, extra_env={**r.env(), "SCHED_HOST": "hostB"}),
+        ]
+        try:
+            workers[0].ready(2)
+            workers[1].ready(1)
+            for minute in range(1, TICKS + 1):
+                r.set_minutes(minute)
+            wait_until(lambda: r.completed(TICKS), timeout=300, interval=0.2)
+        finally:
+            for w in workers:
+                w.kill()
+    check_exactly_once(r, TICKS, posed="hostB")
 
 
 @pytest.mark.parametrize("point", list(sj.POINTS))

@@ -9,7 +9,9 @@ the test moves the time of every worker process at once by writing that file. Th
 A worker process started with ``$SCHED_KILL`` set installs ``killhook`` and SIGKILLs
 itself on entering the first file-system call that matches that point (``POINTS``) of
 firing the tick ``$SCHED_TICK`` (ISO UTC, as stored), after creating ``$SCHED_ONCE``; a
-process started when that file exists does not kill. Nothing of this is in durably.
+process started when that file exists does not kill. With ``$SCHED_HOST`` set, the
+process poses as a worker of that other host (``common.pose_as_other_host``). Nothing of
+this is in durably.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from durably import Durably, define_job
 from durably._layout import name_hash
 
 from . import killhook
-from .common import append_line
+from .common import append_line, pose_as_other_host
 
 SCHEDULE = "every-minute"
 
@@ -158,6 +160,8 @@ def _arm_from_environment() -> None:
 
 
 _arm_from_environment()
+if os.environ.get("SCHED_HOST"):  # a worker of another "host" (a second view of the root)
+    pose_as_other_host(os.environ["SCHED_HOST"])
 durably = Durably(
     jobs=[tick],
     polling_interval=0.05,
