@@ -111,21 +111,27 @@ def _fired_temp(call: str, args: tuple[Any, ...], kw: dict[str, Any]) -> bool:
 
 
 def _fired_rename(call: str, args: tuple[Any, ...], kw: dict[str, Any]) -> bool:
-    # the run exists, the new .fired record is written to its temp file, not renamed
+    # the run exists, the new fired record is written to its temp file, not renamed
     if call not in ("rename", "replace"):
         return False
     src, dst = killhook.paths_of(call, args, kw)
-    return dst.endswith(".fired") and _fired_body(_read(src))
+    return _is_fired(dst) and _fired_body(_read(src))
+
+
+def _is_fired(path: str) -> bool:
+    return os.path.dirname(path) == os.path.join(os.environ["SCHED_ROOT"], "schedules", "fired")
+
+
+_renamed: list[bool] = []
 
 
 def _after_fired_rename(call: str, args: tuple[Any, ...], kw: dict[str, Any]) -> bool:
-    # the .fired record is replaced; its directory is not synced yet (fsync=True)
-    if call != "fsync":
-        return False
-    path = killhook.paths_of(call, args, kw)[0]
-    if path != os.path.join(os.environ["SCHED_ROOT"], "schedules"):
-        return False
-    return any(n.endswith(".fired") and _fired_body(_read(os.path.join(path, n))) for n in os.listdir(path))
+    # the fired record is replaced (it is never synced): killed at the next call after it
+    if _renamed:
+        return True
+    if call in ("rename", "replace") and _fired_rename(call, args, kw):
+        _renamed.append(True)
+    return False
 
 
 POINTS: dict[str, killhook.Predicate] = {
