@@ -101,7 +101,10 @@ def main() -> None:
     work = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="durably-bench-")
     try:
         got = firing(work)
-        print(f"{got['fired']:.0f} ticks fired; latest {got['late_max_s']:.2f} s, median {got['late_median_s']:.2f} s")
+        print(
+            f"{got['fired']:.0f} ticks fired; latest {got['late_max_s']:.2f} s, "
+            f"median {got['late_median_s']:.2f} s"
+        )
         print(f"idle over 1,000 schedules: {idle(work)['cpu_pct']:.2f} % of a core")
     finally:
         shutil.rmtree(work, ignore_errors=True)
