@@ -1,8 +1,8 @@
-"""The monitor's only door to durably: the public read API, plus the four actions.
+"""The monitor's only door to durably: the public read API, plus the five actions.
 
 Every method here blocks (durably reads files) and is called from a thread worker, never from
 the event loop. Nothing here parses run files, takes locks, or writes, except the actions the
-user confirmed (`cancel`, `delete`, `retrigger`, `signal`).
+user confirmed (`cancel`, `delete`, `retrigger`, `resume`, `signal`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class DurablyReader(Protocol):
     """Exactly what the monitor calls on a `durably.Durably` (which satisfies this protocol).
 
     The reads never write and take no lock a worker waits on; `cancel`, `delete_run`,
-    `retrigger` and `signal` run only after the user confirmed them.
+    `retrigger`, `resume` and `signal` run only after the user confirmed them.
     """
 
     def get_runs(self, *, limit: int | None = None, offset: int | None = None) -> Sequence[Run[Any]]:
@@ -78,6 +78,10 @@ class DurablyReader(Protocol):
         """Start a new run with a finished run's input, labels and concurrency key."""
         ...
 
+    def resume(self, run_id: str, *, from_step: str | None = None) -> Run[Any]:
+        """Start a new run that replays an ended run's checkpoints (before `from_step`)."""
+        ...
+
     def signal(self, run_id: str, name: str, data: Any = None) -> None:
         """Send signal `name` with JSON `data` to a run."""
         ...
@@ -91,7 +95,7 @@ class Source:
         label: how the root is named in the header.
         root: the root directory's path, when known (the monitor waits while it is missing).
         can_retrigger: the instance has the jobs registered (the monitor was given an APP), so
-            `retrigger` can re-validate a run's input against its job.
+            `retrigger` and `resume` can re-validate a run's input against its job.
     """
 
     def __init__(
@@ -195,6 +199,12 @@ class Source:
         """Start a new run with the same input, labels and concurrency key."""
         run = self.durably.retrigger(run_id)
         return f"Retriggered {run_id} as {run.id}", [run.id]
+
+    def resume(self, run_id: str, from_step: str | None = None) -> tuple[str, list[str]]:
+        """Start a new run that replays `run_id`'s checkpoints (those before `from_step`)."""
+        run = self.durably.resume(run_id, from_step=from_step)
+        where = "" if from_step is None else f" from step {from_step!r}"
+        return f"Resumed {run_id}{where} as {run.id}", [run.id]
 
     def signal(self, run_id: str, name: str, data: Any) -> str:
         """Send signal `name` with `data` to a run; returns the message to show."""

@@ -40,6 +40,8 @@ class RunRow:
     """For a child run (`step.invoke`): the parent's step that invoked it."""
     interrupted: bool = False
     """Leased, but its owner is gone (`Run.interrupted`): it waits for a worker."""
+    resumed_from: str | None = None
+    """The ended run this run resumes (`Durably.resume`): it replays that run's checkpoints."""
 
     @property
     def is_terminal(self) -> bool:
@@ -210,6 +212,7 @@ def row_from_run(run: Any) -> RunRow:
         parent_id=parent_id,
         parent_step=_parent_step(parent_id, _text(getattr(run, "idempotency_key", None))),
         interrupted=bool(getattr(run, "interrupted", False)),
+        resumed_from=_text(getattr(run, "resumed_from", None)),
     )
 
 

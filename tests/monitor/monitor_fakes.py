@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from durably import ConflictError, NotFoundError, RunStatus
+from durably import ConflictError, NotFoundError, RunStatus, ValidationError
 
 NOW = datetime(2026, 11, 28, 18, 30, 0, tzinfo=UTC)
 
@@ -53,6 +53,7 @@ class FakeRun:
     waiting_for: str | None = None
     wake_at: datetime | None = None
     parent_id: str | None = None
+    resumed_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ class FakeDurably:
         self._next = 0
         self.workers: list[FakeWorker] = []
         self.signals: dict[tuple[str, str], Any] = {}
+        self.resumed: list[tuple[str, str | None]] = []
+        """(run id, from_step) of every resume."""
 
     # helpers for tests
     def put(self, run: FakeRun) -> None:
@@ -185,6 +188,35 @@ class FakeDurably:
             status=RunStatus.PENDING,
             input=old.input,
             labels=old.labels,
+            created_at=NOW,
+            updated_at=NOW,
+        )
+        self.put(new)
+        return new
+
+    def resume(self, run_id: str, *, from_step: str | None = None) -> FakeRun:
+        """Like `Durably.resume`: ended runs only (a completed one only from a step), a step
+        the run executed; the new run's id ends in R, then S, T, … for later ones."""
+        self.calls.append(("resume", run_id))
+        old = self.runs.get(run_id)
+        if old is None:
+            raise NotFoundError(f"Run not found: {run_id}", run_id=run_id)
+        if old.status not in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.COMPLETED):
+            raise ConflictError(f"run {run_id} is {old.status.value}: only ended runs resume", run_id=run_id)
+        if old.status is RunStatus.COMPLETED and from_step is None:
+            raise ConflictError(f"run {run_id} completed: resume it from a step", run_id=run_id)
+        names = [s.name for s in self.steps.get(run_id, [])]
+        if from_step is not None and from_step not in names:
+            raise ValidationError(f"run {run_id} never executed step {from_step!r}", run_id=run_id)
+        self.resumed.append((run_id, from_step))
+        suffix = "RSTUVWXY"[sum(1 for r in self.runs.values() if r.resumed_from == run_id)]
+        new = FakeRun(
+            id=old.id[:-1] + suffix,
+            job_name=old.job_name,
+            status=RunStatus.PENDING,
+            input=old.input,
+            labels=old.labels,
+            resumed_from=run_id,
             created_at=NOW,
             updated_at=NOW,
         )

@@ -122,6 +122,9 @@ async def press_through_everything(pilot: Pilot[Any], fake: FakeDurably) -> None
     await pilot.press("r", "y")  # retrigger from the detail screen
     await settle(pilot)
     await pilot.press("escape")
+    assert app.screen.query_one(RunList).select(FAILED)
+    await pilot.press("R", "y")  # resume
+    await settle(pilot)
     assert app.screen.query_one(RunList).select(RUNNING)
     await pilot.press("c", "y")
     await settle(pilot)
@@ -150,7 +153,7 @@ async def press_through_everything(pilot: Pilot[Any], fake: FakeDurably) -> None
 
 class TestDurablyReader:
     def test_the_protocol_lists_what_the_monitor_calls(self) -> None:
-        """`DurablyReader` names the eleven methods of SPEC's Durably the monitor uses."""
+        """`DurablyReader` names the twelve methods of SPEC's Durably the monitor uses."""
         assert protocol_methods() == {
             "get_runs",
             "get_run",
@@ -162,16 +165,17 @@ class TestDurablyReader:
             "cancel",
             "delete_run",
             "retrigger",
+            "resume",
             "signal",
         }
 
     async def test_the_monitor_uses_nothing_else(self) -> None:
-        """Listing, a detail, a poll, a reload, the four actions and the workers view touch
+        """Listing, a detail, a poll, a reload, the five actions and the workers view touch
         only the protocol."""
         fake = sample()
         recorder = Recorder(fake)
         app = make_app(recorder)  # type: ignore[arg-type]
         async with app.run_test(size=(120, 40)) as pilot:
             await press_through_everything(pilot, fake)
-        assert [name for name, _ in fake.calls] == ["retrigger", "cancel", "delete", "signal"]
+        assert [name for name, _ in fake.calls] == ["retrigger", "resume", "cancel", "delete", "signal"]
         assert recorder.used == protocol_methods()
