@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import orjson
 
 from . import _cli_bulk as bulk
+from . import _cli_schedules as schedules_cli
 from . import _repair
 from ._app_loader import AppError, load_app
 from ._cli_args import duration, instant, moment
@@ -554,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list of workers")
 
     _bulk_commands(add)
+    schedules_cli.add_commands(add, _open_root)
 
     p = add(
         "doctor",

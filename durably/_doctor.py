@@ -47,6 +47,7 @@ from . import _doorbell as doorbell
 from . import _files as files
 from . import _layout as layout
 from . import _records as records
+from . import _schedules as schedules
 from ._doctor_runs import TRIGGER_GRACE, RunChecks, ago
 from ._errors import DurablyError, FormatError
 from ._ids import is_valid_id
@@ -170,6 +171,7 @@ class Doctor:
         markers = self._check_queue()
         self._check_runs(markers)
         self._check_keys()
+        self._check_schedules()
         return self.problems
 
     def _check_top(self) -> None:
@@ -356,6 +358,32 @@ class Doctor:
                 else:
                     self.add("unexpected", key_chain, "not a key chain name", "quarantine")
 
+    def _check_schedules(self) -> None:
+        """Schedule definitions and fired records must parse (a damaged one is left out
+        by workers: its schedule no longer fires)."""
+        for folder, parse in (
+            (self.layout.schedules, schedules.parse_schedule),
+            (os.path.join(self.layout.schedules, "fired"), schedules.parse_fired),
+        ):
+            for name in sorted(files.list_dir(folder)):
+                path = os.path.join(folder, name)
+                if os.path.islink(path) or (name == "fired" and folder == self.layout.schedules):
+                    continue
+                if not name.endswith(".json") or not layout.IDEMPOTENCY_NAME.match(name):
+                    self.add("unexpected", path, "not a schedule record name", "quarantine")
+                    continue
+                try:
+                    parsed = parse(records.read_json(path))
+                except DurablyError:
+                    parsed = None
+                if parsed is None:
+                    self.add(
+                        "corrupt",
+                        path,
+                        "a damaged schedule record (its schedule does not fire)",
+                        "quarantine",
+                    )
+
     def _check_chain(self, key_chain: str, name: str, *, per_job: bool) -> None:
         for slot in sorted(files.list_dir(key_chain)):
             path = os.path.join(key_chain, slot)
@@ -448,6 +476,8 @@ def _dir_expected(parts: list[str]) -> bool:
         )
     if top == "runs":
         return len(parts) <= 4
+    if top == "schedules":  # schedules/fired: the ticks they fired last
+        return parts[1:] == ["fired"]
     return top not in layout.TOP_DIRS
 
 

@@ -23,6 +23,7 @@ from ._readmodel import progress_dict
 from ._records import EndState, RunState
 from ._registry import RegisteredJob
 from ._runtime import Runtime
+from ._scheduling import fire_due
 from ._step import AsyncStep, Step
 from ._store import Lease
 from ._trigger import invoker
@@ -41,6 +42,7 @@ def claim_next(rt: Runtime) -> Lease | None:
         return None
     store = rt.store
     store.ensure_ready()
+    fire_schedules(rt)
     blocked: set[str] = set()
     for entry in store.queued(blocked):  # a blocked key's or queue's runs: left out
         job = rt.registry.by_hash(entry.job_hash)
@@ -68,6 +70,19 @@ def claim_next(rt: Runtime) -> Lease | None:
             continue
         return lease
     return None
+
+
+def fire_schedules(rt: Runtime) -> None:
+    """Fire the due ticks of schedules before claiming (their runs are claimable at once).
+    A store that fails is reported and backs claims off, as a failed claim does."""
+    try:
+        fire_due(rt)
+    except StoreError as exc:
+        if is_store_failure(exc):
+            rt.store_failed()
+        rt.emitter.emit(
+            WorkerErrorEvent(run_id=None, job_name=None, labels={}, error=str(exc), context="schedule")
+        )
 
 
 def run_claim(rt: Runtime, lease: Lease) -> None:

@@ -17,12 +17,13 @@ import pydantic
 
 from . import _manage as manage
 from . import _queries as queries
+from . import _scheduling as scheduling
 from . import _workers as workers
 from ._driver import claim_next, run_claim
 from ._events import Event
 from ._handle import JobHandle
-from ._job import JobDefinition
-from ._models import LogEntry, Progress, Run, RunStatus, StepRecord
+from ._job import Coalesce, JobDefinition
+from ._models import LogEntry, Progress, Run, RunStatus, Schedule, StepRecord
 from ._options import Options
 from ._resume import resume
 from ._runtime import Runtime
@@ -321,6 +322,73 @@ class Durably:
             How many runs were deleted (each emits ``run:delete``).
         """
         return manage.purge_runs(self._rt, older_than=older_than, limit=limit)
+
+    # -- schedules ----------------------------------------------------------------------
+
+    def schedule(
+        self,
+        name: str,
+        job: JobDefinition[Any, Any] | JobHandle[Any, Any],
+        cron: str,
+        *,
+        input: Any = None,
+        timezone: str = "UTC",
+        labels: Mapping[str, str] | None = None,
+        concurrency_key: str | None = None,
+        coalesce: Coalesce | None = None,
+        catch_up: str = "latest",
+    ) -> Schedule:
+        """Create or replace a cron schedule of ``job`` (5 fields, or 6 with seconds first,
+        read in ``timezone``), stored in the root; the same arguments again change nothing.
+        Each tick is one run (idempotency key ``"<name>@<tick UTC>"``) with these trigger
+        options; ``catch_up``: ``"latest"``, ``"all"`` or ``"none"`` (SPEC §10).
+
+        Raises:
+            ValidationError: a bad name, cron, time zone, catch-up, input or option.
+        """
+        handle = job if isinstance(job, JobHandle) else self.register(job)
+        given = dict(labels) if labels is not None else None
+        return scheduling.schedule(
+            self._rt,
+            name,
+            handle.name,
+            cron,
+            input=input,
+            labels=given,
+            catch_up=catch_up,
+            timezone=timezone,
+            concurrency_key=concurrency_key,
+            coalesce=coalesce,
+        )
+
+    def get_schedules(self) -> list[Schedule]:
+        """Every schedule of the root, by name (also those of jobs not registered here)."""
+        return scheduling.get_schedules(self._rt)
+
+    def get_schedule(self, name: str) -> Schedule | None:
+        """One schedule by name, or None."""
+        return scheduling.get_schedule(self._rt, name)
+
+    def pause_schedule(self, name: str) -> None:
+        """Stop firing a schedule's ticks (those that fall meanwhile never fire).
+
+        Raises:
+            NotFoundError: no schedule of this name."""
+        scheduling.set_paused(self._rt, name, True)
+
+    def resume_schedule(self, name: str) -> None:
+        """Fire a paused schedule's ticks again, counting from now.
+
+        Raises:
+            NotFoundError: no schedule of this name."""
+        scheduling.set_paused(self._rt, name, False)
+
+    def unschedule(self, name: str) -> None:
+        """Delete a schedule; the runs it fired stay.
+
+        Raises:
+            NotFoundError: no schedule of this name."""
+        scheduling.unschedule(self._rt, name)
 
     # -- workers ------------------------------------------------------------------------
 

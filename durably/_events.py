@@ -34,6 +34,7 @@ EventType = Literal[
     "step:cancel",
     "log:write",
     "worker:error",
+    "schedule:fire",
 ]
 
 
@@ -201,6 +202,15 @@ class WorkerErrorEvent(Event):
     type: str = "worker:error"
     error: str = ""
     context: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScheduleFireEvent(Event):
+    """A schedule's tick created its run (``schedule:fire``); ``scheduled_at`` is the tick."""
+
+    type: str = "schedule:fire"
+    schedule_name: str = ""
+    scheduled_at: datetime | None = None
 
 
 EVENT_TYPES: tuple[str, ...] = typing.get_args(EventType)

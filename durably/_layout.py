@@ -23,6 +23,8 @@
       tmp/                              temp files of publish-once and replace; deleted runs
       workers/<host hash>.<pid>.json    heartbeat of a live worker process (``_workers``)
       workers/<host>.<pid>.<tag>.bell   doorbell FIFO of a worker loop (``_doorbell``)
+      schedules/<hash>.json             a schedule's definition (``_schedules``)
+      schedules/fired/<hash>.json       the tick it fired last, and that tick's run
 
 Names chosen by users (job names, keys) never become paths: they are hashed
 (:func:`name_hash`), and the original is kept inside the file (invariant 9).
@@ -46,7 +48,9 @@ REPLAYED: Final = "replay.jsonl"
 RUN_LOCK: Final = "lock"
 FORMAT: Final = "format.json"
 QUARANTINE: Final = "quarantine"
-TOP_DIRS: Final = frozenset({"runs", "queue", "wait", "keys", "locks", "feed", "tmp", "batches", "workers"})
+TOP_DIRS: Final = frozenset(
+    {"runs", "queue", "wait", "keys", "locks", "feed", "tmp", "batches", "workers", "schedules"}
+)
 """Directories durably keeps at the top of a root."""
 TOP_NAMES: Final = TOP_DIRS | {FORMAT, QUARANTINE}
 """Everything durably may keep at the top of a root."""
@@ -144,6 +148,7 @@ class Layout:
         self.feed = join(self.root, "feed")
         self.batches = join(self.root, "batches")
         self.workers = join(self.root, "workers")
+        self.schedules = join(self.root, "schedules")
         self.format = join(self.root, FORMAT)
         self.quarantine = join(self.root, QUARANTINE)
 
@@ -196,6 +201,20 @@ class Layout:
     def exec_chain(self, key_hash16: str) -> str:
         """The slot chain naming the run that executes a concurrency key (any job)."""
         return os.path.join(self.keys, "x", key_hash16)
+
+    # -- schedules ---------------------------------------------------------------------
+
+    def schedule_file(self, name: str, suffix: str) -> str:
+        """A file of a schedule in ``schedules/``: ``.json``, its definition."""
+        return os.path.join(self.schedules, name_hash(name) + suffix)
+
+    def schedule_fired(self, name: str) -> str:
+        """The record of the tick a schedule fired last: ``schedules/fired/<hash>.json``."""
+        return os.path.join(self.schedules, "fired", name_hash(name) + ".json")
+
+    def schedule_lock(self, name: str) -> str:
+        """Serialises same-host changes of one schedule's records."""
+        return os.path.join(self.locks, "s-" + name_hash(name))
 
     # -- locks -------------------------------------------------------------------------
 

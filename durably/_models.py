@@ -95,6 +95,27 @@ class Run(Generic[O]):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """A cron schedule of a job (``Durably.schedule``). Times are aware UTC datetimes;
+    ``next_run_at`` is None while paused, ``last_run_at`` is the tick of the last run fired."""
+
+    name: str
+    job_name: str
+    cron: str
+    timezone: str
+    input: Any
+    labels: dict[str, str]
+    paused: bool
+    next_run_at: datetime | None
+    last_run_id: str | None
+    last_run_at: datetime | None
+    created_at: datetime
+    concurrency_key: str | None = None
+    coalesce: str | None = None
+    catch_up: str = "latest"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TriggerResult(Run[O]):
     """The run a trigger created or found, and how: ``created``, ``idempotent`` or ``coalesced``."""
 

@@ -45,6 +45,9 @@ class Runtime:
         self.backoff_until = 0.0
         """No claim before this (``time.monotonic``): the store failed recently."""
         self._store_failures = 0
+        self.schedule_due: dict[str, tuple[object, float]] = {}
+        """Schedule name -> (its definition as last read, epoch seconds of its next tick):
+        nothing to read or compute for it before then while its definition is the same."""
 
     def store_failed(self) -> None:
         """The store failed (a full disk, an I/O error): wait before the next claim, a

@@ -4,7 +4,8 @@ The engine above (execution, queries, the facade) sees only :class:`Store` and
 :class:`Lease`, never a path. :class:`FileStore` composes the store's parts, one concept
 each: names (``_layout``), records (``_records``), reading runs (``_runs``), journals
 (``_journals``), the queue (``_queue``), key bindings (``_keys``), claims and leases
-(``_claims``), the run lifecycle (``_lifecycle``) and the change feed (``_feed``).
+(``_claims``), the run lifecycle (``_lifecycle``), schedules (``_schedules``) and the
+change feed (``_feed``).
 ``docs/architecture.md`` explains the layout and the invariant each part serves.
 """
 
@@ -23,6 +24,7 @@ from ._lifecycle import TMP_MAX_AGE, Lifecycle
 from ._queue import QueueEntry, RunQueue
 from ._records import Clock, EndState, RunRecord, RunState, SignalRecord, StateRecord, WaitState, system_clock
 from ._runs import RunReader
+from ._schedules import ScheduleBook
 from ._waits import WaitIndex
 
 
@@ -71,6 +73,8 @@ class Store(Protocol):
 
     root: str
     fsync: bool
+    schedules: ScheduleBook
+    """The schedules of the root (``_schedules``): definitions and the ticks they fired."""
 
     def ensure_ready(self) -> None:
         """Create the root's directories if missing (idempotent).
@@ -211,6 +215,7 @@ class FileStore:
         self.queue = RunQueue(layout, self.runs, fsync=fsync)
         self.waits = WaitIndex(layout, self.runs, fsync=fsync, clock=clock)
         self.keys = KeyBindings(layout, self.runs, fsync=fsync)
+        self.schedules = ScheduleBook(layout, fsync=fsync)
         self.lifecycle = Lifecycle(
             layout,
             self.runs,

@@ -69,9 +69,13 @@ def validate_labels(rt: Runtime, labels: Mapping[str, str] | None, where: str) -
     return given
 
 
-def _validate(rt: Runtime, job: RegisteredJob, item: BatchItem[Any], where: str) -> RunRecord:
-    # Every trigger option checked here, once: a schedule's options (§10) will be a
-    # BatchItem checked by the same function.
+def validate_item(rt: Runtime, job: RegisteredJob, item: BatchItem[Any], where: str) -> RunRecord:
+    """Check every option of one trigger (a schedule's too) and encode its input; the
+    record returned has no id or creation time yet.
+
+    Raises:
+        ValidationError: naming the option (and ``where``).
+    """
     if item.coalesce is not None:
         if not isinstance(item.coalesce, str) or item.coalesce not in COALESCE_VALUES:
             valid = ", ".join(repr(v) for v in COALESCE_VALUES)
@@ -145,7 +149,9 @@ def trigger(
     """
     if not items:
         return []
-    checked = [_validate(rt, job, item, f" at index {i}" if batch else "") for i, item in enumerate(items)]
+    checked = [
+        validate_item(rt, job, item, f" at index {i}" if batch else "") for i, item in enumerate(items)
+    ]
     store = rt.store
     results: list[TriggerResult[Any]] = []
     created: list[RunState] = []

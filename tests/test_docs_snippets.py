@@ -78,6 +78,13 @@ class TestSnippets:
         assert ns["fetched"] == [2]
         assert [r.id for r in ns["recent_failures"]] == [ns["failed"].id]
 
+    def test_schedules_page(self, in_tmp_root: Path) -> None:
+        """The schedules page stores a schedule, pauses, resumes and deletes it, and its
+        ManualClock test fires the latest tick."""
+        ns = run_blocks(python_blocks("docs/schedules.md"), {"__name__": "__main__"})
+        assert ns["durably"].get_schedules() == []  # unscheduled by the page
+        assert [s.name for s in ns["d"].get_schedules()] == ["hourly"]
+
     @pytest.mark.parametrize("page", ["docs/api/define-job.md", "docs/ja/api/define-job.md"])
     def test_define_job_example_runs(self, in_tmp_root: Path, page: str) -> None:
         """The sync-users example of the define_job page records the failed user in errors."""

@@ -69,6 +69,7 @@ EVENT_NAMES = {
 
 # What `Durably.get_workers` returns: one live `durably worker` process (docs/api.md: Workers).
 WORKER_NAMES = {"WorkerInfo"}
+SCHEDULE_NAMES = {"Schedule", "ScheduleFireEvent"}
 
 EXPECTED = (
     API_NAMES
@@ -79,6 +80,7 @@ EXPECTED = (
     | TYPING_NAMES
     | WAIT_NAMES
     | WORKER_NAMES
+    | SCHEDULE_NAMES
 )
 
 
