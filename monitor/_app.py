@@ -29,6 +29,7 @@ from ._index import RunIndex
 from ._model import RunRow
 from ._runlist import RunList
 from ._runs_screen import RunsScreen
+from ._schedules_screen import SchedulesScreen
 from ._state import MonitorState
 from ._workers_screen import WorkersScreen
 
@@ -45,7 +46,7 @@ ROOT_CHECK = 0.5
 
 
 _RUN_ACTIONS = frozenset({"act", "signal", "signal_refused", "parent", "original", "copy_id"})
-"""App actions that apply to a run (none does in the workers view)."""
+"""App actions that apply to a run (none does in the workers and schedules views)."""
 
 
 def utc_now() -> datetime:
@@ -76,6 +77,7 @@ class MonitorApp(RunActions):
         Binding("p", "parent", "Parent", show=False),
         Binding("o", "original", "Original", show=False),
         Binding("w", "workers", "Workers"),
+        Binding("S", "schedules", "Schedules"),
         Binding("y", "copy_id", "Copy id"),
         Binding("P", "pause", "Pause"),
         Binding("question_mark", "help", "Help"),
@@ -300,7 +302,10 @@ class MonitorApp(RunActions):
             screen.refresh_header()
 
     def tick(self) -> None:
-        """Once a second: relative times, running durations and the sparkline move on."""
+        """Once a second: relative times, running durations and the sparkline move on; the
+        schedules view rereads the schedules."""
+        if isinstance(self.screen, SchedulesScreen):
+            self.screen.tick()
         screen = self.runs_screen
         if screen is None:
             return
@@ -311,9 +316,9 @@ class MonitorApp(RunActions):
     # -- actions ---------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """No run actions in the workers view (it has no selected run); elsewhere, the
-        actions that write are hidden when the monitor is read-only."""
-        if isinstance(self.screen, WorkersScreen) and action in _RUN_ACTIONS:
+        """No run actions in the workers and schedules views (they have no selected run);
+        elsewhere, the actions that write are hidden when the monitor is read-only."""
+        if isinstance(self.screen, WorkersScreen | SchedulesScreen) and action in _RUN_ACTIONS:
             return False
         return super().check_action(action, parameters)
 

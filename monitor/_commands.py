@@ -72,6 +72,10 @@ class CommandHost(Protocol):
         """Show the live worker processes."""
         ...
 
+    def action_schedules(self) -> None:
+        """Show the cron schedules."""
+        ...
+
     def action_pause(self) -> None:
         """Pause or resume live updates."""
         ...
@@ -83,7 +87,7 @@ class CommandHost(Protocol):
 
 def run_commands(host: CommandHost) -> Iterator[SystemCommand]:
     """The actions on the marked runs, else on the target run (those that write only when
-    allowed), its parent and original, the workers view, pause and help."""
+    allowed), its parent and original, the workers and schedules views, pause and help."""
     marked = host.marked_runs()
     if marked:
         n = len(marked)
@@ -114,5 +118,6 @@ def run_commands(host: CommandHost) -> Iterator[SystemCommand]:
         if row.resumed_from:
             yield SystemCommand("Open the run it resumes", f"o: {row.resumed_from}", host.action_original)
     yield SystemCommand("Workers", "w: the live worker processes", host.action_workers)
+    yield SystemCommand("Schedules", "S: the cron schedules, next and last runs", host.action_schedules)
     yield SystemCommand("Pause / resume live updates", "P", host.action_pause)
     yield SystemCommand("Help: keys", "?", host.action_help)

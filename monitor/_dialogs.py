@@ -206,11 +206,20 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
         ],
     ),
     (
+        "Schedules view (S)",
+        [
+            ("enter", "open the schedule's last run"),
+            ("p", "pause the schedule, or resume a paused one (asks first)"),
+            ("escape / S", "back"),
+        ],
+    ),
+    (
         "Anywhere",
         [
             ("p", "open the parent of a child run (escape comes back)"),
             ("o", "open the run a resumed run was resumed from"),
             ("w", "workers: the live durably worker processes"),
+            ("S", "schedules: each cron schedule, its next tick and its last run"),
             ("P", "pause or resume live updates"),
             ("ctrl+p", "command palette"),
             ("?", "this help"),

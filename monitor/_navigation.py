@@ -1,5 +1,5 @@
 """Which run the keys apply to, and where they take the user: a run's detail, its parent, the
-run it resumes, the workers view, the help.
+run it resumes, the workers and schedules views, the help.
 
 `Navigation` is the first base class of `MonitorApp` (then `_actions.RunActions`): it owns the
 screen stack's moves, so the actions and the app only say which run to show.
@@ -15,6 +15,7 @@ from ._dialogs import HelpScreen
 from ._model import RunRow
 from ._runlist import RunList
 from ._runs_screen import RunsScreen
+from ._schedules_screen import SchedulesScreen
 from ._state import MonitorState
 from ._workers_screen import WorkersScreen
 
@@ -35,9 +36,9 @@ class Navigation(App[None]):
 
     def target_run(self) -> RunRow | None:
         """The run an action applies to: the open run, else the selected row (none from the
-        workers view)."""
+        workers and schedules views)."""
         for screen in reversed(self.screen_stack):
-            if isinstance(screen, WorkersScreen):
+            if isinstance(screen, WorkersScreen | SchedulesScreen):
                 return None
             if isinstance(screen, RunDetailScreen):
                 return self.state.index.rows.get(screen.run_id) or screen.row
@@ -117,6 +118,11 @@ class Navigation(App[None]):
         if not isinstance(self.screen, WorkersScreen):
             self.push_screen(WorkersScreen(self.source, self.state))
 
+    def action_schedules(self) -> None:
+        """Show the root's cron schedules."""
+        if not isinstance(self.screen, SchedulesScreen):
+            self.push_screen(SchedulesScreen(self.source, self.state))
+
     def action_help(self) -> None:
         """Show every key."""
         if not isinstance(self.screen, HelpScreen):
@@ -133,6 +139,9 @@ class Navigation(App[None]):
         self.open_run(message.run_id)
 
     def on_workers_screen_open_run(self, message: WorkersScreen.OpenRun) -> None:
+        self.open_run(message.run_id)
+
+    def on_schedules_screen_open_run(self, message: SchedulesScreen.OpenRun) -> None:
         self.open_run(message.run_id)
 
     def on_run_list_opened(self, message: RunList.Opened) -> None:

@@ -116,6 +116,7 @@ class LogView(Log):
 FOOTER_PRIORITY = [
     "open",
     "back",
+    "toggle_pause",
     "search",
     "failed",
     "help",
@@ -131,6 +132,7 @@ FOOTER_PRIORITY = [
     "follow",
     "level",
     "workers",
+    "schedules",
     "cycle_job",
     "sort",
     "copy_id",
@@ -138,7 +140,7 @@ FOOTER_PRIORITY = [
 ]
 """Footer keys, most useful first: a narrow footer keeps the first ones that fit."""
 
-ESSENTIAL = 9
+ESSENTIAL = 10
 """The footer turns compact when the first this many keys of `FOOTER_PRIORITY` do not fit."""
 
 
