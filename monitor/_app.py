@@ -304,8 +304,9 @@ class MonitorApp(RunActions):
     def tick(self) -> None:
         """Once a second: relative times, running durations and the sparkline move on; the
         schedules view rereads the schedules."""
-        if isinstance(self.screen, SchedulesScreen):
-            self.screen.tick()
+        stack = self.screen_stack
+        if stack and isinstance(stack[-1], SchedulesScreen):
+            stack[-1].tick()
         screen = self.runs_screen
         if screen is None:
             return
