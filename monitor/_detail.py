@@ -4,7 +4,6 @@ runs related to it (its children, the runs resumed from it)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import tzinfo
 from functools import partial
 from typing import ClassVar
 
@@ -16,33 +15,19 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Input, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from . import _format as fmt
 from . import _panes as panes
 from . import _summary as summary
 from . import _timeline as timeline
 from ._backend import Source
-from ._model import LogRow, RunDetail, RunRow, StepRow
+from ._log_tab import LogTab
+from ._model import RunDetail, RunRow, StepRow
 from ._related import RelatedTable
 from ._state import MonitorState
 from ._steps_table import TimelineTable, failed_row
-from ._widgets import LogView, MonitorFooter
-
-LEVELS = ["info", "warn", "error"]
-_LEVEL_RANK = {"debug": -1, "info": 0, "warn": 1, "warning": 1, "error": 2}
-
-
-LOG_INDENT = 15
-"""Where a log entry's message starts (`18:04:05 WARN  `): continuation lines align there."""
-
-
-def log_line(entry: LogRow, tz: tzinfo | None) -> str:
-    """One log entry as a line of text; its data (if any) as JSON."""
-    at = fmt.absolute(entry.at, tz, date=False)
-    step = f"[{entry.step}] " if entry.step else ""
-    data = "" if entry.data in (None, {}, []) else f" {fmt.json_text(entry.data)}"
-    return f"{at:8} {entry.level.upper():5} {step}{entry.message}{data}".replace("\n", " ⏎ ")
+from ._widgets import MonitorFooter
 
 
 class RunDetailScreen(Screen[None]):
@@ -62,9 +47,6 @@ class RunDetailScreen(Screen[None]):
     RunDetailScreen #steps-pane { width: 50%; max-width: 64; border-right: vkey $primary 30%; }
     RunDetailScreen #steps-title { height: 1; padding: 0 1; text-style: bold; }
     RunDetailScreen #steps { height: 1fr; }
-    RunDetailScreen #logbar { height: 1; padding: 0 1; color: $text-muted; }
-    RunDetailScreen #logsearch { display: none; height: 1; border: none; padding: 0 1; }
-    RunDetailScreen #logsearch.active { display: block; }
     RunDetailScreen TabPane { padding: 0; }
     RunDetailScreen VerticalScroll { padding: 0 1; }
     """
@@ -79,14 +61,14 @@ class RunDetailScreen(Screen[None]):
         Binding("s", "resume_from_step", "Resume from step"),
         Binding("F", "follow", "Follow"),
         Binding("v", "level", "Level"),
-        Binding("slash", "search", "Search logs"),
+        Binding("slash", "search_logs", "Search logs"),
     ]
 
     class Loaded(Message):
         """Fresh data for the screen (None: the run is gone)."""
 
-        def __init__(self, detail: RunDetail | None) -> None:
-            self.detail = detail
+        def __init__(self, run_id: str, detail: RunDetail | None) -> None:
+            self.run_id, self.detail = run_id, detail
             super().__init__()
 
     class OpenRun(Message):
@@ -112,9 +94,6 @@ class RunDetailScreen(Screen[None]):
         self.row = row
         self.detail: RunDetail | None = None
         self.gone = False
-        self.follow = True
-        self.min_level: str | None = None
-        self.search = ""
         self.selected_step: int | None = None
         self.timeline: list[timeline.TimelineRow] = []
         """The rows of the step table (attempts, waits), in table order."""
@@ -122,7 +101,6 @@ class RunDetailScreen(Screen[None]):
         """The run's child runs (`step.invoke`), oldest first."""
         self.resumed_runs: list[RunRow] = []
         """The runs resumed from this one (`Durably.resume`), oldest first."""
-        self._logs_shown = 0
         self._fetching = False
         self._first = True
 
@@ -138,12 +116,10 @@ class RunDetailScreen(Screen[None]):
                 with TabPane("Error", id="error"), VerticalScroll():
                     yield Static("", id="error-body")
                 with TabPane("Logs", id="logs"):
-                    yield Static("", id="logbar")
-                    yield Input(placeholder="search logs", id="logsearch")
-                    yield LogView(id="log", indent=LOG_INDENT, highlight=True)
+                    yield LogTab(self.state.tz, id="logtab")
                 with TabPane("Children", id="children"):
                     yield RelatedTable("children", id="children-table")
-                with TabPane("Resumed as", id="resumes"):
+                with TabPane("Resumes", id="resumes"):
                     yield RelatedTable("resumes", id="resumes-table")
         yield MonitorFooter()
 
@@ -152,7 +128,6 @@ class RunDetailScreen(Screen[None]):
         tabs = self.query_one("#tabs", TabbedContent)
         tabs.hide_tab("children")
         tabs.hide_tab("resumes")
-        self._update_logbar()
         self.reload()
         self.set_interval(0.5, self.tick)
 
@@ -180,16 +155,36 @@ class RunDetailScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="detail", exit_on_error=False)
     def _fetch(self) -> None:
+        run_id = self.run_id
         try:
-            detail = self.source.detail(self.run_id)
+            detail = self.source.detail(run_id)
         except Exception as error:  # noqa: BLE001 (a syncing run: try again on the next tick)
-            self.post_message(self.Loaded(self.detail))
+            self.post_message(self.Loaded(run_id, self.detail))
             self.app.call_from_thread(self.notify, f"Cannot read run: {error}", severity="error")
             return
-        self.post_message(self.Loaded(detail))
+        self.post_message(self.Loaded(run_id, detail))
+
+    def show_run(self, run_id: str, row: RunRow | None) -> None:
+        """Show another run here (the run a retrigger or a resume made of this one).
+
+        The screen stays (no screen is removed while its tabs may still be redrawing); its
+        state starts over and the new run is read.
+        """
+        self.run_id, self.row = run_id, row
+        self.detail, self.gone, self._first = None, False, True
+        self.selected_step, self.timeline = None, []
+        self.child_runs, self.resumed_runs = [], []
+        self.query_one("#summary", Static).update(Text("loading…", style="dim"))
+        self.query_one(LogTab).show((), rebuild=True)
+        self.query_one("#tabs", TabbedContent).active = "io"
+        self._fetching = False
+        self.reload()
 
     def on_run_detail_screen_loaded(self, message: Loaded) -> None:
         self._fetching = False
+        if message.run_id != self.run_id:  # read before the screen moved on to another run
+            self.reload()
+            return
         detail = message.detail
         if detail is None:
             self.gone = True
@@ -203,7 +198,7 @@ class RunDetailScreen(Screen[None]):
         self._render_summary(detail)
         self._render_steps(detail)
         self._render_related()
-        self._render_logs(detail)
+        self.query_one(LogTab).show(detail.logs)
         self._render_panes()
 
     def _relate(self) -> None:
@@ -234,12 +229,12 @@ class RunDetailScreen(Screen[None]):
             self.selected_step = table.cursor_row
 
     def _render_related(self) -> None:
-        """The Children and Resumed as tabs (each hidden while it would be empty)."""
+        """The Children and Resumes tabs (each hidden while it would be empty)."""
         tabs = self.query_one("#tabs", TabbedContent)
         now, width = self.state.clock(), tabs.size.width
         for tab, runs, title in (
             ("children", self.child_runs, "Children"),
-            ("resumes", self.resumed_runs, "Resumed as"),
+            ("resumes", self.resumed_runs, "Resumes"),
         ):
             table = self.query_one(f"#{tab}-table", RelatedTable)
             had = len(table.runs)
@@ -285,31 +280,6 @@ class RunDetailScreen(Screen[None]):
         row = self._row()
         return None if row is None else row.step
 
-    def _render_logs(self, detail: RunDetail, *, rebuild: bool = False) -> None:
-        log = self.query_one("#log", LogView)
-        if rebuild or len(detail.logs) < self._logs_shown:
-            log.clear_entries()
-            self._logs_shown = 0
-        new = detail.logs[self._logs_shown :]
-        self._logs_shown = len(detail.logs)
-        log.add_entries(log_line(e, self.state.tz) for e in new if self._keep(e))
-        self._update_logbar()
-
-    def _keep(self, entry: LogRow) -> bool:
-        if self.min_level and _LEVEL_RANK.get(entry.level, 0) < _LEVEL_RANK[self.min_level]:
-            return False
-        return not self.search or self.search.lower() in entry.message.lower()
-
-    def _update_logbar(self) -> None:
-        total = len(self.detail.logs) if self.detail else 0
-        text = Text()
-        text.append("follow ● on" if self.follow else "follow ○ off", "bold" if self.follow else "")
-        text.append(f"   level ≥ {self.min_level}" if self.min_level else "   all levels")
-        if self.search:
-            text.append(f"   search {self.search!r}")
-        text.append(f"   {total} lines", style="dim")
-        self.query_one("#logbar", Static).update(text)
-
     # -- events and actions ------------------------------------------------------------------
 
     def on_resize(self, event: events.Resize) -> None:
@@ -342,7 +312,7 @@ class RunDetailScreen(Screen[None]):
             about = f"{child.job}, step {child.parent_step}" if child.parent_step else child.job
             yield SystemCommand(f"Open child run {child.id}", about, partial(self._open, child.id))
         if self.resumed_runs:
-            yield SystemCommand("Show resumed runs", "O: the Resumed as tab", self.action_resumes)
+            yield SystemCommand("Show resumed runs", "O: the Resumes tab", self.action_resumes)
         for resumed in self.resumed_runs:
             word = fmt.row_look(resumed.status, resumed.interrupted).word
             yield SystemCommand(f"Open resumed run {resumed.id}", word, partial(self._open, resumed.id))
@@ -363,7 +333,7 @@ class RunDetailScreen(Screen[None]):
         self.query_one("#children-table", DataTable).focus()
 
     def action_resumes(self) -> None:
-        """Show the runs resumed from this one (the Resumed as tab), cursor in them."""
+        """Show the runs resumed from this one (the Resumes tab), cursor in them."""
         if not self.resumed_runs:
             self.notify("No run was resumed from this one.", timeout=3)
             return
@@ -388,14 +358,9 @@ class RunDetailScreen(Screen[None]):
         self.post_message(self.ResumeFromStep(self.run_id, step.name, replayed))
 
     def action_back(self) -> None:
-        """Close the search box, else go back to the list."""
-        box = self.query_one("#logsearch", Input)
-        if box.has_class("active"):
-            box.value = ""
-            box.remove_class("active")
-            self.query_one("#log", LogView).focus()
-            return
-        self.dismiss(None)
+        """Close the log search box, else go back to the list."""
+        if not self.query_one(LogTab).close_search():
+            self.dismiss(None)
 
     def action_tab(self, tab: str) -> None:
         """Switch to a tab."""
@@ -403,38 +368,14 @@ class RunDetailScreen(Screen[None]):
 
     def action_follow(self) -> None:
         """Follow the log tail on or off."""
-        self.follow = not self.follow
-        log = self.query_one("#log", LogView)
-        log.auto_scroll = self.follow
-        if self.follow:
-            log.scroll_end(animate=False)
-        self._update_logbar()
+        self.query_one(LogTab).toggle_follow()
 
     def action_level(self) -> None:
         """Cycle the minimum log level: all, warn, error."""
-        cycle: list[str | None] = [None, "warn", "error"]
-        self.min_level = cycle[(cycle.index(self.min_level) + 1) % len(cycle)]
-        self._relog()
+        self.action_tab("logs")
+        self.query_one(LogTab).cycle_level()
 
-    def action_search(self) -> None:
+    def action_search_logs(self) -> None:
         """Search the logs."""
         self.action_tab("logs")
-        box = self.query_one("#logsearch", Input)
-        box.add_class("active")
-        box.focus()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "logsearch":
-            self.search = event.value
-            self._relog()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "logsearch":
-            self.query_one("#log", LogView).focus()
-
-    def _relog(self) -> None:
-        self.action_tab("logs")
-        if self.detail is not None:
-            self._render_logs(self.detail, rebuild=True)
-        else:
-            self._update_logbar()
+        self.query_one(LogTab).open_search()

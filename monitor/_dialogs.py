@@ -187,7 +187,7 @@ HELP: list[tuple[str, list[tuple[str, str]]]] = [
             ("j k g G in the log", "scroll a line, to the top, to the end"),
             ("enter in the steps", "on a step that invoked a child run: open the child"),
             ("C", "the run's child runs (Children tab; enter opens one)"),
-            ("O", "the runs resumed from this one (Resumed as tab; enter opens one)"),
+            ("O", "the runs resumed from this one (Resumes tab; enter opens one)"),
             ("s in the steps", "resume from the selected step: it and every step after it run again"),
             ("F", "follow the log tail on or off"),
             ("v", "log level filter: all, warn and up, errors only"),

@@ -91,7 +91,7 @@ class Navigation(App[None]):
             self.notify("Filter cleared to show the new run", timeout=3)
         top = self.screen
         if isinstance(top, RunDetailScreen) and top.run_id == run_id:
-            self.switch_screen(self.detail_screen(new_id))
+            top.show_run(new_id, self.state.index.rows.get(new_id))
 
     def action_parent(self) -> None:
         """Open the parent of the target run (a child run of `step.invoke`)."""

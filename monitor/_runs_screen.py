@@ -123,13 +123,14 @@ class RunsScreen(Screen[None]):
         description = index.filter.describe()
         bar.append(f"filter {description}" if description else "all runs")
         bar.append(f"  ·  {len(index):,} of {len(index.rows):,} runs")
-        arrow = "▼" if index.descending else "▲"
-        bar.append(f"  ·  sort {index.sort_key.value} {arrow}")
         marked = len(self.run_list.marked)
         if marked:
             bar.append("  ·  ")
             bar.append(f"{marked:,} marked", style="bold #e5c07b")
-            bar.append(" (esc clears)")
+            if self.size.width >= 100:
+                bar.append(" (esc clears)")
+        arrow = "▼" if index.descending else "▲"
+        bar.append(f"  ·  sort {index.sort_key.value} {arrow}")
         for notice in state.notices:
             bar.append("  ·  ")
             bar.append(notice, style="bold #e5c07b")

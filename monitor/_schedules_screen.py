@@ -27,8 +27,13 @@ from ._model import ScheduleRow
 from ._state import MonitorState
 from ._widgets import MonitorFooter, RunTable
 
-NARROW = 110
-"""Below this width, next ticks are shown as a countdown only and run ids shortened."""
+LAYOUTS = ("wide", "medium", "compact")
+"""The table's forms, widest first; the first that fits the screen is shown. `medium` gives
+the next tick as a countdown only and shortens run ids; `compact` also puts the last run's
+status glyph before its id and leaves out TIME ZONE and PAUSED (NEXT RUN says `paused`)."""
+
+_FULL = ("NAME", "JOB", "CRON", "TIME ZONE", "NEXT RUN", "LAST RUN", "STATUS", "PAUSED")
+TITLES = {"wide": _FULL, "medium": _FULL, "compact": ("NAME", "JOB", "CRON", "NEXT RUN", "LAST RUN")}
 
 NO_SCHEDULES = (
     "No schedules in this root: create one with  durably.schedule(name, job, cron, input=...)  "
@@ -89,6 +94,7 @@ class SchedulesScreen(Screen[None]):
         self.schedule_rows: list[ScheduleRow] | None = None
         """The schedules shown (None until the first read)."""
         self._reading = False
+        self._layout = ""
 
     def compose(self) -> ComposeResult:
         yield Static(Text.assemble(("Schedules", "bold"), "  ", self.state.label), id="schedules-title")
@@ -97,9 +103,7 @@ class SchedulesScreen(Screen[None]):
         yield MonitorFooter()
 
     def on_mount(self) -> None:
-        table = self.query_one("#schedules", DataTable)
-        table.add_columns("NAME", "JOB", "CRON", "TIME ZONE", "NEXT RUN", "LAST RUN", "STATUS", "PAUSED")
-        table.focus()
+        self.query_one("#schedules", DataTable).focus()
         self.refresh_schedules()
 
     # -- reading ---------------------------------------------------------------------------
@@ -142,7 +146,6 @@ class SchedulesScreen(Screen[None]):
 
     def _show(self) -> None:
         rows = self.schedule_rows or []
-        now, tz = self.state.clock(), self.state.tz
         paused = sum(1 for r in rows if r.paused)
         noun = "schedule" if len(rows) == 1 else "schedules"
         note = f"{len(rows)} {noun}, {paused} paused   enter opens the last run"
@@ -150,34 +153,55 @@ class SchedulesScreen(Screen[None]):
             note += "   p pauses or resumes"
         self.query_one("#schedules-note", Static).update(note if rows else NO_SCHEDULES)
         table = self.query_one("#schedules", DataTable)
-        keep = table.cursor_row
-        table.clear()
-        narrow = 0 < self.size.width < NARROW
-        index = self.state.index.rows
-        for row in rows:
-            run = index.get(row.last_run_id) if row.last_run_id else None
-            if row.last_run_id is None:
-                last, status = Text("-", style="dim"), Text("-", style="dim")
-            else:
-                shown_id = waiting.short_id(row.last_run_id, 12) if narrow else row.last_run_id
-                last = Text(shown_id, style="dim")
-                look = fmt.row_look(run.status, run.interrupted) if run is not None else None
-                status = (
-                    Text("…", style="dim") if look is None else Text(f"{look.glyph} {look.word}", look.color)
-                )
-            glyph, color = PAUSED_LOOK
-            table.add_row(
-                fmt.clip(row.name, 30),
-                fmt.clip(row.job, 20),
-                row.cron,
-                row.timezone,
-                Text(next_text(row, now, narrow, tz), style=color if row.paused else ""),
-                last,
-                status,
-                Text(f"{glyph} yes", style=color) if row.paused else Text("no", style="dim"),
+        width = self.size.width - 2  # the table's scrollbar
+        for layout in LAYOUTS:
+            cells = [self._cells(row, layout) for row in rows]
+            need = sum(
+                max([len(title), *(len(str(c[i])) for c in cells)]) + 2
+                for i, title in enumerate(TITLES[layout])
             )
+            if need <= width or width <= 0 or layout == LAYOUTS[-1]:
+                break
+        keep = table.cursor_row
+        if layout != self._layout:
+            table.clear(columns=True)
+            table.add_columns(*TITLES[layout])
+            self._layout = layout
+        else:
+            table.clear()
+        for row_cells in cells:
+            table.add_row(*row_cells)
         if rows:
             table.move_cursor(row=min(max(keep, 0), len(rows) - 1), animate=False)
+
+    def _cells(self, row: ScheduleRow, layout: str) -> tuple[object, ...]:
+        """One schedule's cells in `layout` (see `LAYOUTS`)."""
+        now, tz, wide = self.state.clock(), self.state.tz, layout == "wide"
+        run = self.state.index.rows.get(row.last_run_id) if row.last_run_id else None
+        look = fmt.row_look(run.status, run.interrupted) if run is not None else None
+        if row.last_run_id is None:
+            last, status = Text("-", style="dim"), Text("-", style="dim")
+        else:
+            last = Text(row.last_run_id if wide else waiting.short_id(row.last_run_id, 12), style="dim")
+            status = Text("…", style="dim") if look is None else Text(f"{look.glyph} {look.word}", look.color)
+        glyph, color = PAUSED_LOOK
+        upcoming = Text(next_text(row, now, not wide, tz), style=color if row.paused else "")
+        if layout == "compact":  # the status's glyph before the run, no time zone, no PAUSED
+            if row.last_run_id is not None:
+                mark = Text("… ", style="dim") if look is None else Text(f"{look.glyph} ", look.color)
+                last = mark + last
+            return (fmt.clip(row.name, 20), fmt.clip(row.job, 14), row.cron, upcoming, last)
+        paused = Text(f"{glyph} yes", style=color) if row.paused else Text("no", style="dim")
+        return (
+            fmt.clip(row.name, 30),
+            fmt.clip(row.job, 20),
+            row.cron,
+            row.timezone,
+            upcoming,
+            last,
+            status,
+            paused,
+        )
 
     def on_resize(self, event: events.Resize) -> None:
         if self.schedule_rows is not None:

@@ -131,6 +131,7 @@ FOOTER_PRIORITY = [
     "signal",
     "follow",
     "level",
+    "search_logs",
     "workers",
     "schedules",
     "cycle_job",
@@ -140,7 +141,7 @@ FOOTER_PRIORITY = [
 ]
 """Footer keys, most useful first: a narrow footer keeps the first ones that fit."""
 
-ESSENTIAL = 10
+ESSENTIAL = 11
 """The footer turns compact when the first this many keys of `FOOTER_PRIORITY` do not fit."""
 
 

@@ -10,8 +10,9 @@ from monitor_helpers import make_app, palette, settle, text_of, wait_for
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
-from durably_monitor._detail import LOG_INDENT, RunDetailScreen
+from durably_monitor._detail import RunDetailScreen
 from durably_monitor._dialogs import HelpScreen
+from durably_monitor._log_tab import LOG_INDENT
 from durably_monitor._runlist import RunList
 from durably_monitor._widgets import LogView, MonitorFooter
 

@@ -244,7 +244,7 @@ class TestResumedFrom:
             assert f"{DONE} was not resumed from another run." in told
 
     async def test_the_original_lists_the_runs_resumed_from_it(self, fake: FakeDurably) -> None:
-        """The original's summary counts its resumed runs; `O` opens the Resumed as tab
+        """The original's summary counts its resumed runs; `O` opens the Resumes tab
         listing them (id, created, status), and `enter` opens one."""
         app = make_app(resumed_sample(fake))
         async with app.run_test(size=(140, 40)) as pilot:

@@ -64,7 +64,19 @@ class TestTable:
             screen = await open_schedules(pilot)
             assert "in 3m12s" in rows(screen)[0]
             assert "11-28" not in rows(screen)[0]
-            assert f"…{FAILED[-12:]}" in rows(screen)[1]
+            assert rows(screen)[1] == f"nightly-sync  sync-users  30 2 * * *  in 7h03m  ✘ …{FAILED[-12:]}"
+            assert rows(screen)[2].startswith("weekly-report  send-report  0 8 * * MON  paused")
+
+    async def test_at_120_columns_the_countdown_and_short_ids_keep_every_column(self) -> None:
+        """Where the full table does not fit, the next run is a countdown and ids are short,
+        but every column stays."""
+        app = make_app(schedules_sample())
+        async with app.run_test(size=(120, 24)) as pilot:
+            screen = await open_schedules(pilot)
+            assert rows(screen)[1] == (
+                "nightly-sync  sync-users  30 2 * * *  Europe/Berlin  in 7h03m  "
+                f"…{FAILED[-12:]}  ✘ failed  no"
+            )
 
     async def test_the_countdown_moves_on_the_app_tick(self) -> None:
         """The app's once-a-second tick redraws the countdowns and rereads the schedules."""
