@@ -193,6 +193,7 @@ class TestActingOnMarkedRuns:
         async with app.run_test(size=(120, 30)) as pilot:
             await settle(pilot)
             await mark(pilot, FAILED, DONE)
+            assert run_list(app).marked == {FAILED, DONE}
             await pilot.press("r")
             assert not isinstance(app.screen, ConfirmScreen)
             assert any("--app module:attr" in t for t in told)
@@ -203,6 +204,7 @@ class TestActingOnMarkedRuns:
         async with app.run_test(size=(120, 30)) as pilot:
             await settle(pilot)
             await mark(pilot, PENDING)
+            assert run_list(app).marked == {PENDING}
             app.open_run(RUNNING)
             await wait_for(pilot, lambda: isinstance(app.screen, RunDetailScreen))
             await pilot.press("c")

@@ -119,8 +119,13 @@ class TestResume:
         app = make_app(fake)
         async with app.run_test(size=(120, 40)) as pilot:
             await open_detail(pilot, FAILED)
-            await pilot.press("R", "n", "s", "escape")
+            await pilot.press("R")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("n", "s")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("escape")
             await settle(pilot)
+            assert isinstance(app.screen, RunDetailScreen)
             assert fake.calls == []
 
     async def test_without_an_app_resume_says_so(self, fake: FakeDurably) -> None:
@@ -184,7 +189,13 @@ class TestResume:
             assert app.screen.run_id == FAILED
 
     async def test_read_only_hides_both_keys(self, fake: FakeDurably) -> None:
-        """With --read-only neither key is in the footer, and pressing them asks nothing."""
+        """With --read-only neither key is in the footer (a writable monitor shows both), and
+        pressing them asks nothing."""
+        writable = make_app(fake)
+        async with writable.run_test(size=(160, 40)) as pilot:
+            await open_detail(pilot, FAILED)
+            assert "R Resume" in footer_keys(writable)
+            assert "s Resume from step" in footer_keys(writable)
         app = make_app(fake, read_only=True)
         async with app.run_test(size=(160, 40)) as pilot:
             await open_detail(pilot, FAILED)
