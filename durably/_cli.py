@@ -493,9 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("monitor", cmd_monitor, "open the terminal monitor (needs durably[monitor])")
     p.add_argument("root_arg", nargs="?", metavar="ROOT", help="root directory (same as --root)")
-    p.add_argument("--read-only", action="store_true", help="hide cancel, retrigger and delete")
+    p.add_argument("--read-only", action="store_true", help="hide every action that writes")
     p.add_argument(
-        "--app", metavar="APP", help="module:attribute naming a Durably instance (enables retrigger)"
+        "--app",
+        metavar="APP",
+        help="module:attribute naming a Durably instance (enables retrigger and resume)",
     )
     p.add_argument(
         "--wait-for-root", action="store_true", help="open on a root that does not exist yet and wait for it"

@@ -25,11 +25,11 @@ from ._actions import RunActions
 from ._backend import Diff, Source
 from ._commands import run_commands
 from ._detail import RunDetailScreen
-from ._dialogs import HelpScreen
 from ._index import RunIndex
 from ._model import RunRow
 from ._runlist import RunList
 from ._runs_screen import RunsScreen
+from ._schedules_screen import SchedulesScreen
 from ._state import MonitorState
 from ._workers_screen import WorkersScreen
 
@@ -45,8 +45,8 @@ ROOT_CHECK = 0.5
 """Seconds between looks for a root that does not exist yet (`--wait-for-root`)."""
 
 
-_RUN_ACTIONS = frozenset({"act", "signal", "signal_refused", "parent", "copy_id"})
-"""App actions that apply to a run (none does in the workers view)."""
+_RUN_ACTIONS = frozenset({"act", "signal", "signal_refused", "parent", "original", "copy_id"})
+"""App actions that apply to a run (none does in the workers and schedules views)."""
 
 
 def utc_now() -> datetime:
@@ -71,12 +71,15 @@ class MonitorApp(RunActions):
         Binding("c", "act('cancel')", "Cancel"),
         Binding("r", "act('retrigger')", "Retrigger"),
         Binding("d", "act('delete')", "Delete"),
+        Binding("R", "act('resume')", "Resume"),
         Binding("n", "signal", "Signal"),
         Binding("n", "signal_refused", "Signal", show=False),
         Binding("p", "parent", "Parent", show=False),
+        Binding("o", "original", "Original", show=False),
         Binding("w", "workers", "Workers"),
+        Binding("S", "schedules", "Schedules"),
         Binding("y", "copy_id", "Copy id"),
-        Binding("space", "pause", "Pause"),
+        Binding("P", "pause", "Pause"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
@@ -102,8 +105,8 @@ class MonitorApp(RunActions):
             self.text = text
             super().__init__()
 
-    class Retriggered(Message):
-        """`run_id` was retriggered as `new_id`, which the index now holds."""
+    class NewRun(Message):
+        """`run_id` was retriggered or resumed as `new_id`, which the index now holds."""
 
         def __init__(self, run_id: str, new_id: str) -> None:
             self.run_id, self.new_id = run_id, new_id
@@ -165,14 +168,6 @@ class MonitorApp(RunActions):
             self._root_timer.stop()
         self.state.waiting = False
         self.load()
-
-    @property
-    def runs_screen(self) -> RunsScreen | None:
-        """The main screen, at the bottom of the stack; None once the app closed its screens
-        (a timer or a late message can still run then, on a loaded machine)."""
-        stack = self.screen_stack
-        screen = stack[0] if stack else None
-        return screen if isinstance(screen, RunsScreen) else None
 
     @property
     def index(self) -> RunIndex:
@@ -282,7 +277,9 @@ class MonitorApp(RunActions):
         if run_id in changed:
             return True
         rows = self.index.rows
-        return any((row := rows.get(i)) is not None and row.parent_id == run_id for i in changed)
+        return any(
+            (row := rows.get(i)) is not None and run_id in (row.parent_id, row.resumed_from) for i in changed
+        )
 
     def on_monitor_app_failed(self, message: Failed) -> None:
         if message.text != self._last_error:
@@ -292,7 +289,7 @@ class MonitorApp(RunActions):
     def on_monitor_app_read_only(self, message: ReadOnly) -> None:
         self.state.root_read_only = message.read_only
         if message.read_only:
-            self.notify("This root is read-only: cancel, retrigger, delete and signal are hidden.")
+            self.notify("This root is read-only: cancel, retrigger, resume, delete and signal are hidden.")
         self.refresh_bindings()
         self._refresh_views()
 
@@ -305,7 +302,11 @@ class MonitorApp(RunActions):
             screen.refresh_header()
 
     def tick(self) -> None:
-        """Once a second: relative times, running durations and the sparkline move on."""
+        """Once a second: relative times, running durations and the sparkline move on; the
+        schedules view rereads the schedules."""
+        stack = self.screen_stack
+        if stack and isinstance(stack[-1], SchedulesScreen):
+            stack[-1].tick()
         screen = self.runs_screen
         if screen is None:
             return
@@ -315,31 +316,12 @@ class MonitorApp(RunActions):
 
     # -- actions ---------------------------------------------------------------------------
 
-    def target_run(self) -> RunRow | None:
-        """The run an action applies to: the open run, else the selected row (none from the
-        workers view)."""
-        for screen in reversed(self.screen_stack):
-            if isinstance(screen, WorkersScreen):
-                return None
-            if isinstance(screen, RunDetailScreen):
-                return self.index.rows.get(screen.run_id) or screen.row
-            if isinstance(screen, RunsScreen):
-                break
-        screen = self.runs_screen
-        selected = None if screen is None else screen.run_list.selected_id
-        return None if selected is None else self.index.rows.get(selected)
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """No run actions in the workers view (it has no selected run); elsewhere, the
-        actions that write are hidden when the monitor is read-only."""
-        if isinstance(self.screen, WorkersScreen) and action in _RUN_ACTIONS:
+        """No run actions in the workers and schedules views (they have no selected run);
+        elsewhere, the actions that write are hidden when the monitor is read-only."""
+        if isinstance(self.screen, WorkersScreen | SchedulesScreen) and action in _RUN_ACTIONS:
             return False
         return super().check_action(action, parameters)
-
-    def action_help(self) -> None:
-        """Show every key."""
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
 
     def action_pause(self) -> None:
         """Stop or resume applying changes (the feed keeps them until resumed)."""
@@ -347,49 +329,10 @@ class MonitorApp(RunActions):
         self.notify("Live updates paused" if self.state.paused else "Live updates resumed", timeout=2)
         self._refresh_views()
 
-    def action_copy_id(self) -> None:
-        """Copy the run id to the clipboard."""
-        row = self.target_run()
+    def on_run_detail_screen_resume_from_step(self, message: RunDetailScreen.ResumeFromStep) -> None:
+        row = self.index.rows.get(message.run_id)
         if row is not None:
-            self.copy_to_clipboard(row.id)
-            self.notify(f"Copied {row.id}", timeout=2)
-
-    def open_run(self, run_id: str) -> None:
-        """Show the detail screen of `run_id`; if it is the detail just below (a child
-        opened from its parent, then the parent from the child), go back to it instead."""
-        stack = self.screen_stack
-        below = stack[-2] if len(stack) >= 2 else None
-        if isinstance(below, RunDetailScreen) and below.run_id == run_id:
-            self.pop_screen()
-            return
-        self.push_screen(self._detail_screen(run_id))
-
-    def action_parent(self) -> None:
-        """Open the parent of the target run (a child run of `step.invoke`)."""
-        row = self.target_run()
-        if row is None:
-            return
-        if row.parent_id is None:
-            self.notify(f"{row.id} is not a child run: it has no parent.", timeout=3)
-            return
-        self.open_run(row.parent_id)
-
-    def action_workers(self) -> None:
-        """Show the live worker processes."""
-        if not isinstance(self.screen, WorkersScreen):
-            self.push_screen(WorkersScreen(self.source, self.state))
-
-    def on_run_detail_screen_open_run(self, message: RunDetailScreen.OpenRun) -> None:
-        self.open_run(message.run_id)
-
-    def on_workers_screen_open_run(self, message: WorkersScreen.OpenRun) -> None:
-        self.open_run(message.run_id)
-
-    def _detail_screen(self, run_id: str) -> RunDetailScreen:
-        return RunDetailScreen(run_id, self.index.rows.get(run_id), source=self.source, state=self.state)
-
-    def on_run_list_opened(self, message: RunList.Opened) -> None:
-        self.open_run(message.run_id)
+            self.ask_resume_from(row, message.step, message.replayed)
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """The command palette: actions on the run, the screen's own commands, Textual's."""
@@ -398,27 +341,17 @@ class MonitorApp(RunActions):
             yield from screen.commands()
         yield from super().get_system_commands(screen)
 
-    def after_action(self, action: str, run_id: str, new_ids: list[str]) -> None:
-        """In the action's thread: reread the run (and a retriggered run's new one)."""
+    def after_action(self, action: str, run_ids: list[str], new_ids: list[str], *, follow: bool) -> None:
+        """In the action's thread: reread the runs it touched and the new ones; with
+        `follow`, the cursor (and a detail of the run) moves on to the new run."""
         try:
-            diff = self.source.read([run_id, *new_ids])
+            diff = self.source.read([*run_ids, *new_ids])
         except Exception:  # noqa: BLE001 (the next poll will catch up)
             return
         self.post_message(self.RunsChanged(diff, None, from_poll=False))
         new = [row.id for row in diff.upserts if row.id in new_ids]
-        if action == "retrigger" and new:
-            self.post_message(self.Retriggered(run_id, new[0]))
+        if follow and new and run_ids:
+            self.post_message(self.NewRun(run_ids[0], new[0]))
 
-    def on_monitor_app_retriggered(self, message: Retriggered) -> None:
-        """Put the cursor on the new run (showing every run if the filter hides it); a detail
-        screen of the old run moves on to the new one."""
-        screen = self.runs_screen
-        if screen is None:
-            return
-        if not screen.run_list.select(message.new_id):
-            screen.action_clear_filters()
-            screen.run_list.select(message.new_id)
-            self.notify("Filter cleared to show the new run", timeout=3)
-        top = self.screen
-        if isinstance(top, RunDetailScreen) and top.run_id == message.run_id:
-            self.switch_screen(self._detail_screen(message.new_id))
+    def on_monitor_app_new_run(self, message: NewRun) -> None:
+        self.show_new_run(message.run_id, message.new_id)

@@ -1,8 +1,9 @@
-"""The monitor's only door to durably: the public read API, plus the four actions.
+"""The monitor's only door to durably: the public read API, plus the actions.
 
 Every method here blocks (durably reads files) and is called from a thread worker, never from
 the event loop. Nothing here parses run files, takes locks, or writes, except the actions the
-user confirmed (`cancel`, `delete`, `retrigger`, `signal`).
+user confirmed (`cancel`, `delete`, `retrigger`, `resume`, `signal`, `pause_schedule`,
+`resume_schedule`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,20 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from durably import Durably, DurablyError, LogEntry, NotFoundError, Run, StepRecord, WorkerInfo
+from durably import Durably, DurablyError, LogEntry, NotFoundError, Run, Schedule, StepRecord, WorkerInfo
 from durably._app_loader import AppError
 from durably._app_loader import load_app as _load_app
 
-from ._model import RunDetail, RunRow, WorkerRow, detail_from, row_from_run, worker_from
+from ._model import (
+    RunDetail,
+    RunRow,
+    ScheduleRow,
+    WorkerRow,
+    detail_from,
+    row_from_run,
+    schedule_from,
+    worker_from,
+)
 
 FULL_RELOAD_THRESHOLD = 2000
 """More changed ids than this in one poll: reread everything instead of run by run."""
@@ -35,7 +45,8 @@ class DurablyReader(Protocol):
     """Exactly what the monitor calls on a `durably.Durably` (which satisfies this protocol).
 
     The reads never write and take no lock a worker waits on; `cancel`, `delete_run`,
-    `retrigger` and `signal` run only after the user confirmed them.
+    `retrigger`, `resume`, `signal`, `pause_schedule` and `resume_schedule` run only after
+    the user confirmed them.
     """
 
     def get_runs(self, *, limit: int | None = None, offset: int | None = None) -> Sequence[Run[Any]]:
@@ -66,6 +77,10 @@ class DurablyReader(Protocol):
         """The live `durably worker` processes of the root (their heartbeat records)."""
         ...
 
+    def get_schedules(self) -> Sequence[Schedule]:
+        """Every cron schedule of the root, by name."""
+        ...
+
     def cancel(self, run_id: str) -> None:
         """Cancel a pending or running run."""
         ...
@@ -78,8 +93,20 @@ class DurablyReader(Protocol):
         """Start a new run with a finished run's input, labels and concurrency key."""
         ...
 
+    def resume(self, run_id: str, *, from_step: str | None = None) -> Run[Any]:
+        """Start a new run that replays an ended run's checkpoints (before `from_step`)."""
+        ...
+
     def signal(self, run_id: str, name: str, data: Any = None) -> None:
         """Send signal `name` with JSON `data` to a run."""
+        ...
+
+    def pause_schedule(self, name: str) -> None:
+        """Stop firing a schedule's ticks."""
+        ...
+
+    def resume_schedule(self, name: str) -> None:
+        """Fire a paused schedule's ticks again, counting from now."""
         ...
 
 
@@ -91,7 +118,7 @@ class Source:
         label: how the root is named in the header.
         root: the root directory's path, when known (the monitor waits while it is missing).
         can_retrigger: the instance has the jobs registered (the monitor was given an APP), so
-            `retrigger` can re-validate a run's input against its job.
+            `retrigger` and `resume` can re-validate a run's input against its job.
     """
 
     def __init__(
@@ -179,6 +206,10 @@ class Source:
         """The live worker processes, oldest first."""
         return [worker_from(w) for w in self.durably.get_workers()]
 
+    def schedules(self) -> list[ScheduleRow]:
+        """The root's cron schedules, by name."""
+        return [schedule_from(s) for s in self.durably.get_schedules()]
+
     # -- actions (only after the user confirmed) -----------------------------------------
 
     def cancel(self, run_id: str) -> tuple[str, list[str]]:
@@ -196,10 +227,24 @@ class Source:
         run = self.durably.retrigger(run_id)
         return f"Retriggered {run_id} as {run.id}", [run.id]
 
+    def resume(self, run_id: str, from_step: str | None = None) -> tuple[str, list[str]]:
+        """Start a new run that replays `run_id`'s checkpoints (those before `from_step`)."""
+        run = self.durably.resume(run_id, from_step=from_step)
+        where = "" if from_step is None else f" from step {from_step!r}"
+        return f"Resumed {run_id}{where} as {run.id}", [run.id]
+
     def signal(self, run_id: str, name: str, data: Any) -> str:
         """Send signal `name` with `data` to a run; returns the message to show."""
         self.durably.signal(run_id, name, data)
         return f"Sent signal {name!r} to {run_id}"
+
+    def pause_schedule(self, name: str, paused: bool) -> str:
+        """Pause a schedule (`paused`) or resume it; returns the message to show."""
+        if paused:
+            self.durably.pause_schedule(name)
+            return f"Paused schedule {name!r}: its ticks do not fire until it is resumed"
+        self.durably.resume_schedule(name)
+        return f"Resumed schedule {name!r}: it fires from its next tick"
 
 
 def load_app(spec: str, root: str | None) -> Durably:

@@ -1,4 +1,4 @@
-"""Command palette (ctrl+p) entries for the actions on a run.
+"""Command palette (ctrl+p) entries for the actions on a run, or on the marked runs.
 
 `MonitorApp.get_system_commands` yields these, then the open screen's own commands (the run
 list's filters and sorts), then Textual's. This module sees the app only through the small
@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
-from typing import Literal, Protocol
+from typing import Protocol
 
 from textual.app import SystemCommand
 
+from ._asking import Action
 from ._model import RunRow
 
-Action = Literal["cancel", "retrigger", "delete"]
+_ACTIONS: list[tuple[Action, str, str]] = [
+    ("cancel", "Cancel", "c"),
+    ("retrigger", "Retrigger", "r"),
+    ("resume", "Resume", "R"),
+    ("delete", "Delete", "d"),
+]
 
 
 class CommandHost(Protocol):
@@ -30,6 +36,14 @@ class CommandHost(Protocol):
         """The run an action applies to."""
         ...
 
+    def marked_runs(self) -> list[RunRow]:
+        """The marked runs an action applies to instead (none outside the run list)."""
+        ...
+
+    def clear_marks(self) -> None:
+        """Unmark every run."""
+        ...
+
     def open_run(self, run_id: str) -> None:
         """Show a run's detail."""
         ...
@@ -39,7 +53,7 @@ class CommandHost(Protocol):
         ...
 
     def action_act(self, action: Action) -> None:
-        """Ask, then cancel, retrigger or delete the target run."""
+        """Ask, then cancel, retrigger, delete or resume the target run (or the marked runs)."""
         ...
 
     def action_signal(self) -> None:
@@ -50,8 +64,16 @@ class CommandHost(Protocol):
         """Open the target run's parent."""
         ...
 
+    def action_original(self) -> None:
+        """Open the run the target run was resumed from."""
+        ...
+
     def action_workers(self) -> None:
         """Show the live worker processes."""
+        ...
+
+    def action_schedules(self) -> None:
+        """Show the cron schedules."""
         ...
 
     def action_pause(self) -> None:
@@ -64,15 +86,28 @@ class CommandHost(Protocol):
 
 
 def run_commands(host: CommandHost) -> Iterator[SystemCommand]:
-    """The actions on the target run (those that write only when allowed), its parent, the
-    workers view, pause and help."""
+    """The actions on the marked runs, else on the target run (those that write only when
+    allowed), its parent and original, the workers and schedules views, pause and help."""
+    marked = host.marked_runs()
+    if marked:
+        n = len(marked)
+        noun = "run" if n == 1 else "runs"
+        if host.actions_allowed:
+            for action, verb, key in _ACTIONS:
+                yield SystemCommand(
+                    f"{verb} the {n} marked {noun}",
+                    f"{key}: asks once for all",
+                    partial(host.action_act, action),
+                )
+        yield SystemCommand("Unmark every run", f"escape: clear the {n} marks", host.clear_marks)
     row = host.target_run()
     if row is not None:
         yield SystemCommand("Copy run id", f"y: copy {row.id}", host.action_copy_id)
-        if host.actions_allowed:
-            yield SystemCommand("Cancel run", f"c: cancel {row.id}", partial(host.action_act, "cancel"))
-            yield SystemCommand("Retrigger run", f"r: rerun {row.id}", partial(host.action_act, "retrigger"))
-            yield SystemCommand("Delete run", f"d: delete {row.id}", partial(host.action_act, "delete"))
+        if host.actions_allowed and not marked:
+            for action, verb, key in _ACTIONS:
+                yield SystemCommand(
+                    f"{verb} run", f"{key}: {verb.lower()} {row.id}", partial(host.action_act, action)
+                )
             if not row.is_terminal:
                 yield SystemCommand(
                     "Send signal", f"n: send a signal with JSON data to {row.id}", host.action_signal
@@ -80,6 +115,9 @@ def run_commands(host: CommandHost) -> Iterator[SystemCommand]:
         yield SystemCommand("Open run", f"enter: details of {row.id}", partial(host.open_run, row.id))
         if row.parent_id:
             yield SystemCommand("Open parent run", f"p: {row.parent_id}", host.action_parent)
+        if row.resumed_from:
+            yield SystemCommand("Open the run it resumes", f"o: {row.resumed_from}", host.action_original)
     yield SystemCommand("Workers", "w: the live worker processes", host.action_workers)
-    yield SystemCommand("Pause / resume live updates", "space", host.action_pause)
+    yield SystemCommand("Schedules", "S: the cron schedules, next and last runs", host.action_schedules)
+    yield SystemCommand("Pause / resume live updates", "P", host.action_pause)
     yield SystemCommand("Help: keys", "?", host.action_help)

@@ -128,6 +128,7 @@ class RunIndex:
         self._sort_now: datetime | None = None
         self.jobs: Counter[str] = Counter()
         self._children: dict[str, set[str]] = {}
+        self._resumes: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -161,6 +162,14 @@ class RunIndex:
         """
         return [self.rows[i] for i in sorted(self._children.get(run_id, ())) if i in self.rows]
 
+    def resumes_of(self, run_id: str) -> list[RunRow]:
+        """The known runs resumed from `run_id` (`Run.resumed_from`), oldest first.
+
+        Like children, they are created after the run they resume, so the newest-first
+        scan has them once it has that run; no extra read is needed.
+        """
+        return [self.rows[i] for i in sorted(self._resumes.get(run_id, ())) if i in self.rows]
+
     # -- changes ---------------------------------------------------------------------------
 
     def replace_all(self, rows: Iterable[RunRow], now: datetime) -> None:
@@ -170,6 +179,7 @@ class RunIndex:
         self._finished.clear()
         self.jobs.clear()
         self._children = {}
+        self._resumes = {}
         for row in rows:
             self._account(row, 1)
             self.rows[row.id] = row
@@ -271,14 +281,8 @@ class RunIndex:
                     break
 
     def _account(self, row: RunRow, sign: int) -> None:
-        if row.parent_id is not None:
-            siblings = self._children.setdefault(row.parent_id, set())
-            if sign > 0:
-                siblings.add(row.id)
-            else:
-                siblings.discard(row.id)
-                if not siblings:
-                    del self._children[row.parent_id]
+        _link(self._children, row.parent_id, row.id, sign)
+        _link(self._resumes, row.resumed_from, row.id, sign)
         self.counts[row.status] += sign
         self.jobs[row.job] += sign
         if self.jobs[row.job] <= 0:
@@ -288,6 +292,19 @@ class RunIndex:
             self._finished[minute] += sign
             if self._finished[minute] <= 0:
                 del self._finished[minute]
+
+
+def _link(links: dict[str, set[str]], to: str | None, run_id: str, sign: int) -> None:
+    """Add (`sign` > 0) or drop `run_id` in the set of runs that point `to` a run."""
+    if to is None:
+        return
+    linked = links.setdefault(to, set())
+    if sign > 0:
+        linked.add(run_id)
+    else:
+        linked.discard(run_id)
+        if not linked:
+            del links[to]
 
 
 def mark_syncing(row: RunRow) -> RunRow:

@@ -40,6 +40,8 @@ class RunRow:
     """For a child run (`step.invoke`): the parent's step that invoked it."""
     interrupted: bool = False
     """Leased, but its owner is gone (`Run.interrupted`): it waits for a worker."""
+    resumed_from: str | None = None
+    """The ended run this run resumes (`Durably.resume`): it replays that run's checkpoints."""
 
     @property
     def is_terminal(self) -> bool:
@@ -179,6 +181,38 @@ def worker_from(info: Any) -> WorkerRow:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """One cron schedule of the root (`durably.Schedule`)."""
+
+    name: str
+    job: str
+    cron: str
+    timezone: str = "UTC"
+    paused: bool = False
+    next_run_at: datetime | None = None
+    """The next tick (None while paused)."""
+    last_run_id: str | None = None
+    last_run_at: datetime | None = None
+    """The tick of the last run fired."""
+    created_at: datetime | None = None
+
+
+def schedule_from(schedule: Any) -> ScheduleRow:
+    """Copy a `durably.Schedule` into a `ScheduleRow`."""
+    return ScheduleRow(
+        name=str(getattr(schedule, "name", "?")),
+        job=str(getattr(schedule, "job_name", "?")),
+        cron=str(getattr(schedule, "cron", "")),
+        timezone=str(getattr(schedule, "timezone", "UTC")),
+        paused=bool(getattr(schedule, "paused", False)),
+        next_run_at=_when(getattr(schedule, "next_run_at", None)),
+        last_run_id=_text(getattr(schedule, "last_run_id", None)),
+        last_run_at=_when(getattr(schedule, "last_run_at", None)),
+        created_at=_when(getattr(schedule, "created_at", None)),
+    )
+
+
 def _parent_step(parent_id: str | None, idempotency_key: str | None) -> str | None:
     """A child run's idempotency key is `<parent id>/<step name>` (SPEC §9)."""
     if parent_id is None or idempotency_key is None:
@@ -210,6 +244,7 @@ def row_from_run(run: Any) -> RunRow:
         parent_id=parent_id,
         parent_step=_parent_step(parent_id, _text(getattr(run, "idempotency_key", None))),
         interrupted=bool(getattr(run, "interrupted", False)),
+        resumed_from=_text(getattr(run, "resumed_from", None)),
     )
 
 

@@ -3,7 +3,8 @@
 Textual's DataTable builds every row up front (about 13 s for 100k rows); this list asks the
 `RunIndex` for the few ids it is about to draw, so first paint costs the same for 10 or 100k
 runs. Line 0 is the column header (click it to sort); the cursor follows a run id, not a
-position, so live inserts never move the selection.
+position, so live inserts never move the selection. `space` marks runs (drawn `●` before
+their status glyph); the actions then apply to every marked run.
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ class Column:
 ID_WIDTH = 26
 """Cells of a full run id (a ULID)."""
 
+MARK = "●"
+"""Drawn in the first cell of a marked run's row."""
+MARK_STYLE = Style(color="#e5c07b", bold=True)
+
 # (name, title, min width, max extra width, sort key) per layout, widest layout first
 _LAYOUTS: list[list[tuple[str, str, int, int, SortKey | None]]] = [
     [
-        ("glyph", "", 1, 0, None),
+        ("glyph", "", 2, 0, None),
         ("status", "STATUS", 11, 0, SortKey.STATUS),  # "interrupted"
         ("job", "JOB", 12, 14, SortKey.JOB),
         ("id", "ID", ID_WIDTH, 0, None),
@@ -56,7 +61,7 @@ _LAYOUTS: list[list[tuple[str, str, int, int, SortKey | None]]] = [
         ("duration", "DURATION", 8, 0, SortKey.DURATION),
     ],
     [
-        ("glyph", "", 1, 0, None),
+        ("glyph", "", 2, 0, None),
         ("job", "JOB", 12, 10, SortKey.JOB),
         ("id", "ID", 10, ID_WIDTH - 10, None),
         ("progress", "PROGRESS", 16, 200, None),
@@ -64,7 +69,7 @@ _LAYOUTS: list[list[tuple[str, str, int, int, SortKey | None]]] = [
         ("duration", "DURATION", 8, 0, SortKey.DURATION),
     ],
     [
-        ("glyph", "", 1, 0, None),
+        ("glyph", "", 2, 0, None),
         ("job", "JOB", 8, 10, SortKey.JOB),
         ("progress", "PROGRESS", 8, 200, None),
         ("duration", "DURATION", 8, 0, SortKey.DURATION),
@@ -117,12 +122,15 @@ class RunList(ScrollView, can_focus=True):
         Binding("home,g", "jump(0)", "Top", show=False),
         Binding("end,G", "jump(-1)", "Bottom", show=False),
         Binding("enter", "open", "Open", show=True),
+        Binding("space", "toggle_mark", "Mark"),
+        Binding("asterisk", "mark_all", "Mark all", show=False),
     ]
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "run-list--header",
         "run-list--cursor",
         "run-list--dim",
+        "run-list--marked",
     }
 
     DEFAULT_CSS = """
@@ -135,6 +143,7 @@ class RunList(ScrollView, can_focus=True):
     RunList > .run-list--cursor { background: $accent 30%; }
     RunList:focus > .run-list--cursor { background: $accent 50%; }
     RunList > .run-list--dim { color: $text-muted; }
+    RunList > .run-list--marked { background: $warning 15%; }
     """
 
     class Highlighted(Message):
@@ -151,6 +160,9 @@ class RunList(ScrollView, can_focus=True):
             self.run_id = run_id
             super().__init__()
 
+    class MarksChanged(Message):
+        """Runs were marked or unmarked (`RunList.marked` says which are marked now)."""
+
     class SortRequested(Message):
         """The user clicked a column header."""
 
@@ -166,6 +178,8 @@ class RunList(ScrollView, can_focus=True):
         self.absolute_times = False
         self.cursor = 0
         self.selected_id: str | None = None
+        self.marked: set[str] = set()
+        """Ids of the marked runs (kept while a filter hides them; dropped once deleted)."""
         self._pinned = False  # select() put the cursor on a run: no tail mode until a move
         self._now = clock()
 
@@ -186,6 +200,9 @@ class RunList(ScrollView, can_focus=True):
         """
         count = len(self.index)
         self.virtual_size = Size(self.size.width, count + 1)
+        if self.marked:
+            rows = self.index.rows
+            self.marked = {i for i in self.marked if i in rows}
         at_top = self.cursor == 0 and self.scroll_y == 0 and not self._pinned
         previous_offset = self.cursor - int(self.scroll_y)
         position = None if at_top or self.selected_id is None else self.index.position_of(self.selected_id)
@@ -250,6 +267,32 @@ class RunList(ScrollView, can_focus=True):
         self._pinned = False
         self._move_to(len(self.index) - 1 if position < 0 else position)
 
+    def action_toggle_mark(self) -> None:
+        """Mark the selected run, or unmark it, and move to the next row."""
+        run_id = self.selected_id
+        if run_id is None:
+            return
+        self.marked ^= {run_id}
+        self.post_message(self.MarksChanged())
+        self.action_cursor(1)
+
+    def action_mark_all(self) -> None:
+        """Mark every run the filter shows; if they all are marked already, unmark them."""
+        shown = {self.index.id_at(i) for i in range(len(self.index))}
+        if shown <= self.marked:
+            self.marked -= shown
+        else:
+            self.marked |= shown
+        self.post_message(self.MarksChanged())
+        self.refresh()
+
+    def clear_marks(self) -> None:
+        """Unmark every run."""
+        if self.marked:
+            self.marked = set()
+            self.post_message(self.MarksChanged())
+            self.refresh()
+
     def action_open(self) -> None:
         """Open the selected run."""
         if self.selected_id is not None:
@@ -288,6 +331,8 @@ class RunList(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         row = self.index.row_at(position)
         style = base
+        if row.id in self.marked:
+            style = base + self.get_component_rich_style("run-list--marked")
         if position == self.cursor:
             style = base + self.get_component_rich_style("run-list--cursor")
         return self._row(row, width, style)
@@ -319,7 +364,7 @@ class RunList(ScrollView, can_focus=True):
         w = column.width
         name = column.name
         if name == "glyph":
-            return [(look.glyph, color)]
+            return [(MARK, MARK_STYLE) if row.id in self.marked else (" ", None), (look.glyph, color)]
         if name == "status":
             return [(look.word.ljust(w), color)]
         if name == "job":

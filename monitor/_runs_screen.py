@@ -53,9 +53,10 @@ class RunsScreen(Screen[None]):
         Binding("J", "cycle_job", "Job"),
         Binding("l", "label", "Label", show=False),
         Binding("s", "sort", "Sort"),
-        Binding("S", "reverse", "Reverse", show=False),
+        Binding("I", "reverse", "Reverse", show=False),
         Binding("t", "toggle_time", "Times", show=False),
-        Binding("0,escape", "clear_filters", "All", show=False),
+        Binding("0", "clear_filters", "All", show=False),
+        Binding("escape", "escape", "Clear", show=False),
         *(
             Binding(key, f"toggle_status('{status.value}')", status.value, show=False)
             for key, status in fmt.STATUS_KEYS.items()
@@ -122,6 +123,12 @@ class RunsScreen(Screen[None]):
         description = index.filter.describe()
         bar.append(f"filter {description}" if description else "all runs")
         bar.append(f"  ·  {len(index):,} of {len(index.rows):,} runs")
+        marked = len(self.run_list.marked)
+        if marked:
+            bar.append("  ·  ")
+            bar.append(f"{marked:,} marked", style="bold #e5c07b")
+            if self.size.width >= 100:
+                bar.append(" (esc clears)")
         arrow = "▼" if index.descending else "▲"
         bar.append(f"  ·  sort {index.sort_key.value} {arrow}")
         for notice in state.notices:
@@ -202,6 +209,16 @@ class RunsScreen(Screen[None]):
         if job is not None:
             self.notify(f"job: {job}", timeout=1.5)
 
+    def action_escape(self) -> None:
+        """Unmark every marked run; with none marked, clear every filter."""
+        if self.run_list.marked:
+            self.run_list.clear_marks()
+        else:
+            self.action_clear_filters()
+
+    def on_run_list_marks_changed(self, event: RunList.MarksChanged) -> None:
+        self.refresh_header()
+
     def action_clear_filters(self) -> None:
         """Show every run."""
         box = self.query_one("#search", Input)
@@ -248,7 +265,8 @@ class RunsScreen(Screen[None]):
         yield SystemCommand("Search runs", "/", self.action_search)
         yield SystemCommand("Next job filter", "J", self.action_cycle_job)
         yield SystemCommand("Next sort column", "s", self.action_sort)
-        yield SystemCommand("Reverse sort order", "S", self.action_reverse)
+        yield SystemCommand("Reverse sort order", "I", self.action_reverse)
+        yield SystemCommand("Mark every shown run", "*: again unmarks them", self.run_list.action_mark_all)
         yield SystemCommand("Relative / absolute times", "t", self.action_toggle_time)
         for job in sorted(self.state.index.jobs):
             yield SystemCommand(f"Filter by job: {job}", "show only this job", partial(self.only_job, job))

@@ -1,8 +1,10 @@
 """The summary at the top of a run's detail: status, times, lease, what the run waits for,
-its parent and children, keys, progress and error."""
+its parent and children, the run it resumes and the runs resumed from it, keys, progress
+and error."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from rich.text import Text
@@ -15,7 +17,17 @@ from ._model import RunDetail, RunRow
 from ._state import MonitorState
 
 
-def summary(detail: RunDetail, child_runs: list[RunRow], state: MonitorState, now: datetime) -> Text:
+@dataclass(frozen=True, slots=True)
+class Related:
+    """The runs the summary names besides the run itself (from the monitor's index)."""
+
+    children: list[RunRow] = field(default_factory=list)
+    """Its child runs (`step.invoke`), oldest first."""
+    resumes: list[RunRow] = field(default_factory=list)
+    """The runs resumed from it (`Durably.resume`), oldest first."""
+
+
+def summary(detail: RunDetail, related: Related, state: MonitorState, now: datetime) -> Text:
     """The summary at the top of a run's detail."""
     row, tz = detail.row, state.tz
     look = fmt.row_look(row.status, row.interrupted)
@@ -48,7 +60,8 @@ def summary(detail: RunDetail, child_runs: list[RunRow], state: MonitorState, no
         wait = waiting.parse(row.waiting_for)
         if wait is not None and wait.kind == "signal" and state.actions_allowed:
             text.append("   n sends it", style="dim")
-    _append_family(text, row, child_runs, state)
+    _append_family(text, row, related.children, state)
+    _append_resumes(text, row, related.resumes, state)
     if row.interrupted:
         text.append("\n")
         stopped = fmt.absolute(row.updated_at, tz)
@@ -94,6 +107,28 @@ def _append_family(text: Text, row: RunRow, child_runs: list[RunRow], state: Mon
         noun = "child run" if len(child_runs) == 1 else "child runs"
         text.append(f"\n{len(child_runs)} {noun}", style="bold")
         text.append(f" ({summary})   C lists them", style="dim")
+
+
+def _append_resumes(text: Text, row: RunRow, resumes: list[RunRow], state: MonitorState) -> None:
+    """The run this one resumes (`o` opens it) and the runs resumed from it (`O` lists them)."""
+    if row.resumed_from:
+        original = state.index.rows.get(row.resumed_from)
+        text.append("\nresumed from ", style="dim")
+        text.append(row.resumed_from)
+        if original is not None:
+            text.append(f" ({fmt.row_look(original.status, original.interrupted).word})", style="dim")
+            text.append("   o opens it", style="dim")
+        elif not state.loading:
+            text.append(" (no longer in the root)", style="dim")
+    if resumes:
+        counts: dict[str, int] = {}
+        for resumed in resumes:
+            word = fmt.row_look(resumed.status, resumed.interrupted).word
+            counts[word] = counts.get(word, 0) + 1
+        about = ", ".join(f"{n} {word}" for word, n in counts.items())
+        noun = "run" if len(resumes) == 1 else "runs"
+        text.append(f"\nresumed as {len(resumes)} {noun}", style="bold")
+        text.append(f" ({about}), newest {resumes[-1].id}   O lists them", style="dim")
 
 
 def _append_keys(text: Text, detail: RunDetail) -> None:

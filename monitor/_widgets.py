@@ -116,6 +116,7 @@ class LogView(Log):
 FOOTER_PRIORITY = [
     "open",
     "back",
+    "toggle_pause",
     "search",
     "failed",
     "help",
@@ -123,11 +124,16 @@ FOOTER_PRIORITY = [
     "act('retrigger')",
     "act('delete')",
     "quit",
+    "act('resume')",
+    "resume_from_step",
+    "toggle_mark",
     "tab('logs')",
     "signal",
     "follow",
     "level",
+    "search_logs",
     "workers",
+    "schedules",
     "cycle_job",
     "sort",
     "copy_id",
@@ -135,7 +141,7 @@ FOOTER_PRIORITY = [
 ]
 """Footer keys, most useful first: a narrow footer keeps the first ones that fit."""
 
-ESSENTIAL = 9
+ESSENTIAL = 11
 """The footer turns compact when the first this many keys of `FOOTER_PRIORITY` do not fit."""
 
 

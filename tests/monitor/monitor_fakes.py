@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from durably import ConflictError, NotFoundError, RunStatus
+from durably import ConflictError, NotFoundError, RunStatus, ValidationError
 
 NOW = datetime(2026, 11, 28, 18, 30, 0, tzinfo=UTC)
 
@@ -53,6 +53,7 @@ class FakeRun:
     waiting_for: str | None = None
     wake_at: datetime | None = None
     parent_id: str | None = None
+    resumed_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,21 @@ class FakeWorker:
 
 
 @dataclass(frozen=True)
+class FakeSchedule:
+    name: str
+    job_name: str
+    cron: str
+    timezone: str = "UTC"
+    input: Any = None
+    labels: dict[str, str] = field(default_factory=dict)
+    paused: bool = False
+    next_run_at: datetime | None = None
+    last_run_id: str | None = None
+    last_run_at: datetime | None = None
+    created_at: datetime = NOW
+
+
+@dataclass(frozen=True)
 class FakeLog:
     level: str
     message: str
@@ -102,6 +118,9 @@ class FakeDurably:
         self._next = 0
         self.workers: list[FakeWorker] = []
         self.signals: dict[tuple[str, str], Any] = {}
+        self.resumed: list[tuple[str, str | None]] = []
+        """(run id, from_step) of every resume."""
+        self.schedules: dict[str, FakeSchedule] = {}
 
     # helpers for tests
     def put(self, run: FakeRun) -> None:
@@ -131,6 +150,27 @@ class FakeDurably:
 
     def get_logs(self, run_id: str) -> list[FakeLog]:
         return list(self.logs.get(run_id, []))
+
+    def get_schedules(self) -> list[FakeSchedule]:
+        with self.lock:
+            return [self.schedules[name] for name in sorted(self.schedules)]
+
+    def pause_schedule(self, name: str) -> None:
+        """Like `Durably.pause_schedule`: no next tick while paused."""
+        self.calls.append(("pause_schedule", name))
+        with self.lock:
+            if name not in self.schedules:
+                raise NotFoundError(f"No schedule named {name!r}")
+            self.schedules[name] = replace(self.schedules[name], paused=True, next_run_at=None)
+
+    def resume_schedule(self, name: str) -> None:
+        """Like `Durably.resume_schedule`: the next tick comes back (here: in an hour)."""
+        self.calls.append(("resume_schedule", name))
+        with self.lock:
+            if name not in self.schedules:
+                raise NotFoundError(f"No schedule named {name!r}")
+            later = NOW + timedelta(hours=1)
+            self.schedules[name] = replace(self.schedules[name], paused=False, next_run_at=later)
 
     def get_workers(self) -> list[FakeWorker]:
         with self.lock:
@@ -185,6 +225,35 @@ class FakeDurably:
             status=RunStatus.PENDING,
             input=old.input,
             labels=old.labels,
+            created_at=NOW,
+            updated_at=NOW,
+        )
+        self.put(new)
+        return new
+
+    def resume(self, run_id: str, *, from_step: str | None = None) -> FakeRun:
+        """Like `Durably.resume`: ended runs only (a completed one only from a step), a step
+        the run executed; the new run's id ends in R, then S, T, … for later ones."""
+        self.calls.append(("resume", run_id))
+        old = self.runs.get(run_id)
+        if old is None:
+            raise NotFoundError(f"Run not found: {run_id}", run_id=run_id)
+        if old.status not in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.COMPLETED):
+            raise ConflictError(f"run {run_id} is {old.status.value}: only ended runs resume", run_id=run_id)
+        if old.status is RunStatus.COMPLETED and from_step is None:
+            raise ConflictError(f"run {run_id} completed: resume it from a step", run_id=run_id)
+        names = [s.name for s in self.steps.get(run_id, [])]
+        if from_step is not None and from_step not in names:
+            raise ValidationError(f"run {run_id} never executed step {from_step!r}", run_id=run_id)
+        self.resumed.append((run_id, from_step))
+        suffix = "RSTUVWXY"[sum(1 for r in self.runs.values() if r.resumed_from == run_id)]
+        new = FakeRun(
+            id=old.id[:-1] + suffix,
+            job_name=old.job_name,
+            status=RunStatus.PENDING,
+            input=old.input,
+            labels=old.labels,
+            resumed_from=run_id,
             created_at=NOW,
             updated_at=NOW,
         )
@@ -329,6 +398,34 @@ def sample() -> FakeDurably:
         FakeLog("warn", "user 2 has no email", "sync-2", {"user": 2}, created_at=ago(minutes=11, seconds=45)),
         FakeLog("error", "upsert failed for user 3", "sync-3", created_at=ago(minutes=11, seconds=30)),
     ]
+    return fake
+
+
+def schedules_sample() -> FakeDurably:
+    """`sample()` with three schedules: one whose last run failed, one paused, one that has
+    not fired yet."""
+    fake = sample()
+    for schedule in (
+        FakeSchedule(
+            "nightly-sync",
+            "sync-users",
+            "30 2 * * *",
+            "Europe/Berlin",
+            next_run_at=NOW + timedelta(hours=7, minutes=3, seconds=12),
+            last_run_id="01JDQ0000000000000000000A2",
+            last_run_at=ago(minutes=12),
+        ),
+        FakeSchedule(
+            "weekly-report",
+            "send-report",
+            "0 8 * * MON",
+            paused=True,
+            last_run_id="01JDQ0000000000000000000A3",
+            last_run_at=ago(minutes=9),
+        ),
+        FakeSchedule("every-5m", "resize-images", "*/5 * * * *", next_run_at=ahead(minutes=3, seconds=12)),
+    ):
+        fake.schedules[schedule.name] = schedule
     return fake
 
 

@@ -86,13 +86,13 @@ class TestList:
             assert isinstance(app.screen, RunDetailScreen)
 
     async def test_sort_keys_and_header_click(self, fake: FakeDurably) -> None:
-        """`s` cycles the sort column, `S` reverses it, a header click sorts by that column."""
+        """`s` cycles the sort column, `I` inverts it, a header click sorts by that column."""
         app = make_app(fake)
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
             await pilot.press("s")
             assert app.index.sort_key.value == "job"
-            await pilot.press("S")
+            await pilot.press("I")
             assert shown(app)[0] == "A2"  # sync-users, newest id first
             await pilot.click(RunList, offset=(3, 0))  # STATUS header
             assert app.index.sort_key.value == "status"
@@ -401,16 +401,16 @@ class TestLive:
             assert "A2" not in shown(app)
 
     async def test_pause_stops_applying_changes(self, fake: FakeDurably) -> None:
-        """Space pauses live updates; resuming catches up from the feed."""
+        """`P` pauses live updates; resuming catches up from the feed."""
         app = make_app(fake)
         async with app.run_test() as pilot:
             await settle(pilot)
-            await pilot.press("space")
+            await pilot.press("P")
             fake.update(RUNNING, status=RunStatus.COMPLETED, completed_at=NOW)
             app.poll()
             await settle(pilot)
             assert app.index.rows[RUNNING].status is RunStatus.LEASED
-            await pilot.press("space")
+            await pilot.press("P")
             app.poll()
             await settle(pilot)
             assert app.index.rows[RUNNING].status is RunStatus.COMPLETED
@@ -445,7 +445,7 @@ class TestClosing:
         assert not app.screen_stack
         app.tick()
         app.on_monitor_app_runs_loaded(MonitorApp.RunsLoaded([], first=True, last=True))
-        app.on_monitor_app_retriggered(MonitorApp.Retriggered(FAILED, DONE))
+        app.on_monitor_app_new_run(MonitorApp.NewRun(FAILED, DONE))
         assert app.target_run() is None
 
 

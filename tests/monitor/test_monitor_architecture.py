@@ -7,7 +7,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from monitor_fakes import FakeDurably, FakeRun, sample
+from monitor_fakes import FakeDurably, FakeRun, schedules_sample
 from monitor_helpers import make_app, settle
 from textual.pilot import Pilot
 
@@ -122,6 +122,9 @@ async def press_through_everything(pilot: Pilot[Any], fake: FakeDurably) -> None
     await pilot.press("r", "y")  # retrigger from the detail screen
     await settle(pilot)
     await pilot.press("escape")
+    assert app.screen.query_one(RunList).select(FAILED)
+    await pilot.press("R", "y")  # resume
+    await settle(pilot)
     assert app.screen.query_one(RunList).select(RUNNING)
     await pilot.press("c", "y")
     await settle(pilot)
@@ -143,6 +146,13 @@ async def press_through_everything(pilot: Pilot[Any], fake: FakeDurably) -> None
     await pilot.press("w")  # the workers view
     await settle(pilot)
     await pilot.press("escape")
+    await pilot.press("S")  # the schedules view: pause one, resume the paused one
+    await settle(pilot)
+    await pilot.press("p", "y")
+    await settle(pilot)
+    await pilot.press("G", "p", "y")
+    await settle(pilot)
+    await pilot.press("escape")
     fake.feed_broken = True  # the feed cannot say: a full reload
     app.poll()  # type: ignore[attr-defined]
     await settle(pilot)
@@ -150,28 +160,40 @@ async def press_through_everything(pilot: Pilot[Any], fake: FakeDurably) -> None
 
 class TestDurablyReader:
     def test_the_protocol_lists_what_the_monitor_calls(self) -> None:
-        """`DurablyReader` names the eleven methods of SPEC's Durably the monitor uses."""
+        """`DurablyReader` names the fifteen methods of SPEC's Durably the monitor uses."""
         assert protocol_methods() == {
             "get_runs",
             "get_run",
             "get_steps",
             "get_logs",
             "get_workers",
+            "get_schedules",
             "changes",
             "is_read_only",
             "cancel",
             "delete_run",
             "retrigger",
+            "resume",
             "signal",
+            "pause_schedule",
+            "resume_schedule",
         }
 
     async def test_the_monitor_uses_nothing_else(self) -> None:
-        """Listing, a detail, a poll, a reload, the four actions and the workers view touch
-        only the protocol."""
-        fake = sample()
+        """Listing, a detail, a poll, a reload, the five actions, the workers view and the
+        schedules view (pausing and resuming one) touch only the protocol."""
+        fake = schedules_sample()
         recorder = Recorder(fake)
         app = make_app(recorder)  # type: ignore[arg-type]
         async with app.run_test(size=(120, 40)) as pilot:
             await press_through_everything(pilot, fake)
-        assert [name for name, _ in fake.calls] == ["retrigger", "cancel", "delete", "signal"]
+        assert [name for name, _ in fake.calls] == [
+            "retrigger",
+            "resume",
+            "cancel",
+            "delete",
+            "signal",
+            "pause_schedule",
+            "resume_schedule",
+        ]
         assert recorder.used == protocol_methods()

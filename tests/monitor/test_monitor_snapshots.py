@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from monitor_fakes import PARENT, RETRY, SIGNAL, FakeDurably, sample, waiting_sample
+from monitor_fakes import PARENT, RETRY, SIGNAL, FakeDurably, sample, schedules_sample, waiting_sample
 from monitor_helpers import make_app, settle
 from textual.pilot import Pilot
 
@@ -13,6 +13,7 @@ from durably_monitor._runlist import RunList
 
 FAILED = "01JDQ0000000000000000000A2"
 RUNNING = "01JDQ0000000000000000000A4"
+RESUMED = "01JDQ0000000000000000000AR"
 
 Snap = Any
 
@@ -105,3 +106,29 @@ def test_signal_form(snap_compare: Snap) -> None:
 def test_workers(snap_compare: Snap) -> None:
     """The workers view."""
     assert snap_compare(make_app(waiting_sample()), terminal_size=(120, 24), press=["w"], run_before=ready)
+
+
+def test_marked_runs(snap_compare: Snap) -> None:
+    """Two runs marked (`space`): the `●` before their glyph and the count in the filter bar."""
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        for run_id in (FAILED, RUNNING):
+            assert pilot.app.screen.query_one(RunList).select(run_id)
+            await pilot.press("space")
+        await settle(pilot)
+
+    assert snap_compare(make_app(sample()), terminal_size=(120, 24), run_before=run_before)
+
+
+def test_schedules(snap_compare: Snap) -> None:
+    """The schedules view: next ticks counting down, last runs and their statuses, paused."""
+    app = make_app(schedules_sample())
+    assert snap_compare(app, terminal_size=(120, 24), press=["S"], run_before=ready)
+
+
+def test_detail_resumed(snap_compare: Snap) -> None:
+    """A run resumed from a failed one: `resumed from … o opens it` in its summary."""
+    fake = sample()
+    fake.resume(FAILED)
+    assert snap_compare(make_app(fake), terminal_size=(120, 30), run_before=choose(RESUMED, "enter"))
