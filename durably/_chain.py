@@ -38,17 +38,33 @@ def head(chain: str) -> tuple[int, dict[str, Any] | None]:
 
 def publish(root: str, tmp_dir: str, chain: str, n: int, body: bytes, *, sync: bool) -> bool:
     """Publish slot ``n`` of ``chain`` (a directory below ``root``; the head read was
-    ``n - 1``); False if another writer won: the binding changed since it was read."""
+    ``n - 1``); False if another writer won: the binding changed since it was read.
+
+    True only if slot ``n`` was free and no higher slot exists once it is linked: so the
+    head was ``n - 1`` all along from the read to the ``link()``, however long ago that
+    read was (the head never goes backwards, and a slot is only published again after a
+    higher one exists, which is never removed)."""
     with files.opened_dirs(root, tmp_dir, chain, create=True, sync=sync) as (tmp_fd, chain_fd):
-        if not files.publish_once(tmp_fd, chain_fd, str(n), body, sync=sync):
-            return False
-        slots = _numbers(os.listdir(chain_fd))
-        if slots and slots[-1] > n:  # we read a head that was pruned since: withdraw
-            files.remove_file(chain_fd, str(n))
-            return False
-        for old in slots:
-            if old < n - 1:
-                files.remove_file(chain_fd, str(old))
+        return files.publish_once(tmp_fd, chain_fd, str(n), body, sync=sync) and _settle(chain_fd, n)
+
+
+def link(root: str, chain: str, n: int, tmp_fd: int, tmp: str, *, sync: bool) -> bool:
+    """:func:`publish` of a file already staged as ``tmp`` in directory ``tmp_fd``
+    (``_files.stage``): slot ``n`` becomes another name of it."""
+    with files.opened_dir(root, chain, create=True, sync=sync) as chain_fd:
+        return files.link_once(tmp_fd, tmp, chain_fd, str(n), sync=sync) and _settle(chain_fd, n)
+
+
+def _settle(chain_fd: int, n: int) -> bool:
+    """After slot ``n`` was linked: withdraw it if a higher slot exists (the head read was
+    pruned since), else prune the slots more than one below it."""
+    slots = _numbers(os.listdir(chain_fd))
+    if slots and slots[-1] > n:
+        files.remove_file(chain_fd, str(n))
+        return False
+    for old in slots:
+        if old < n - 1:
+            files.remove_file(chain_fd, str(old))
     return True
 
 

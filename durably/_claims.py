@@ -19,7 +19,10 @@ old one.
 A keyed run is claimed only while its concurrency key is free. The key's execution chain
 ``keys/x/<key>`` (one ``link()`` decides, across hosts) names the run executing it; its
 claimer holds byte ``n`` (the slot's number) of ``locks/x-<key>`` while it claims and
-executes, so same-host claimers see a claim in flight. A key held by a run whose lease
+executes, so same-host claimers see a claim in flight. The slot is the claim's state file
+itself, staged once and linked twice (first as the slot, then as ``s.<n>``), and the
+claimer remembers it: its next claim of the key reads neither the chain nor the slot (a
+slot published meanwhile elsewhere makes that claim's ``link()`` fail). A key held by a run whose lease
 expired is freed only after that run is fenced (released, or claimed by this claimer);
 a key whose run was ended by another process (a cancel, a timeout) stays held until the
 execution that held it stopped: its owner frees the slot when it stops, or its lease
@@ -28,12 +31,13 @@ expires.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import logging
 import os
+import threading
 import time
-from typing import Any
 
 from . import _chain as chain
 from . import _files as files
@@ -53,6 +57,9 @@ from ._waits import WaitIndex
 
 log = logging.getLogger("durably")
 
+HEADS_KEPT = 1024
+"""How many concurrency keys' execution slots a process remembers (``Claims._remember_head``)."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _ExecKey:
@@ -62,6 +69,7 @@ class _ExecKey:
     lock: str
     chain: str
     slot: int
+    hash: str
 
 
 class _Key(enum.Enum):
@@ -146,10 +154,14 @@ class Claim:
         """Tell other hosts this execution stopped, if the run was ended by another
         process (a cancel): until then they count the key as held. Best effort: the
         lease's expiry frees the key too."""
-        fence = self.fence()
+        c = self._claims
+        # Usually the owner's own end: this process remembers it (an end never changes),
+        # so the state file that fenced the claim is not read again.
+        ended = c.runs.remembered_end(self.run_id)
+        fence = ended.head if ended is not None and ended.head_n == self.state.head_n + 1 else self.fence()
         if not (isinstance(fence, EndState) and fence.owner is None):
             return
-        c = self._claims
+        c.forget_head(key.hash)
         try:
             chain.publish(
                 c.layout.root,
@@ -188,6 +200,8 @@ class Claims:
         self.waits = waits
         self.fsync = fsync
         self.clock = clock
+        self._heads: dict[str, tuple[int, ExecSlot]] = {}
+        self._heads_lock = threading.Lock()
 
     # -- leases ------------------------------------------------------------------------
 
@@ -325,11 +339,19 @@ class Claims:
         fenced first (released), unless it is the candidate itself (the claim fences it)."""
         key_chain = self.layout.exec_chain(key_hash)
         key_lock = self.layout.exec_lock(key_hash)
-        n, data = chain.head(key_chain)
-        holder = self._key_holder(key_lock, key_chain, n, data, candidate.run_id, ended)
+        with self._heads_lock:
+            head = self._heads.get(key_hash)
+        slot: ExecSlot | None
+        if head is not None:  # the slot this process published last: see :meth:`_remember_head`
+            n, slot = head
+        else:
+            n, data = chain.head(key_chain)
+            slot = records.parse_exec_slot(data)
+        holder = self._key_holder(key_lock, key_chain, n, slot, candidate.run_id, ended)
         if holder is _Key.BUSY:
             return None
         if not locks.try_lock(key_lock, root=self.layout.root, offset=n + 1):
+            self.forget_head(key_hash)
             return None  # a claimer of this host is taking the next slot
         if (
             isinstance(holder, RunState)
@@ -338,14 +360,34 @@ class Claims:
         ):
             locks.unlock(key_lock, n + 1)
             return None  # its state moved on meanwhile: look again next time
-        return _ExecKey(key_lock, key_chain, n + 1)
+        return _ExecKey(key_lock, key_chain, n + 1, key_hash)
+
+    def _remember_head(self, key: _ExecKey, slot: ExecSlot) -> None:
+        """Remember the slot this process just published as its key's head, so that the
+        next claim of the key reads neither the chain nor the slot.
+
+        Safe however stale it gets: a claim publishes the next slot only if that slot is
+        free and no higher one exists after its ``link()`` (``_chain.publish``), which
+        proves the remembered slot was the head all along (the head never goes backwards,
+        and a slot is rewritten only after a higher one exists); the holder it names is
+        judged from the run's state, read at that time as before. A publish that fails
+        forgets it, and so does anything that moves the chain on from this process."""
+        with self._heads_lock:
+            self._heads[key.hash] = (key.slot, slot)
+            while len(self._heads) > HEADS_KEPT:
+                del self._heads[next(iter(self._heads))]
+
+    def forget_head(self, key_hash: str) -> None:
+        """Read key ``key_hash``'s chain again at its next claim (see :meth:`_remember_head`)."""
+        with self._heads_lock:
+            self._heads.pop(key_hash, None)
 
     def _key_holder(
         self,
         key_lock: str,
         key_chain: str,
         n: int,
-        data: dict[str, Any] | None,
+        slot: ExecSlot | None,
         candidate: str,
         ended: RunState | None = None,
     ) -> _Key | RunState:
@@ -354,7 +396,6 @@ class Claims:
         waits; FREE for the waiting run itself), or a run whose owner is gone or past its
         lease (the run, to fence before the key is taken). ``ended``: an ended run already
         read by the claimer, used instead of reading it again if the slot names it."""
-        slot = records.parse_exec_slot(data)
         if slot is None or not is_valid_id(slot.run):
             return _Key.FREE
         # An ended run read a moment ago reads the same now (an end never changes).
@@ -391,6 +432,20 @@ class Claims:
             beat = max(beat, self.journals.heartbeat(slot.run, slot.gen))
         return time.time() < beat + slot.lease
 
+    def _publish_slot(self, key: _ExecKey, slot: ExecSlot, tmp_fd: int, staged: str) -> bool:
+        """Publish the execution slot of a claim, before the claim: another name of the
+        claim's state file, staged as ``staged``. False if another claimer published it
+        first."""
+        won = False
+        try:
+            won = chain.link(self.layout.root, key.chain, key.slot, tmp_fd, staged, sync=self.fsync)
+        finally:
+            if won:
+                self._remember_head(key, slot)
+            else:
+                self.forget_head(key.hash)
+        return won
+
     def _claim_locked(
         self, run_id: str, gen: int, owner: str, lease_duration: float, key: _ExecKey | None
     ) -> Claim | None:
@@ -411,28 +466,35 @@ class Claims:
             lease=lease_duration,
             cut=cuts,
         )
+        # A keyed claim's state file is also its execution slot: one file, written and
+        # synced once, linked first as the key's next slot, then as the run's next state.
+        slot = None if key is None else ExecSlot(run=run_id, gen=gen, host=new.host, lease=new.lease)
+        body = records.state_bytes(new, run=None if slot is None else run_id)
         run_dir = self.layout.run_dir(run_id)
         n = state.head_n + 1
-        try:
-            if key is not None:
-                slot = ExecSlot(run=run_id, gen=gen, host=locks.HOST, lease=lease_duration)
-                if not chain.publish(
-                    self.layout.root, self.layout.tmp, key.chain, key.slot, slot.to_bytes(), sync=self.fsync
-                ):
-                    return None  # another host took the key first
+        journal = None
+        won = False
+        try:  # one walk to the run directory and to tmp/ serves both names
             with files.opened_dirs(self.layout.root, run_dir, self.layout.tmp) as (run_fd, tmp_fd):
-                journal = framing.JournalWriter(os.path.join(run_dir, journal_name(gen)), dir_fd=run_fd)
+                staged = files.stage(tmp_fd, body, sync=self.fsync)
                 try:
-                    won = files.publish_once(
-                        tmp_fd, run_fd, state_name(n), records.state_bytes(new), sync=self.fsync
-                    )
-                except BaseException:
-                    journal.close()
-                    raise
-        except OSError as exc:  # the journal, if opened, was closed above
+                    if (
+                        key is not None
+                        and slot is not None
+                        and not self._publish_slot(key, slot, tmp_fd, staged)
+                    ):
+                        return None  # another claimer took the key first
+                    journal = framing.JournalWriter(os.path.join(run_dir, journal_name(gen)), dir_fd=run_fd)
+                    won = files.link_once(tmp_fd, staged, run_fd, state_name(n), sync=self.fsync)
+                finally:
+                    with contextlib.suppress(OSError):
+                        files.remove_file(tmp_fd, staged)
+        except OSError as exc:
             raise files.wrap_os_error(exc, "claim run", run_dir) from exc
+        finally:
+            if not won and journal is not None:
+                journal.close()
         if not won:
-            journal.close()
             return None
         self.feed.notify(run_id)
         return Claim(

@@ -361,11 +361,29 @@ def publish_once(tmp_fd: int, dir_fd: int, name: str, data: bytes, *, sync: bool
     tmp = _tmp_name()
     create_file(tmp_fd, tmp, data, sync=sync)
     try:
+        won = link_once(tmp_fd, tmp, dir_fd, name, sync=False)
+    finally:
+        _unlink_quietly(tmp_fd, tmp)
+    if won and sync:
+        os.fsync(dir_fd)
+    return won
+
+
+def stage(tmp_fd: int, data: bytes, *, sync: bool) -> str:
+    """A new temp file of directory ``tmp_fd`` holding ``data`` (fsynced with ``sync``), to
+    publish under one name or more with :func:`link_once`; the caller removes it."""
+    tmp = _tmp_name()
+    create_file(tmp_fd, tmp, data, sync=sync)
+    return tmp
+
+
+def link_once(tmp_fd: int, tmp: str, dir_fd: int, name: str, *, sync: bool) -> bool:
+    """Link the staged file ``tmp`` to ``name`` in directory ``dir_fd``, unless it exists
+    (``EEXIST``: another writer won, False); with ``sync``, fsync the directory."""
+    try:
         os.link(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     except FileExistsError:
         return False
-    finally:
-        _unlink_quietly(tmp_fd, tmp)
     if sync:
         os.fsync(dir_fd)
     return True

@@ -327,23 +327,9 @@ def claim_state(
     )
 
 
-def state_bytes(state: StateRecord) -> bytes:
-    """The bytes of a state file. An end's ``output`` may be an ``orjson.Fragment``."""
-    if isinstance(state, ClaimState):
-        return dumps(
-            {
-                "v": FORMAT_VERSION,
-                "kind": "claim",
-                "gen": state.gen,
-                "at": state.at,
-                "started_at": state.started_at,
-                "owner": state.owner,
-                "host": state.host,
-                "pid": state.pid,
-                "lease": state.lease,
-                "cut": state.cut,
-            }
-        )
+def state_bytes(state: StateRecord, run: str | None = None) -> bytes:
+    """The bytes of a state file. An end's ``output`` may be an ``orjson.Fragment``. A
+    claim given its ``run`` reads as its :class:`ExecSlot` too (one file, two names)."""
     body: dict[str, Any] = {
         "v": FORMAT_VERSION,
         "kind": state.kind,
@@ -352,6 +338,11 @@ def state_bytes(state: StateRecord) -> bytes:
         "started_at": state.started_at,
         "cut": state.cut,
     }
+    if isinstance(state, ClaimState):
+        body.update(owner=state.owner, host=state.host, pid=state.pid, lease=state.lease)
+        if run is not None:
+            body["run"] = run
+        return dumps(body)
     if isinstance(state, ReleaseState):
         body["reason"] = state.reason
         return dumps(body)
@@ -518,7 +509,9 @@ class KeyRecord:
 @dataclasses.dataclass(frozen=True, slots=True)
 class ExecSlot:
     """A slot of a concurrency key's execution chain (``keys/x``): the run (and the
-    generation) executing the key, claimed on ``host`` for ``lease`` seconds."""
+    generation) executing the key, claimed on ``host`` for ``lease`` seconds. It is the
+    run's claim itself, a second name of its state file (:func:`state_bytes` with ``run``;
+    a slot of an older version holds only these fields)."""
 
     run: str
     gen: int
@@ -529,12 +522,6 @@ class ExecSlot:
     def freed(run_id: str) -> bytes:
         """The bytes of a slot that frees the key: the execution of ``run_id`` stopped."""
         return dumps({"v": FORMAT_VERSION, "run": None, "freed": run_id})
-
-    def to_bytes(self) -> bytes:
-        """The bytes of the slot file."""
-        return dumps(
-            {"v": FORMAT_VERSION, "run": self.run, "gen": self.gen, "host": self.host, "lease": self.lease}
-        )
 
 
 def key_run(data: dict[str, Any] | None) -> str | None:

@@ -99,13 +99,18 @@ class RunReader:
             while len(self._ended) > ENDED_KEPT:
                 del self._ended[next(iter(self._ended))]
 
+    def remembered_end(self, run_id: str) -> RunState | None:
+        """The run, if this process remembers it as ended (:meth:`note_ended`); reads
+        nothing."""
+        with self._ended_lock:
+            return self._ended.get(run_id)
+
     def load_ended(self, run_id: str) -> RunState | None:
         """:meth:`load`, answered from the runs remembered as ended when it is one of
         them: for the questions an end answers for good (has it ended, how, by whom).
         A run deleted since may still read as ended here, which is what it is to a run
         queued behind it."""
-        with self._ended_lock:
-            state = self._ended.get(run_id)
+        state = self.remembered_end(run_id)
         if state is not None:
             return state
         state = self.load(run_id)

@@ -250,6 +250,80 @@ class TestClaims:
         other.release()
         lease.release()
 
+    def test_a_keyed_claims_execution_slot_is_its_state_file(self, store: FileStore) -> None:
+        """The slot a keyed claim publishes in the key's execution chain is a second name
+        of its state file: one file, which reads as the slot and as the claim."""
+        rec = record(conc="k")
+        store.create_run(rec, coalesce=False)
+        lease = store.try_claim(entry_of(rec), "w", 30.0, set())
+        assert lease is not None
+        chain_dir = Path(store.layout.exec_chain(key_hash("k")))
+        (slot,) = chain_dir.iterdir()
+        state_file = Path(store.layout.run_dir(rec.id), state_name(lease.state.head_n))
+        assert os.path.samefile(slot, state_file)
+        parsed = records.parse_exec_slot(orjson.loads(slot.read_bytes()))
+        assert parsed == records.ExecSlot(run=rec.id, gen=1, host=locks.HOST, lease=30.0)
+        assert lease.state.claim is not None
+        assert lease.state.claim.owner == "w"
+        assert os.listdir(store.layout.tmp) == []
+        lease.release()
+
+    def test_the_next_claim_of_a_key_reads_its_chain_only_when_another_process_moved_it(
+        self, store: FileStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A process remembers the execution slot it published: its next claim of the key
+        reads neither the chain nor the slot. Another process (a second store on the root:
+        another cache) that claimed a run of the key since makes the remembered slot stale;
+        the claim then fails at its ``link()`` without taking the key, and the claim after
+        it reads the chain and finds the key busy until that run ended."""
+        from durably import _chain  # noqa: PLC0415
+
+        heads: list[str] = []
+        real_head = _chain.head
+        exec_chain = store.layout.exec_chain(key_hash("k"))
+
+        def head(c: str) -> tuple[int, dict[str, object] | None]:
+            heads.append(c)
+            return real_head(c)
+
+        monkeypatch.setattr(_chain, "head", head)
+
+        def run_to_end(s: FileStore, rec: RunRecord) -> None:
+            lease = s.try_claim(entry_of(rec), "w", 30.0, set())
+            assert lease is not None
+            assert s.end(lease.state, lease.gen, records.ending("completed", owner="w")) is not None
+            lease.release()
+
+        other = FileStore(store.root, fsync=False)
+        a1, a2, a3, b1 = (record(f"j{i}", conc="k") for i in range(4))
+        for rec in (a1, a2, a3, b1):
+            store.create_run(rec, coalesce=False)
+        run_to_end(store, a1)
+        run_to_end(store, a2)
+        assert heads.count(exec_chain) == 1  # the second claim of the key read nothing of it
+        here = locks.HOST
+        monkeypatch.setattr(locks, "HOST", "elsewhere")  # the other store poses as another host
+        held = other.try_claim(entry_of(b1), "o", 30.0, set())  # reads the chain: a2 ended
+        assert held is not None
+        assert held._key is not None
+        locks.unlock(held._key.lock, held._key.slot)  # its locks are on its host
+        locks.unlock(os.path.join(store.layout.run_dir(b1.id), "lock"), held.gen)
+        monkeypatch.setattr(locks, "HOST", here)
+        assert heads.count(exec_chain) == 2
+        blocked: set[str] = set()
+        assert store.try_claim(entry_of(a3), "w", 30.0, blocked) is None  # the stale slot: link lost
+        assert (blocked, heads.count(exec_chain)) == (set(), 2)  # judged free from memory, then lost
+        head_n, data = real_head(exec_chain)
+        assert records.key_run(data) == b1.id
+        assert store.try_claim(entry_of(a3), "w", 30.0, blocked) is None  # read again: busy
+        assert (blocked, heads.count(exec_chain)) == ({key_hash("k")}, 3)
+        assert other.end(held.state, held.gen, records.ending("completed", owner="o")) is not None
+        held.release()
+        lease = store.try_claim(entry_of(a3), "w", 30.0, set())
+        assert lease is not None
+        assert real_head(exec_chain)[0] == head_n + 1
+        lease.release()
+
     def test_the_lease_runs_from_the_last_heartbeat(self, store: FileStore) -> None:
         """lease_expiry is the journal's mtime (the heartbeat) plus the lease."""
         rec = record()

@@ -1474,8 +1474,9 @@ def _made_dir(*callers: str, path: Callable[[str], bool] = lambda _: True) -> Sy
 SYNC_SITES: dict[str, tuple[str, SyncMatcher]] = {
     # call site removed: (scenario, matcher of the fsync/fdatasync calls it makes)
     "step-commit-fdatasync": ("steps", _site("fdatasync", "append")),
-    "claim-dir-fsync": ("steps", _site("fsync", "publish_once", "_claim_locked")),
-    "claim-state-file-fsync": ("steps", _site("fsync", "create_file", "publish_once", "_claim_locked")),
+    "claim-dir-fsync": ("steps", _site("fsync", "link_once", "_claim_locked")),
+    "claim-state-file-fsync": ("steps", _site("fsync", "create_file", "stage", "_claim_locked")),
+    "keyed-claim-file-fsync": ("keys", _site("fsync", "create_file", "stage", "_claim_locked")),
     "end-dir-fsync": ("steps", _site("fsync", "publish_once", "publish_path", "_publish_next", "end")),
     "end-state-file-fsync": (
         "steps",
@@ -1527,6 +1528,7 @@ UNNEEDED_SITES: dict[str, tuple[str, SyncMatcher]] = {
     # Removing one of these loses nothing in the model (the reasons are in the report
     # lines of docs/reliability.md); pinned so that a change in that is noticed.
     "compaction-dir-fsync": ("steps", _site("fsync", "replace_file", "compact")),
+    "exec-slot-dir-fsync": ("keys", _site("fsync", "link_once", "link", "_publish_slot", "_claim_locked")),
     "batch-commit-file-fsync": ("batch", _site("fsync", "create_file", "commit_batch")),
     # runs that wait (docs/reliability.md says why each is still there)
     "wait-dir-fsync": ("waits", _site("fsync", "publish_once", "publish_path", "_publish_next", "wait")),
