@@ -48,7 +48,7 @@ from ._errors import StoreError
 from ._feed import ChangeFeed
 from ._ids import is_valid_id
 from ._journals import JournalReader
-from ._layout import NO_KEY, RUN_LOCK, Layout, journal_name, state_name
+from ._layout import COMPACTED, NO_KEY, RUN_LOCK, Layout, journal_name, state_name
 from ._lifecycle import Lifecycle
 from ._queue import QueueEntry, RunQueue
 from ._records import Clock, EndState, ExecSlot, RunState
@@ -486,6 +486,9 @@ class Claims:
                         return None  # another claimer took the key first
                     journal = framing.JournalWriter(os.path.join(run_dir, journal_name(gen)), dir_fd=run_fd)
                     won = files.link_once(tmp_fd, staged, run_fd, state_name(n), sync=self.fsync)
+                    if not won:
+                        journal.close()
+                        _drop_recreated_journal(run_fd, gen)
                 finally:
                     with contextlib.suppress(OSError):
                         files.remove_file(tmp_fd, staged)
@@ -505,3 +508,16 @@ class Claims:
             owner=owner,
             lease_duration=lease_duration,
         )
+
+
+def _drop_recreated_journal(run_fd: int, gen: int) -> None:
+    """Remove the empty ``j.<gen>`` a losing claimer created in a run that ended and was
+    compacted since it read the run's state (another host's claimer, which no lock
+    excludes, won that generation, finished and merged its journals). Where the run was
+    not compacted the file is the winner's (or compaction removes it later): left alone.
+    """
+    with contextlib.suppress(OSError):
+        os.stat(COMPACTED, dir_fd=run_fd, follow_symlinks=False)
+        name = journal_name(gen)
+        if os.stat(name, dir_fd=run_fd, follow_symlinks=False).st_size == 0:
+            os.unlink(name, dir_fd=run_fd)

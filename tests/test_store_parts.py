@@ -234,6 +234,30 @@ class TestClaims:
         assert os.path.exists(os.path.join(store.layout.run_dir(rec.id), state_name(2)))
         second.release()
 
+    def test_a_claimer_that_read_a_stale_state_leaves_no_journal_in_an_ended_run(
+        self, store: FileStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Across hosts no lock orders two claimers: one reads the run pending, the other
+        claims it, finishes and compacts it, then the first tries generation 1. It loses,
+        and the empty j.1 its attempt created is removed (doctor would read it as a
+        damaged journal of the ended run)."""
+        rec = record()
+        store.create_run(rec, coalesce=False)
+        stale = store.load(rec.id)
+        assert stale is not None
+        winner = store.try_claim(entry_of(rec), "a", 30.0, set())
+        assert winner is not None
+        winner.append(entries.step_started("s", 0, records.now_iso()), sync=False)
+        ended = store.end(winner.state, 1, records.ending("completed", output=None))
+        assert ended is not None
+        winner.release()
+        store.compact(ended, keep_outputs=True)
+        run_dir = store.layout.run_dir(rec.id)
+        assert not os.path.exists(os.path.join(run_dir, "j.1"))
+        monkeypatch.setattr(store.claims.runs, "load", lambda run_id: stale)
+        assert store.claims._claim_locked(rec.id, 1, "b", 30.0, None) is None
+        assert sorted(os.listdir(run_dir)) == ["journal.jsonl", "lock", "run.json", "s.1", "s.2"]
+
     def test_a_busy_concurrency_key_blocks_its_other_runs(self, store: FileStore) -> None:
         """While a run of a key executes, other runs of the key (any job) are skipped and
         the key is reported blocked; runs without the key are not."""
