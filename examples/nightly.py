@@ -31,8 +31,8 @@ class ImportIn(BaseModel):
     pages: int = 3
 
 
-def fetch(page: int) -> list[str]:
-    print(f"  fetching page {page}", flush=True)  # the expensive call not to repeat
+def fetch(run_id: str, page: int) -> list[str]:
+    print(f"  fetching page {page} for run {run_id}", flush=True)  # the call not to repeat
     return [f"order-{page}-{i}" for i in range(3)]
 
 
@@ -46,7 +46,7 @@ def publish(orders: list[str]) -> int:
 def import_orders(step: Step, payload: ImportIn) -> int:
     orders: list[str] = []
     for page in range(payload.pages):
-        orders += step.run(f"fetch-{page}", lambda page=page: fetch(page))
+        orders += step.run(f"fetch-{page}", lambda page=page: fetch(step.run_id, page))
     return step.run("publish", lambda: publish(orders))
 
 
